@@ -1,0 +1,300 @@
+//! Collective communication between tensor-parallel ranks.
+//!
+//! Model code only ever calls [`Communicator::all_reduce_sum`] (row-parallel layers,
+//! vocab-parallel embedding) and [`Communicator::all_gather`] (vocab-parallel head).
+//! At world size 1 both are no-ops, so TP=1 and TP=N run the same model code.
+
+use std::sync::{Arc, Barrier, Mutex};
+
+use candle_core::{Result, Tensor};
+
+pub trait Communicator: Send + Sync + std::fmt::Debug {
+    fn rank(&self) -> usize;
+    fn world_size(&self) -> usize;
+    /// Element-wise sum of `x` over all ranks; every rank gets the same result.
+    fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor>;
+    /// Concatenation of every rank's `x` along `dim`, in rank order.
+    fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor>;
+}
+
+/// World size 1: nothing to communicate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Communicator for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn all_gather(&self, x: &Tensor, _dim: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+}
+
+/// State shared by the in-process ranks of one [`Threads`] group.
+#[derive(Debug)]
+struct ThreadsShared {
+    world: usize,
+    barrier: Barrier,
+    slots: Vec<Mutex<Option<Tensor>>>,
+}
+
+/// N in-process CPU ranks, one thread each, exchanging tensors through shared memory.
+///
+/// Every rank sums the slots in rank order itself, so all ranks hold bit-identical
+/// results (they must: each one keeps sampling-relevant state in lock step).
+#[derive(Debug, Clone)]
+pub struct Threads {
+    rank: usize,
+    shared: Arc<ThreadsShared>,
+}
+
+impl Threads {
+    /// One communicator per rank, to be moved onto that rank's thread.
+    pub fn group(world: usize) -> Vec<Threads> {
+        assert!(world >= 1, "world size must be at least 1");
+        let shared = Arc::new(ThreadsShared {
+            world,
+            barrier: Barrier::new(world),
+            slots: (0..world).map(|_| Mutex::new(None)).collect(),
+        });
+        (0..world)
+            .map(|rank| Threads {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Publishes `x`, waits for every rank, and returns all ranks' tensors in rank order.
+    fn exchange(&self, x: &Tensor) -> Vec<Tensor> {
+        *self.shared.slots[self.rank].lock().expect("comm slot poisoned") = Some(x.clone());
+        self.shared.barrier.wait();
+        let all: Vec<Tensor> = self
+            .shared
+            .slots
+            .iter()
+            .map(|s| s.lock().expect("comm slot poisoned").clone().expect("slot filled"))
+            .collect();
+        // Nobody may overwrite a slot for the next collective before all have read this one.
+        self.shared.barrier.wait();
+        all
+    }
+}
+
+impl Communicator for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.shared.world
+    }
+    fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor> {
+        if self.shared.world == 1 {
+            return Ok(x.clone());
+        }
+        let parts = self.exchange(x);
+        let mut acc = parts[0].clone();
+        for p in &parts[1..] {
+            acc = (acc + p)?;
+        }
+        Ok(acc)
+    }
+    fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor> {
+        if self.shared.world == 1 {
+            return Ok(x.clone());
+        }
+        let parts = self.exchange(x);
+        Tensor::cat(&parts, dim)
+    }
+}
+
+#[cfg(feature = "nccl")]
+pub use self::nccl::Nccl;
+
+#[cfg(feature = "nccl")]
+mod nccl {
+    //! NCCL all-reduce / all-gather on CUDA tensors, through cudarc's NCCL bindings.
+    use std::sync::Arc;
+
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+
+    /// One rank of an NCCL communicator (one GPU per rank).
+    #[derive(Clone)]
+    pub struct Nccl {
+        comm: Arc<Comm>,
+    }
+
+    impl std::fmt::Debug for Nccl {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Nccl(rank {} of {})", self.comm.rank(), self.comm.world_size())
+        }
+    }
+
+    // SAFETY: a Comm is only used by the rank thread that owns its device; the engine
+    // never issues collectives for one rank from two threads at once.
+    unsafe impl Send for Nccl {}
+    unsafe impl Sync for Nccl {}
+
+    impl Nccl {
+        /// Creates the communicators of all ranks, one per GPU 0..world, in-process.
+        pub fn group(world: usize) -> Result<Vec<Nccl>> {
+            let id = Id::new().map_err(|e| candle_core::Error::Msg(format!("nccl id: {e:?}")))?;
+            let handles: Vec<_> = (0..world)
+                .map(|rank| {
+                    let id = id;
+                    std::thread::spawn(move || -> Result<Nccl> {
+                        let dev = candle_core::Device::new_cuda(rank)?;
+                        let stream = dev.as_cuda_device()?.cuda_stream();
+                        let comm = Comm::from_rank(stream, rank, world, id)
+                            .map_err(|e| candle_core::Error::Msg(format!("nccl comm: {e:?}")))?;
+                        Ok(Nccl {
+                            comm: Arc::new(comm),
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| candle_core::Error::Msg("nccl init thread panicked".into()))?)
+                .collect()
+        }
+    }
+
+    struct AllReduce(Arc<Comm>);
+
+    impl CustomOp1 for AllReduce {
+        fn name(&self) -> &'static str {
+            "nccl-all-reduce"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("nccl all-reduce needs CUDA tensors")
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+            let elem_count = l.shape().elem_count();
+            let dev = s.device().clone();
+            let Some((o1, o2)) = l.contiguous_offsets() else {
+                candle_core::bail!("nccl all-reduce input must be contiguous")
+            };
+            match s.dtype() {
+                DType::F32 => {
+                    let src = s.as_cuda_slice::<f32>()?.slice(o1..o2);
+                    let mut dst = unsafe { dev.alloc::<f32>(elem_count)? };
+                    self.0
+                        .all_reduce(&src, &mut dst, &ReduceOp::Sum)
+                        .map_err(|e| candle_core::Error::Msg(format!("nccl all-reduce: {e:?}")))?;
+                    Ok((CudaStorage::wrap_cuda_slice(dst, dev), l.shape().clone()))
+                }
+                dt => candle_core::bail!("nccl all-reduce: unsupported dtype {dt:?}"),
+            }
+        }
+    }
+
+    struct AllGather(Arc<Comm>);
+
+    impl CustomOp1 for AllGather {
+        fn name(&self) -> &'static str {
+            "nccl-all-gather"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("nccl all-gather needs CUDA tensors")
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+            let world = self.0.world_size();
+            let elem_count = l.shape().elem_count();
+            let dev = s.device().clone();
+            let Some((o1, o2)) = l.contiguous_offsets() else {
+                candle_core::bail!("nccl all-gather input must be contiguous")
+            };
+            match s.dtype() {
+                DType::F32 => {
+                    let src = s.as_cuda_slice::<f32>()?.slice(o1..o2);
+                    let mut dst = unsafe { dev.alloc::<f32>(elem_count * world)? };
+                    self.0
+                        .all_gather(&src, &mut dst)
+                        .map_err(|e| candle_core::Error::Msg(format!("nccl all-gather: {e:?}")))?;
+                    let mut dims = vec![world];
+                    dims.extend_from_slice(l.dims());
+                    Ok((CudaStorage::wrap_cuda_slice(dst, dev), Shape::from(dims)))
+                }
+                dt => candle_core::bail!("nccl all-gather: unsupported dtype {dt:?}"),
+            }
+        }
+    }
+
+    impl super::Communicator for Nccl {
+        fn rank(&self) -> usize {
+            self.comm.rank()
+        }
+        fn world_size(&self) -> usize {
+            self.comm.world_size()
+        }
+        fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor> {
+            if self.world_size() == 1 {
+                return Ok(x.clone());
+            }
+            x.contiguous()?.apply_op1_no_bwd(&AllReduce(self.comm.clone()))
+        }
+        fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor> {
+            let world = self.world_size();
+            if world == 1 {
+                return Ok(x.clone());
+            }
+            // NCCL gathers along a new leading axis; move it to `dim` and merge.
+            let stacked = x.contiguous()?.apply_op1_no_bwd(&AllGather(self.comm.clone()))?;
+            let parts: Vec<Tensor> = (0..world).map(|r| stacked.get(r)).collect::<Result<_>>()?;
+            Tensor::cat(&parts, dim)
+        }
+    }
+    #[allow(unused_imports)]
+    use WrapErr as _;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn threads_all_reduce_and_gather_agree_on_every_rank() {
+        let world = 4;
+        let handles: Vec<_> = Threads::group(world)
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let r = c.rank() as f32;
+                    let x = Tensor::new(&[r, 10.0 * r, 1.0], &Device::Cpu).unwrap();
+                    let sum = c.all_reduce_sum(&x).unwrap().to_vec1::<f32>().unwrap();
+                    let g = c.all_gather(&x.reshape((1, 3)).unwrap(), 0).unwrap();
+                    // Run several collectives back to back: slots must not be overwritten early.
+                    let again = c.all_reduce_sum(&x).unwrap().to_vec1::<f32>().unwrap();
+                    (sum, g.to_vec2::<f32>().unwrap(), again)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (sum, gathered, again) = h.join().unwrap();
+            assert_eq!(sum, vec![6.0, 60.0, 4.0]);
+            assert_eq!(again, sum);
+            assert_eq!(gathered.len(), 4);
+            for (r, row) in gathered.iter().enumerate() {
+                assert_eq!(row[0], r as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn local_is_identity() {
+        let x = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        assert_eq!(Local.all_reduce_sum(&x).unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(Local.world_size(), 1);
+    }
+}

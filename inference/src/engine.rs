@@ -1,0 +1,321 @@
+//! Batch-native generation over a [`ShardedModel`].
+//!
+//! [`Engine::step`] is one scheduler iteration: it admits waiting sequences (prefilling
+//! their prompts) and decodes one token for every running sequence, all in a single
+//! batched forward pass over sequences of different lengths. A server's continuous
+//! batching loop calls `add`/`cancel` between steps and forwards the events.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+use crate::layers::{Chunk, SeqId};
+use crate::model::ShardedModel;
+use crate::sampling::{SampledToken, Sampler, SamplingParams};
+use crate::stream::{Detokenize, IncrementalDecoder, StopMatcher};
+use crate::tokenizer::Tokenizer;
+
+impl Detokenize for Tokenizer {
+    fn decode_ids(&self, ids: &[u32]) -> String {
+        self.decode(ids, true).unwrap_or_default()
+    }
+}
+
+/// What to generate for one sequence.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt_tokens: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl GenerateRequest {
+    pub fn greedy(prompt_tokens: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            max_tokens,
+            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// A stop sequence or an end-of-sequence token.
+    Stop,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum Event {
+    /// One generated token and the text it completes (possibly empty: text that may still
+    /// be half a character or the start of a stop sequence is held back).
+    Token { seq: SeqId, token: SampledToken, text: String },
+    /// The sequence is done; `text` is whatever was still held back.
+    Finished { seq: SeqId, reason: FinishReason, text: String, prompt_tokens: usize, generated_tokens: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most prompt + decode tokens in one forward pass; a longer prompt is admitted alone.
+    pub max_batch_tokens: usize,
+    /// Most sequences decoding together.
+    pub max_running: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_batch_tokens: 4096, max_running: 64 }
+    }
+}
+
+struct Sequence {
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    max_tokens: usize,
+    ignore_eos: bool,
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    stops: StopMatcher,
+    /// Positions already in the KV cache.
+    cached: usize,
+}
+
+impl Sequence {
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+}
+
+/// Timing of the last step, for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    pub prefill_tokens: usize,
+    pub decode_tokens: usize,
+    pub elapsed: Duration,
+}
+
+pub struct Engine {
+    model: ShardedModel,
+    tokenizer: Arc<Tokenizer>,
+    cfg: EngineConfig,
+    next_id: SeqId,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
+    seqs: HashMap<SeqId, Sequence>,
+    pub last_step: StepStats,
+}
+
+impl Engine {
+    pub fn new(model: ShardedModel, tokenizer: Tokenizer, cfg: EngineConfig) -> Self {
+        Self {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            cfg,
+            next_id: 1,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            seqs: HashMap::new(),
+            last_step: StepStats::default(),
+        }
+    }
+
+    pub fn model(&self) -> &ShardedModel {
+        &self.model
+    }
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+    pub fn context_length(&self) -> usize {
+        self.model.config().context_length()
+    }
+
+    /// Queues a sequence; it is prefilled by the next `step`.
+    pub fn add(&mut self, req: GenerateRequest) -> Result<SeqId> {
+        req.sampling.validate()?;
+        let limit = self.context_length();
+        if req.prompt_tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if req.prompt_tokens.len() >= limit {
+            return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len(), limit });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let seq = Sequence {
+            sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
+            decoder: IncrementalDecoder::new(&req.prompt_tokens),
+            stops: StopMatcher::new(req.stop.clone()),
+            prompt_len: req.prompt_tokens.len(),
+            tokens: req.prompt_tokens,
+            max_tokens: req.max_tokens,
+            ignore_eos: req.ignore_eos,
+            cached: 0,
+        };
+        self.seqs.insert(id, seq);
+        self.waiting.push_back(id);
+        Ok(id)
+    }
+
+    /// Stops a sequence and frees its cache; returns false if it was not there.
+    pub fn cancel(&mut self, id: SeqId) -> bool {
+        let known = self.seqs.remove(&id).is_some();
+        self.waiting.retain(|&s| s != id);
+        self.running.retain(|&s| s != id);
+        if known {
+            self.model.free(vec![id]);
+        }
+        known
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+    /// Positions held in KV caches across all sequences (all ranks together hold one copy
+    /// per rank of their own heads).
+    pub fn cached_tokens(&self) -> usize {
+        self.seqs.values().map(|s| s.cached).sum()
+    }
+
+    /// One iteration: prefill newly admitted sequences and decode one token for every
+    /// running one, in one forward pass. Returns the events of this step.
+    pub fn step(&mut self) -> Result<Vec<Event>> {
+        let started = Instant::now();
+        let mut chunks = Vec::new();
+        let mut budget = self.cfg.max_batch_tokens;
+        for &id in &self.running {
+            let s = &self.seqs[&id];
+            chunks.push(Chunk { seq: id, tokens: s.tokens[s.cached..].to_vec(), start_pos: s.cached, all_logits: false });
+            budget = budget.saturating_sub(1);
+        }
+        let decode_tokens = chunks.len();
+        let mut admitted = Vec::new();
+        while let Some(&id) = self.waiting.front() {
+            let need = self.seqs[&id].tokens.len();
+            let first = chunks.is_empty();
+            if self.running.len() + admitted.len() >= self.cfg.max_running || (!first && need > budget) {
+                break;
+            }
+            self.waiting.pop_front();
+            let s = &self.seqs[&id];
+            chunks.push(Chunk { seq: id, tokens: s.tokens[s.cached..].to_vec(), start_pos: s.cached, all_logits: false });
+            budget = budget.saturating_sub(need);
+            admitted.push(id);
+        }
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefill_tokens: usize = chunks[decode_tokens..].iter().map(|c| c.tokens.len()).sum();
+        let order: Vec<SeqId> = chunks.iter().map(|c| c.seq).collect();
+        let logits = self.model.forward(chunks)?;
+        self.running.extend(admitted);
+
+        let mut events = Vec::with_capacity(order.len());
+        let mut finished = Vec::new();
+        let ctx = self.context_length();
+        for (id, logits) in order.into_iter().zip(logits) {
+            let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+            let s = self.seqs.get_mut(&id).expect("running sequence");
+            s.cached = s.tokens.len();
+            let tok = s.sampler.sample(&row);
+            s.tokens.push(tok.id);
+            let is_eos = !s.ignore_eos && self.tokenizer.eos_ids().contains(&tok.id);
+            let mut reason = None;
+            let mut text = String::new();
+            if is_eos {
+                reason = Some(FinishReason::Stop);
+            } else {
+                let piece = s.decoder.push(&*self.tokenizer, tok.id);
+                let (emit, stop) = s.stops.push(&piece);
+                text = emit;
+                if stop.is_some() {
+                    reason = Some(FinishReason::Stop);
+                }
+            }
+            if reason.is_none() && (s.generated() >= s.max_tokens || s.tokens.len() >= ctx) {
+                reason = Some(FinishReason::Length);
+            }
+            events.push(Event::Token { seq: id, token: tok, text });
+            if let Some(reason) = reason {
+                let tail = if reason == FinishReason::Length || is_eos {
+                    let rest = s.decoder.finish(&*self.tokenizer);
+                    let (emit, _) = s.stops.push(&rest);
+                    emit + &s.stops.flush()
+                } else {
+                    String::new()
+                };
+                events.push(Event::Finished {
+                    seq: id,
+                    reason,
+                    text: tail,
+                    prompt_tokens: s.prompt_len,
+                    generated_tokens: s.generated(),
+                });
+                finished.push(id);
+            }
+        }
+        if !finished.is_empty() {
+            self.running.retain(|id| !finished.contains(id));
+            for id in &finished {
+                self.seqs.remove(id);
+            }
+            self.model.free(finished);
+        }
+        self.last_step = StepStats { prefill_tokens, decode_tokens, elapsed: started.elapsed() };
+        Ok(events)
+    }
+
+    /// Runs one request to completion alone (CLI, tests). `on_text` sees each piece.
+    pub fn generate(&mut self, req: GenerateRequest, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+        let id = self.add(req)?;
+        let mut out = Generation::default();
+        while self.seqs.contains_key(&id) {
+            for ev in self.step()? {
+                match ev {
+                    Event::Token { seq, token, text } if seq == id => {
+                        out.tokens.push(token);
+                        on_text(&text);
+                        out.text.push_str(&text);
+                    }
+                    Event::Finished { seq, reason, text, .. } if seq == id => {
+                        on_text(&text);
+                        out.text.push_str(&text);
+                        out.finish_reason = Some(reason);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    pub tokens: Vec<SampledToken>,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+impl Generation {
+    pub fn token_ids(&self) -> Vec<u32> {
+        self.tokens.iter().map(|t| t.id).collect()
+    }
+}

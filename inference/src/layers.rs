@@ -1,0 +1,268 @@
+//! Pieces both model families share: the ragged batch, rotary embeddings, the split of
+//! attention heads over ranks, and causal attention over one sequence's KV cache.
+
+use std::ops::Range;
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::kv_cache::LayerKv;
+use crate::tp::Shard;
+
+/// Identifies a sequence across the engine, the scheduler and the KV caches.
+pub type SeqId = u64;
+
+/// New tokens of one sequence in a batched forward pass. A batch mixes prefills (many
+/// tokens) and decodes (one token) of sequences at different positions.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub seq: SeqId,
+    pub tokens: Vec<u32>,
+    /// Position of `tokens[0]`; equals the number of tokens already in the sequence's cache.
+    pub start_pos: usize,
+    /// Return logits for every token of the chunk (prompt logprobs), not just the last.
+    pub all_logits: bool,
+}
+
+/// Rows of the flattened `[total_tokens, hidden]` batch that belong to each chunk.
+pub fn chunk_rows(chunks: &[Chunk]) -> Vec<Range<usize>> {
+    let mut start = 0;
+    chunks
+        .iter()
+        .map(|c| {
+            let r = start..start + c.tokens.len();
+            start = r.end;
+            r
+        })
+        .collect()
+}
+
+/// Picks, per chunk, the hidden rows whose logits are wanted: the last, or all.
+pub fn rows_for_logits(hidden: &Tensor, chunks: &[Chunk]) -> Result<(Tensor, Vec<usize>)> {
+    let mut idx = Vec::new();
+    let mut counts = Vec::with_capacity(chunks.len());
+    for (c, r) in chunks.iter().zip(chunk_rows(chunks)) {
+        if c.all_logits {
+            idx.extend(r.start as u32..r.end as u32);
+            counts.push(r.len());
+        } else {
+            idx.push(r.end as u32 - 1);
+            counts.push(1);
+        }
+    }
+    let idx = Tensor::new(idx.as_slice(), hidden.device())?;
+    Ok((hidden.index_select(&idx, 0)?, counts))
+}
+
+/// Splits `[rows, vocab]` logits back into one tensor per chunk.
+pub fn split_logits(logits: &Tensor, counts: &[usize]) -> Result<Vec<Tensor>> {
+    let mut start = 0;
+    counts
+        .iter()
+        .map(|&n| {
+            let t = logits.narrow(0, start, n);
+            start += n;
+            t
+        })
+        .collect()
+}
+
+/// Precomputed rotary tables for positions `0..max_pos`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    /// GGUF llama weights are permuted for the interleaved (GPT-J) rotation; HF weights
+    /// and Gemma use the half-split (GPT-NeoX) rotation.
+    interleaved: bool,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, base: f32, max_pos: usize, interleaved: bool, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
+            .collect();
+        let inv_freq = Tensor::new(inv_freq.as_slice(), device)?;
+        let angles = Tensor::arange(0, max_pos as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_pos, 1))?
+            .matmul(&inv_freq.reshape((1, head_dim / 2))?)?;
+        Ok(Self { cos: angles.cos()?, sin: angles.sin()?, interleaved })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// `x: [heads, len, head_dim]` at positions `start..start+len`.
+    pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let len = x.dim(1)?;
+        let cos = self.cos.narrow(0, start, len)?;
+        let sin = self.sin.narrow(0, start, len)?;
+        let x = x.unsqueeze(0)?.contiguous()?;
+        let y = if self.interleaved {
+            candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x, &cos, &sin)?
+        };
+        y.squeeze(0)
+    }
+}
+
+/// The attention heads one rank owns. Query heads are split as evenly as possible; each
+/// rank keeps the KV heads its query heads read, so KV heads are replicated when there
+/// are more ranks than KV heads (or when a split falls inside a GQA group).
+#[derive(Debug, Clone)]
+pub struct HeadSplit {
+    pub q_heads: Range<usize>,
+    pub kv_heads: Range<usize>,
+    /// For each local query head, the index of its KV head among the local KV heads.
+    pub kv_of_q: Tensor,
+    pub head_dim: usize,
+}
+
+impl HeadSplit {
+    pub fn new(n_heads: usize, n_kv_heads: usize, head_dim: usize, shard: &Shard, device: &Device) -> Result<Self> {
+        if n_heads < shard.world() {
+            candle_core::bail!("{n_heads} attention heads cannot be split over {} ranks", shard.world());
+        }
+        let group = n_heads / n_kv_heads;
+        let q_heads = shard.split(n_heads);
+        let kv_heads = q_heads.start / group..(q_heads.end - 1) / group + 1;
+        let map: Vec<u32> = q_heads.clone().map(|h| (h / group - kv_heads.start) as u32).collect();
+        let kv_of_q = Tensor::new(map.as_slice(), device)?;
+        Ok(Self { q_heads, kv_heads, kv_of_q, head_dim })
+    }
+    pub fn q_range(&self) -> Range<usize> {
+        self.q_heads.start * self.head_dim..self.q_heads.end * self.head_dim
+    }
+    pub fn kv_range(&self) -> Range<usize> {
+        self.kv_heads.start * self.head_dim..self.kv_heads.end * self.head_dim
+    }
+    pub fn n_q(&self) -> usize {
+        self.q_heads.len()
+    }
+    pub fn n_kv(&self) -> usize {
+        self.kv_heads.len()
+    }
+}
+
+/// Causal attention of one chunk against its sequence's cache.
+///
+/// `q: [n_q, len, d]`, `k`/`v: [n_kv, len, d]` (already rotated) are appended to `cache`;
+/// returns `[len, n_q * d]`. `window` limits each query to the last `window` positions
+/// (Gemma's local layers).
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &mut LayerKv,
+    heads: &HeadSplit,
+    start_pos: usize,
+    window: Option<usize>,
+    scale: f64,
+) -> Result<Tensor> {
+    let len = q.dim(1)?;
+    let (k_all, v_all) = cache.append(k, v)?;
+    let total = start_pos + len;
+    // The oldest key any query of this chunk can see.
+    let first_key = match window {
+        Some(w) if start_pos + 1 > w => start_pos + 1 - w,
+        _ => 0,
+    };
+    let k_all = k_all.narrow(1, first_key, total - first_key)?.contiguous()?;
+    let v_all = v_all.narrow(1, first_key, total - first_key)?.contiguous()?;
+    // Each query head reads its group's KV head.
+    let k_all = k_all.index_select(&heads.kv_of_q, 0)?;
+    let v_all = v_all.index_select(&heads.kv_of_q, 0)?;
+
+    let att = (q.contiguous()?.matmul(&k_all.t()?)? * scale)?;
+    // A single query (decode) sees every key left after the window cut: no mask needed.
+    let att = if len > 1 {
+        let mask = attention_mask(len, start_pos, first_key, window, q.device())?;
+        let neg_inf = Tensor::new(f32::NEG_INFINITY, q.device())?.broadcast_as(att.shape())?;
+        mask.broadcast_as(att.shape())?.where_cond(&att, &neg_inf)?
+    } else {
+        att
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    let out = att.matmul(&v_all.contiguous()?)?; // [n_q, len, d]
+    let (n_q, _, d) = out.dims3()?;
+    out.transpose(0, 1)?.reshape((len, n_q * d))
+}
+
+/// `[len, keys]` u8 mask (1 = may attend) for queries at `start..start+len` over keys at
+/// `first_key..start+len`.
+fn attention_mask(len: usize, start: usize, first_key: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let total = start + len;
+    let keys = total - first_key;
+    let mut m = vec![0u8; len * keys];
+    for i in 0..len {
+        let qpos = start + i;
+        for (j, slot) in m[i * keys..(i + 1) * keys].iter_mut().enumerate() {
+            let kpos = first_key + j;
+            *slot = u8::from(kpos <= qpos && window.is_none_or(|w| qpos - kpos < w));
+        }
+    }
+    Tensor::from_vec(m, (len, keys), device)
+}
+
+/// Applies `f` to each chunk's rows of `x` and stacks the results back in order.
+pub fn per_chunk<F>(x: &Tensor, chunks: &[Chunk], mut f: F) -> Result<Tensor>
+where
+    F: FnMut(usize, &Tensor) -> Result<Tensor>,
+{
+    let rows = chunk_rows(chunks);
+    let outs: Vec<Tensor> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| f(i, &x.narrow(0, r.start, r.len())?))
+        .collect::<Result<_>>()?;
+    if outs.len() == 1 {
+        return Ok(outs.into_iter().next().expect("one"));
+    }
+    Tensor::cat(&outs, 0)
+}
+
+/// `[len, heads*d]` → `[heads, len, d]`.
+pub fn to_heads(x: &Tensor, heads: usize, d: usize) -> Result<Tensor> {
+    let len = x.dim(0)?;
+    x.reshape((len, heads, d))?.transpose(0, 1)?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn head_split_replicates_kv_heads_when_needed() {
+        let dev = Device::Cpu;
+        // SmolLM2: 9 heads, 3 KV heads, TP=4 → query heads 3,2,2,2.
+        let comms = crate::comm::Threads::group(4);
+        let splits: Vec<_> = comms
+            .into_iter()
+            .map(|c| HeadSplit::new(9, 3, 64, &Shard::new(Arc::new(c)), &dev).unwrap())
+            .collect();
+        assert_eq!(splits[0].q_heads, 0..3);
+        assert_eq!(splits[0].kv_heads, 0..1);
+        assert_eq!(splits[2].q_heads, 5..7);
+        assert_eq!(splits[2].kv_heads, 1..3, "heads 5 and 6 read KV heads 1 and 2");
+        assert_eq!(splits[2].kv_of_q.to_vec1::<u32>().unwrap(), vec![0, 1]);
+        // Gemma: 4 heads, 1 KV head, TP=2: the KV head is on both ranks.
+        let comms = crate::comm::Threads::group(2);
+        for c in comms {
+            let s = HeadSplit::new(4, 1, 256, &Shard::new(Arc::new(c)), &dev).unwrap();
+            assert_eq!(s.kv_heads, 0..1);
+            assert_eq!(s.n_q(), 2);
+        }
+    }
+
+    #[test]
+    fn mask_is_causal_and_windowed() {
+        let m = attention_mask(3, 2, 0, None, &Device::Cpu).unwrap().to_vec2::<u8>().unwrap();
+        assert_eq!(m, vec![vec![1, 1, 1, 0, 0], vec![1, 1, 1, 1, 0], vec![1, 1, 1, 1, 1]]);
+        let m = attention_mask(3, 0, 0, Some(2), &Device::Cpu).unwrap().to_vec2::<u8>().unwrap();
+        assert_eq!(m, vec![vec![1, 0, 0], vec![1, 1, 0], vec![0, 1, 1]]);
+    }
+}

@@ -1,0 +1,246 @@
+//! Llama-family decoder (SmolLM2, and Hugging Face llama checkpoints): pre-norm
+//! attention with GQA and RoPE, SwiGLU MLP, optionally tied output head.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::kv_cache::SeqCache;
+use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
+use crate::tp::{ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
+use crate::weights::{Metadata, WeightSource};
+
+/// Field names follow Hugging Face's `config.json`, so a checkpoint's config deserializes
+/// directly; GGUF metadata is mapped onto the same struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Which tensor names and RoPE layout the weights use (not in HF configs).
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+fn default_rope_theta() -> f32 {
+    10_000.0
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Layout {
+    /// llama.cpp names (`blk.N.attn_q`), Q/K permuted for interleaved RoPE.
+    Gguf,
+    /// Hugging Face names (`model.layers.N.self_attn.q_proj`), half-split RoPE.
+    #[default]
+    HuggingFace,
+}
+
+impl Config {
+    pub fn from_gguf(md: &Metadata) -> crate::error::Result<Self> {
+        let a = md.string("general.architecture").unwrap_or_else(|| "llama".into());
+        let k = |s: &str| format!("{a}.{s}");
+        let n_heads = md.u32(&k("attention.head_count"))? as usize;
+        let hidden = md.u32(&k("embedding_length"))? as usize;
+        let vocab_size = match md.get("tokenizer.ggml.tokens") {
+            Some(candle_core::quantized::gguf_file::Value::Array(v)) => v.len(),
+            _ => md.u32(&k("vocab_size"))? as usize,
+        };
+        Ok(Self {
+            vocab_size,
+            hidden_size: hidden,
+            intermediate_size: md.u32(&k("feed_forward_length"))? as usize,
+            num_hidden_layers: md.u32(&k("block_count"))? as usize,
+            num_attention_heads: n_heads,
+            num_key_value_heads: Some(md.u32_or(&k("attention.head_count_kv"), n_heads as u32)? as usize),
+            head_dim: Some(md.u32_or(&k("rope.dimension_count"), (hidden / n_heads) as u32)? as usize),
+            rms_norm_eps: md.f32_or(&k("attention.layer_norm_rms_epsilon"), 1e-5)? as f64,
+            rope_theta: md.f32_or(&k("rope.freq_base"), 10_000.0)?,
+            max_position_embeddings: md.u32_or(&k("context_length"), 2048)? as usize,
+            tie_word_embeddings: false,
+            layout: Layout::Gguf,
+        })
+    }
+
+    pub fn from_config_json(path: &Path) -> crate::error::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| EngineError::BadModel {
+            path: path.to_path_buf(),
+            reason: format!("config.json: {e}"),
+        })
+    }
+
+    pub fn n_kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    fn name(&self, layer: Option<usize>, what: &str) -> String {
+        match (self.layout, layer) {
+            (Layout::Gguf, Some(i)) => format!("blk.{i}.{what}.weight"),
+            (Layout::Gguf, None) => format!("{what}.weight"),
+            (Layout::HuggingFace, Some(i)) => {
+                let hf = match what {
+                    "attn_q" => "self_attn.q_proj",
+                    "attn_k" => "self_attn.k_proj",
+                    "attn_v" => "self_attn.v_proj",
+                    "attn_output" => "self_attn.o_proj",
+                    "attn_norm" => "input_layernorm",
+                    "ffn_norm" => "post_attention_layernorm",
+                    "ffn_gate" => "mlp.gate_proj",
+                    "ffn_up" => "mlp.up_proj",
+                    "ffn_down" => "mlp.down_proj",
+                    other => other,
+                };
+                format!("model.layers.{i}.{hf}.weight")
+            }
+            (Layout::HuggingFace, None) => match what {
+                "token_embd" => "model.embed_tokens.weight".into(),
+                "output_norm" => "model.norm.weight".into(),
+                "output" => "lm_head.weight".into(),
+                other => format!("{other}.weight"),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: ColumnParallelLinear,
+    k_proj: ColumnParallelLinear,
+    v_proj: ColumnParallelLinear,
+    o_proj: RowParallelLinear,
+    heads: HeadSplit,
+    rope: Arc<Rope>,
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, chunks: &[Chunk], caches: &mut [&mut SeqCache], layer: usize) -> Result<Tensor> {
+        let (d, nq, nkv) = (self.heads.head_dim, self.heads.n_q(), self.heads.n_kv());
+        let qkv = Tensor::cat(&[self.q_proj.forward(x)?, self.k_proj.forward(x)?, self.v_proj.forward(x)?], 1)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let y = per_chunk(&qkv, chunks, |i, rows| {
+            let pos = chunks[i].start_pos;
+            let q = self.rope.apply(&to_heads(&rows.narrow(1, 0, nq * d)?, nq, d)?, pos)?;
+            let k = self.rope.apply(&to_heads(&rows.narrow(1, nq * d, nkv * d)?, nkv, d)?, pos)?;
+            let v = to_heads(&rows.narrow(1, (nq + nkv) * d, nkv * d)?, nkv, d)?;
+            causal_attention(&q, &k, &v, &mut caches[i].layers[layer], &self.heads, pos, None, scale)
+        })?;
+        self.o_proj.forward(&y)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: ColumnParallelLinear,
+    up_proj: ColumnParallelLinear,
+    down_proj: RowParallelLinear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub cfg: Config,
+    embed_tokens: VocabParallelEmbedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: VocabParallelHead,
+    device: Device,
+}
+
+impl Model {
+    pub fn load(vb: &WeightSource, cfg: &Config, shard: &Shard, device: &Device) -> crate::error::Result<Self> {
+        let get = |layer: Option<usize>, n: &str| vb.get(&cfg.name(layer, n), device);
+        let norm = |layer: Option<usize>, n: &str| -> crate::error::Result<RmsNorm> {
+            Ok(RmsNorm::new(&get(layer, n)?, cfg.rms_norm_eps, device)?)
+        };
+        let interleaved = cfg.layout == Layout::Gguf;
+        let rope = Arc::new(Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings, interleaved, device)?);
+        let embed = get(None, "token_embd")?;
+        let ff = cfg.intermediate_size;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = Some(i);
+            let heads = HeadSplit::new(cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim(), shard, device)?;
+            let down = get(l, "ffn_down")?;
+            let bs = down.block_size();
+            let units = shard.split(ff / bs);
+            let ff_range = units.start * bs..units.end * bs;
+            layers.push(DecoderLayer {
+                input_layernorm: norm(l, "attn_norm")?,
+                self_attn: Attention {
+                    q_proj: ColumnParallelLinear::new(&get(l, "attn_q")?, heads.q_range())?,
+                    k_proj: ColumnParallelLinear::new(&get(l, "attn_k")?, heads.kv_range())?,
+                    v_proj: ColumnParallelLinear::new(&get(l, "attn_v")?, heads.kv_range())?,
+                    o_proj: RowParallelLinear::new(&cfg.name(l, "attn_output"), &get(l, "attn_output")?, heads.q_range(), shard, device)?,
+                    heads,
+                    rope: rope.clone(),
+                },
+                post_attention_layernorm: norm(l, "ffn_norm")?,
+                mlp: Mlp {
+                    gate_proj: ColumnParallelLinear::new(&get(l, "ffn_gate")?, ff_range.clone())?,
+                    up_proj: ColumnParallelLinear::new(&get(l, "ffn_up")?, ff_range.clone())?,
+                    down_proj: RowParallelLinear::new(&cfg.name(l, "ffn_down"), &down, ff_range, shard, device)?,
+                },
+            });
+        }
+        let head_name = cfg.name(None, "output");
+        let head = if !cfg.tie_word_embeddings && vb.contains(&head_name) { get(None, "output")? } else { embed.clone() };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens: VocabParallelEmbedding::new(&embed, shard)?,
+            layers,
+            norm: norm(None, "output_norm")?,
+            lm_head: VocabParallelHead::new(&head, shard)?,
+            device: device.clone(),
+        })
+    }
+
+    pub fn forward(&self, chunks: &[Chunk], caches: &mut [&mut SeqCache]) -> Result<Vec<Tensor>> {
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        let mut x = self.embed_tokens.forward(&ids, &self.device)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, chunks, caches, i)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        let (rows, counts) = rows_for_logits(&x, chunks)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&rows)?)?;
+        split_logits(&logits, &counts)
+    }
+}

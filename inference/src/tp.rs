@@ -1,0 +1,326 @@
+//! Tensor-parallel layer types.
+//!
+//! Parallelism lives here, in the types, not in flags inside the models:
+//! - [`ColumnParallelLinear`] keeps a slice of the output rows and never communicates;
+//! - [`RowParallelLinear`] keeps a slice of the input columns and all-reduces its output;
+//! - [`VocabParallelEmbedding`] / [`VocabParallelHead`] split the vocabulary.
+//!
+//! Quantized weights stay quantized: a row slice cuts whole rows; a column slice cuts at
+//! quant-block boundaries, and when it cannot (the split is not block-aligned) the tensor
+//! is dequantized and the load log says so.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+use crate::comm::Communicator;
+
+/// Which part of the model one rank holds.
+#[derive(Clone, Debug)]
+pub struct Shard {
+    pub comm: Arc<dyn Communicator>,
+}
+
+impl Shard {
+    pub fn new(comm: Arc<dyn Communicator>) -> Self {
+        Self { comm }
+    }
+    pub fn local() -> Self {
+        Self::new(Arc::new(crate::comm::Local))
+    }
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+    pub fn world(&self) -> usize {
+        self.comm.world_size()
+    }
+    /// This rank's part of `n` units split as evenly as possible (the first ranks take the
+    /// remainder), so that 9 heads over 4 ranks become 3, 2, 2, 2.
+    pub fn split(&self, n: usize) -> Range<usize> {
+        split_range(n, self.world(), self.rank())
+    }
+}
+
+pub fn split_range(n: usize, world: usize, rank: usize) -> Range<usize> {
+    let base = n / world;
+    let extra = n % world;
+    let start = rank * base + rank.min(extra);
+    let len = base + usize::from(rank < extra);
+    start..start + len
+}
+
+/// A 2-D weight `[out, in]` as stored: quantized (GGUF) or dense (safetensors, norms).
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Quant(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Weight {
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            Weight::Quant(q) => q.shape().dims2(),
+            Weight::Dense(t) => t.dims2(),
+        }
+    }
+
+    /// Quant block size along the input dimension (1 for dense weights).
+    pub fn block_size(&self) -> usize {
+        match self {
+            Weight::Quant(q) => q.dtype().block_size(),
+            Weight::Dense(_) => 1,
+        }
+    }
+
+    pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
+        match self {
+            Weight::Quant(q) => q.dequantize(device),
+            Weight::Dense(t) => t.to_dtype(DType::F32),
+        }
+    }
+
+    /// Output rows `range` (whole rows: always possible without dequantizing).
+    pub fn rows(&self, range: Range<usize>) -> Result<Weight> {
+        let (out, inp) = self.dims2()?;
+        if range == (0..out) {
+            return Ok(self.clone());
+        }
+        match self {
+            Weight::Dense(t) => Ok(Weight::Dense(t.narrow(0, range.start, range.len())?)),
+            Weight::Quant(q) => {
+                let row_bytes = inp / q.dtype().block_size() * q.dtype().type_size();
+                let data = q.data()?;
+                let bytes = &data[range.start * row_bytes..range.end * row_bytes];
+                let storage = QStorage::from_data(bytes.to_vec().into(), &q.device(), q.dtype())?;
+                Ok(Weight::Quant(Arc::new(QTensor::new(storage, (range.len(), inp))?)))
+            }
+        }
+    }
+
+    /// Input columns `range`. Returns the weight and whether it had to be dequantized
+    /// because the range does not fall on quant-block boundaries.
+    pub fn cols(&self, range: Range<usize>, device: &Device) -> Result<(Weight, bool)> {
+        let (out, inp) = self.dims2()?;
+        if range == (0..inp) {
+            return Ok((self.clone(), false));
+        }
+        match self {
+            Weight::Dense(t) => Ok((Weight::Dense(t.narrow(1, range.start, range.len())?.contiguous()?), false)),
+            Weight::Quant(q) => {
+                let bs = q.dtype().block_size();
+                if range.start % bs != 0 || range.end % bs != 0 {
+                    let dense = q.dequantize(device)?.narrow(1, range.start, range.len())?.contiguous()?;
+                    return Ok((Weight::Dense(dense), true));
+                }
+                let ts = q.dtype().type_size();
+                let row_bytes = inp / bs * ts;
+                let (b0, b1) = (range.start / bs * ts, range.end / bs * ts);
+                let data = q.data()?;
+                let mut bytes = Vec::with_capacity(out * (b1 - b0));
+                for r in 0..out {
+                    bytes.extend_from_slice(&data[r * row_bytes + b0..r * row_bytes + b1]);
+                }
+                let storage = QStorage::from_data(bytes.into(), &q.device(), q.dtype())?;
+                Ok((Weight::Quant(Arc::new(QTensor::new(storage, (out, range.len()))?)), false))
+            }
+        }
+    }
+
+    fn into_matmul(self) -> Result<QMatMul> {
+        match self {
+            Weight::Quant(q) => QMatMul::from_arc(q),
+            Weight::Dense(t) => Ok(QMatMul::Tensor(t.to_dtype(DType::F32)?)),
+        }
+    }
+}
+
+/// `y = x W^T` for `x: [tokens, in]`, whatever the storage of `W`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: QMatMul,
+}
+
+impl Linear {
+    pub fn new(w: Weight) -> Result<Self> {
+        Ok(Self { inner: w.into_matmul()? })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(x)
+    }
+}
+
+/// Holds output rows `range` of `W`: each rank computes its slice of the output features.
+#[derive(Debug, Clone)]
+pub struct ColumnParallelLinear {
+    linear: Linear,
+    pub out_range: Range<usize>,
+}
+
+impl ColumnParallelLinear {
+    pub fn new(w: &Weight, out_range: Range<usize>) -> Result<Self> {
+        Ok(Self { linear: Linear::new(w.rows(out_range.clone())?)?, out_range })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.linear.forward(x)
+    }
+}
+
+/// Holds input columns `range` of `W`: each rank multiplies its slice of the input
+/// features, and the partial outputs are summed over the ranks.
+#[derive(Debug, Clone)]
+pub struct RowParallelLinear {
+    linear: Linear,
+    shard: Shard,
+}
+
+impl RowParallelLinear {
+    pub fn new(name: &str, w: &Weight, in_range: Range<usize>, shard: &Shard, device: &Device) -> Result<Self> {
+        let (w, dequantized) = w.cols(in_range.clone(), device)?;
+        if dequantized {
+            tracing::info!(
+                "{name}: split {in_range:?} is not aligned to its quant blocks; dequantized this tensor on rank {}",
+                shard.rank()
+            );
+        }
+        Ok(Self { linear: Linear::new(w)?, shard: shard.clone() })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let partial = self.linear.forward(x)?;
+        self.shard.comm.all_reduce_sum(&partial)
+    }
+}
+
+/// Each rank holds the embedding rows of its vocabulary slice; ids outside the slice
+/// give zero rows, and the all-reduce puts every row together.
+#[derive(Debug, Clone)]
+pub struct VocabParallelEmbedding {
+    table: Weight,
+    vocab_range: Range<usize>,
+    shard: Shard,
+}
+
+impl VocabParallelEmbedding {
+    pub fn new(w: &Weight, shard: &Shard) -> Result<Self> {
+        let (vocab, _) = w.dims2()?;
+        let vocab_range = shard.split(vocab);
+        Ok(Self { table: w.rows(vocab_range.clone())?, vocab_range, shard: shard.clone() })
+    }
+
+    /// `ids: [tokens] (u32)` → `[tokens, hidden]` f32.
+    pub fn forward(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let (lo, hi) = (self.vocab_range.start as u32, self.vocab_range.end as u32);
+        let local: Vec<u32> = ids.iter().map(|&i| if (lo..hi).contains(&i) { i - lo } else { 0 }).collect();
+        let local = Tensor::new(local.as_slice(), device)?;
+        let rows = match &self.table {
+            Weight::Quant(q) => q.embedding(&local)?,
+            Weight::Dense(t) => t.to_dtype(DType::F32)?.index_select(&local, 0)?,
+        };
+        if self.shard.world() == 1 {
+            return Ok(rows);
+        }
+        let keep: Vec<f32> = ids.iter().map(|&i| if (lo..hi).contains(&i) { 1.0 } else { 0.0 }).collect();
+        let keep = Tensor::from_vec(keep, (ids.len(), 1), device)?;
+        self.shard.comm.all_reduce_sum(&rows.broadcast_mul(&keep)?)
+    }
+}
+
+/// The output projection split over the vocabulary; logits are gathered on every rank.
+#[derive(Debug, Clone)]
+pub struct VocabParallelHead {
+    linear: ColumnParallelLinear,
+    shard: Shard,
+}
+
+impl VocabParallelHead {
+    pub fn new(w: &Weight, shard: &Shard) -> Result<Self> {
+        let (vocab, _) = w.dims2()?;
+        Ok(Self { linear: ColumnParallelLinear::new(w, shard.split(vocab))?, shard: shard.clone() })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let local = self.linear.forward(x)?;
+        self.shard.comm.all_gather(&local, local.rank() - 1)
+    }
+}
+
+/// RMSNorm with a dense weight (GGUF stores norms as f32).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(w: &Weight, eps: f64, device: &Device) -> Result<Self> {
+        let weight = match w {
+            Weight::Quant(q) => q.dequantize(device)?,
+            Weight::Dense(t) => t.to_dtype(DType::F32)?,
+        };
+        Ok(Self { weight: weight.flatten_all()?, eps: eps as f32 })
+    }
+    /// Adds `delta` to the stored weight (HF Gemma checkpoints store `w - 1`).
+    pub fn shifted(mut self, delta: f64) -> Result<Self> {
+        self.weight = (self.weight + delta)?;
+        Ok(self)
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+/// Whether a quant type splits only at coarse boundaries (K-quants: 256).
+pub fn is_k_quant(dt: GgmlDType) -> bool {
+    dt.block_size() == 256
+}
+
+#[allow(dead_code)]
+fn _assert_dim(_: D) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_range_covers_everything_unevenly() {
+        let parts: Vec<_> = (0..4).map(|r| split_range(9, 4, r)).collect();
+        assert_eq!(parts, vec![0..3, 3..5, 5..7, 7..9]);
+        assert_eq!(split_range(4, 1, 0), 0..4);
+    }
+
+    fn quantized(rows: usize, cols: usize, dt: GgmlDType) -> (Tensor, Weight) {
+        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, dt).unwrap();
+        let deq = q.dequantize(&Device::Cpu).unwrap();
+        (deq, Weight::Quant(Arc::new(q)))
+    }
+
+    #[test]
+    fn quantized_row_and_block_aligned_col_slices_stay_quantized_and_exact() {
+        for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let bs = dt.block_size();
+            let (deq, w) = quantized(6, bs * 4, dt);
+            let r = w.rows(2..5).unwrap();
+            assert!(matches!(r, Weight::Quant(_)));
+            let got = r.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(got, deq.narrow(0, 2, 3).unwrap().to_vec2::<f32>().unwrap());
+
+            let (c, dequantized) = w.cols(bs..bs * 3, &Device::Cpu).unwrap();
+            assert!(!dequantized, "{dt:?}");
+            assert!(matches!(c, Weight::Quant(_)));
+            let got = c.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(got, deq.narrow(1, bs, bs * 2).unwrap().to_vec2::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn unaligned_col_slice_falls_back_to_dense() {
+        let (deq, w) = quantized(3, 512, GgmlDType::Q4K);
+        let (c, dequantized) = w.cols(100..300, &Device::Cpu).unwrap();
+        assert!(dequantized);
+        assert!(matches!(c, Weight::Dense(_)));
+        let got = c.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(got, deq.narrow(1, 100, 200).unwrap().to_vec2::<f32>().unwrap());
+    }
+}
