@@ -15,6 +15,24 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
     fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor>;
     /// Concatenation of every rank's `x` along `dim`, in rank order.
     fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor>;
+
+    /// Sum of partial results of a canonical partition: this rank holds `partials`, the
+    /// next consecutive parts in rank order. The default adds locally, then all-reduces
+    /// (fast; rounding depends on the world size). CPU communicators override it to add
+    /// every part in global order, so results are bit-identical at any TP degree.
+    fn reduce_parts(&self, partials: &[Tensor]) -> Result<Tensor> {
+        let local = sum_in_order(partials)?;
+        self.all_reduce_sum(&local)
+    }
+}
+
+/// `p0 + p1 + ...`, strictly left to right.
+pub fn sum_in_order(parts: &[Tensor]) -> Result<Tensor> {
+    let mut acc = parts.first().expect("at least one part").clone();
+    for p in &parts[1..] {
+        acc = (acc + p)?;
+    }
+    Ok(acc)
 }
 
 /// World size 1: nothing to communicate.
@@ -33,6 +51,9 @@ impl Communicator for Local {
     }
     fn all_gather(&self, x: &Tensor, _dim: usize) -> Result<Tensor> {
         Ok(x.clone())
+    }
+    fn reduce_parts(&self, partials: &[Tensor]) -> Result<Tensor> {
+        sum_in_order(partials)
     }
 }
 
@@ -111,6 +132,18 @@ impl Communicator for Threads {
         }
         let parts = self.exchange(x);
         Tensor::cat(&parts, dim)
+    }
+    fn reduce_parts(&self, partials: &[Tensor]) -> Result<Tensor> {
+        let mine = Tensor::stack(partials, 0)?;
+        if self.shared.world == 1 {
+            return sum_in_order(partials);
+        }
+        let all: Vec<Tensor> = self
+            .exchange(&mine)
+            .iter()
+            .flat_map(|t| (0..t.dim(0).unwrap_or(0)).map(move |i| t.get(i)))
+            .collect::<Result<_>>()?;
+        sum_in_order(&all)
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv_cache::SeqCache;
 use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
-use crate::tp::{ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
+use crate::tp::{block_parts, head_parts, ColumnParallelLinear, MLP_PARTS, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
 use crate::weights::{Metadata, WeightSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +159,7 @@ impl Model {
         let rope_local = Arc::new(Rope::new(cfg.head_dim, cfg.rope_local_base_freq, max_pos, false, device)?);
         let embed = get("token_embd.weight")?;
         let ff = cfg.intermediate_size;
+        let attn_parts = head_parts(cfg.num_attention_heads, cfg.head_dim);
 
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -167,16 +168,15 @@ impl Model {
             let sliding = cfg.is_sliding(i);
             let down = get(&p("ffn_down"))?;
             // MLP columns are split in whole quant blocks of the down projection.
-            let bs = down.block_size();
-            let units = shard.split(ff / bs);
-            let ff_range = units.start * bs..units.end * bs;
+            let mlp_parts = block_parts(ff, down.block_size(), MLP_PARTS);
+            let ff_range = RowParallelLinear::local_range(&mlp_parts, shard);
             layers.push(DecoderLayer {
                 input_layernorm: norm(&p("attn_norm"))?,
                 self_attn: Attention {
                     q_proj: ColumnParallelLinear::new(&get(&p("attn_q"))?, heads.q_range())?,
                     k_proj: ColumnParallelLinear::new(&get(&p("attn_k"))?, heads.kv_range())?,
                     v_proj: ColumnParallelLinear::new(&get(&p("attn_v"))?, heads.kv_range())?,
-                    o_proj: RowParallelLinear::new(&p("attn_output"), &get(&p("attn_output"))?, heads.q_range(), shard, device)?,
+                    o_proj: RowParallelLinear::new(&p("attn_output"), &get(&p("attn_output"))?, &attn_parts, shard, device)?,
                     q_norm: norm(&p("attn_q_norm"))?,
                     k_norm: norm(&p("attn_k_norm"))?,
                     rope: if sliding { rope_local.clone() } else { rope_global.clone() },
@@ -189,7 +189,7 @@ impl Model {
                 mlp: Mlp {
                     gate_proj: ColumnParallelLinear::new(&get(&p("ffn_gate"))?, ff_range.clone())?,
                     up_proj: ColumnParallelLinear::new(&get(&p("ffn_up"))?, ff_range.clone())?,
-                    down_proj: RowParallelLinear::new(&p("ffn_down"), &down, ff_range, shard, device)?,
+                    down_proj: RowParallelLinear::new(&p("ffn_down"), &down, &mlp_parts, shard, device)?,
                     act: cfg.hidden_activation,
                 },
                 post_feedforward_layernorm: norm(&p("post_ffw_norm"))?,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 use crate::kv_cache::SeqCache;
 use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
-use crate::tp::{ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
+use crate::tp::{block_parts, head_parts, ColumnParallelLinear, MLP_PARTS, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
 use crate::weights::{Metadata, WeightSource};
 
 /// Field names follow Hugging Face's `config.json`, so a checkpoint's config deserializes
@@ -192,21 +192,21 @@ impl Model {
         let rope = Arc::new(Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings, interleaved, device)?);
         let embed = get(None, "token_embd")?;
         let ff = cfg.intermediate_size;
+        let attn_parts = head_parts(cfg.num_attention_heads, cfg.head_dim());
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = Some(i);
             let heads = HeadSplit::new(cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim(), shard, device)?;
             let down = get(l, "ffn_down")?;
-            let bs = down.block_size();
-            let units = shard.split(ff / bs);
-            let ff_range = units.start * bs..units.end * bs;
+            let mlp_parts = block_parts(ff, down.block_size(), MLP_PARTS);
+            let ff_range = RowParallelLinear::local_range(&mlp_parts, shard);
             layers.push(DecoderLayer {
                 input_layernorm: norm(l, "attn_norm")?,
                 self_attn: Attention {
                     q_proj: ColumnParallelLinear::new(&get(l, "attn_q")?, heads.q_range())?,
                     k_proj: ColumnParallelLinear::new(&get(l, "attn_k")?, heads.kv_range())?,
                     v_proj: ColumnParallelLinear::new(&get(l, "attn_v")?, heads.kv_range())?,
-                    o_proj: RowParallelLinear::new(&cfg.name(l, "attn_output"), &get(l, "attn_output")?, heads.q_range(), shard, device)?,
+                    o_proj: RowParallelLinear::new(&cfg.name(l, "attn_output"), &get(l, "attn_output")?, &attn_parts, shard, device)?,
                     heads,
                     rope: rope.clone(),
                 },
@@ -214,7 +214,7 @@ impl Model {
                 mlp: Mlp {
                     gate_proj: ColumnParallelLinear::new(&get(l, "ffn_gate")?, ff_range.clone())?,
                     up_proj: ColumnParallelLinear::new(&get(l, "ffn_up")?, ff_range.clone())?,
-                    down_proj: RowParallelLinear::new(&cfg.name(l, "ffn_down"), &down, ff_range, shard, device)?,
+                    down_proj: RowParallelLinear::new(&cfg.name(l, "ffn_down"), &down, &mlp_parts, shard, device)?,
                 },
             });
         }

@@ -16,7 +16,6 @@
 //! so chat markers such as `<start_of_turn>` or `<|im_start|>` encode to their single ids.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -143,7 +142,8 @@ impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(md: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
         let started = Instant::now();
-        let model = md_str(md, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
+        let model =
+            md_str(md, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
         let tokens = md_string_array(md, "tokenizer.ggml.tokens")?
             .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
         let n = tokens.len();
@@ -202,11 +202,12 @@ impl Tokenizer {
     /// `generation_config.json` and `chat_template.jinja` in the same folder, when present,
     /// supply the BOS/EOS ids, the BOS policy and the chat template.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
-        let inner =
-            tokenizers::Tokenizer::from_file(path).map_err(|source| TokenizerError::TokenizerFile {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|source| {
+            TokenizerError::TokenizerFile {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let tok_config = read_json_if_present(&dir.join("tokenizer_config.json"))?;
         let model_config = read_json_if_present(&dir.join("config.json"))?;
@@ -226,14 +227,22 @@ impl Tokenizer {
 
         let bos_id = configs
             .iter()
-            .find_map(|c| c.as_ref().and_then(|c| c.get("bos_token_id")).and_then(json_ids))
+            .find_map(|c| {
+                c.as_ref()
+                    .and_then(|c| c.get("bos_token_id"))
+                    .and_then(json_ids)
+            })
             .and_then(|ids| ids.first().copied())
             .or_else(|| token_named(tc_get("bos_token")))
             .or(template_bos);
 
         let mut eos_ids = Vec::new();
         for config in configs {
-            if let Some(ids) = config.as_ref().and_then(|c| c.get("eos_token_id")).and_then(json_ids) {
+            if let Some(ids) = config
+                .as_ref()
+                .and_then(|c| c.get("eos_token_id"))
+                .and_then(json_ids)
+            {
                 ids.into_iter().for_each(|id| push_unique(&mut eos_ids, id));
             }
         }
@@ -259,7 +268,9 @@ impl Tokenizer {
                         }
                     })
                 };
-                named(Some("default")).or_else(|| named(None)).map(str::to_string)
+                named(Some("default"))
+                    .or_else(|| named(None))
+                    .map(str::to_string)
             }
             _ => None,
         };
@@ -268,7 +279,13 @@ impl Tokenizer {
             None => read_text_if_present(&dir.join("chat_template.jinja"))?,
         };
 
-        Ok(Self::assemble(inner, bos_id, eos_ids, add_bos, chat_template))
+        Ok(Self::assemble(
+            inner,
+            bos_id,
+            eos_ids,
+            add_bos,
+            chat_template,
+        ))
     }
 
     fn assemble(
@@ -375,8 +392,8 @@ fn build_gpt2(
     types: &[i64],
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
     let vocab = vocab_map(tokens);
-    let merge_strings =
-        md_string_array(md, "tokenizer.ggml.merges")?.ok_or_else(|| missing("tokenizer.ggml.merges"))?;
+    let merge_strings = md_string_array(md, "tokenizer.ggml.merges")?
+        .ok_or_else(|| missing("tokenizer.ggml.merges"))?;
     let merges: Merges = merge_strings
         .iter()
         .enumerate()
@@ -399,10 +416,9 @@ fn build_gpt2(
             false,
         )
         .map_err(TokenizerError::Build)?;
-        Ok(PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![
-            split.into(),
-            byte_level_plain.into(),
-        ])))
+        Ok(PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(
+            vec![split.into(), byte_level_plain.into()],
+        )))
     };
     let (pre_tokenizer, ignore_merges) = match pre {
         // llama.cpp's "smollm": every digit on its own, then the GPT-2 split.
@@ -417,7 +433,10 @@ fn build_gpt2(
         "qwen2" => (regex_split(QWEN2_SPLIT)?, false),
         "default" | "gpt-2" | "gpt2" => (byte_level_regex.into(), false),
         other => {
-            tracing::warn!(pre = other, "unknown tokenizer.ggml.pre; using the GPT-2 split");
+            tracing::warn!(
+                pre = other,
+                "unknown tokenizer.ggml.pre; using the GPT-2 split"
+            );
             (byte_level_regex.into(), false)
         }
     };
@@ -455,9 +474,7 @@ fn build_spm(
     // SentencePiece prepends "▁" to the input unless its model says otherwise; Gemma does not.
     let add_space_prefix = md_bool(md, "tokenizer.ggml.add_space_prefix")?.unwrap_or(!is_gemma);
 
-    let t0=Instant::now();
     let merges = spm_merges(tokens, types, &scores);
-    eprintln!("TIMING merges {} {:?}", merges.len(), t0.elapsed());
     let unk = types
         .iter()
         .position(|&t| t == token_type::UNKNOWN)
@@ -471,7 +488,6 @@ fn build_spm(
         builder = builder.unk_token(unk.to_string());
     }
     let bpe = builder.build().map_err(TokenizerError::Build)?;
-    eprintln!("TIMING bpe {:?}", t0.elapsed());
 
     let mut tok = tokenizers::Tokenizer::new(bpe);
     let replace_space: NormalizerWrapper = Replace::new(" ", SPM_SPACE)
@@ -500,7 +516,6 @@ fn build_spm(
     }
     tok.with_decoder(Some(DecoderSequence::new(decoders)));
     add_gguf_special_tokens(&mut tok, tokens, types)?;
-    eprintln!("TIMING added {:?}", t0.elapsed());
     Ok(tok)
 }
 
@@ -517,14 +532,13 @@ fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
             token_type::CONTROL | token_type::UNKNOWN | token_type::BYTE
         )
     };
-    let index: HashMap<&str, u32, BuildHasherDefault<Fnv1a>> = tokens
+    let index: HashMap<&str, u32> = tokens
         .iter()
         .enumerate()
         .filter(|&(i, _)| mergeable(i))
         .map(|(i, &t)| (t, i as u32))
         .collect();
 
-    let tq=Instant::now();
     // (merged id, left id, right id)
     let mut found: Vec<(u32, u32, u32)> = Vec::with_capacity(tokens.len() * 2);
     for (i, piece) in tokens.iter().enumerate() {
@@ -540,35 +554,20 @@ fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
             }
         }
     }
-    eprintln!("TIMING scan {:?}", tq.elapsed());
     found.sort_unstable_by(|a, b| {
         scores[b.0 as usize]
             .total_cmp(&scores[a.0 as usize])
             .then_with(|| a.cmp(b))
     });
-    eprintln!("TIMING sort {:?}", tq.elapsed());
     found
         .into_iter()
-        .map(|(_, l, r)| (tokens[l as usize].to_string(), tokens[r as usize].to_string()))
+        .map(|(_, l, r)| {
+            (
+                tokens[l as usize].to_string(),
+                tokens[r as usize].to_string(),
+            )
+        })
         .collect()
-}
-
-/// FNV-1a: a much cheaper hash than SipHash for the ~1M short-string lookups of [`spm_merges`].
-#[derive(Default)]
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
 }
 
 /// Registers control (and unknown) tokens as special added tokens and user-defined tokens as
@@ -650,7 +649,10 @@ fn value_int(v: &Value) -> Option<i64> {
     })
 }
 
-fn md_str<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<&'a str>, TokenizerError> {
+fn md_str<'a>(
+    md: &'a HashMap<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, TokenizerError> {
     match md.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -707,7 +709,10 @@ fn md_string_array<'a>(
         .map(Some)
 }
 
-fn md_int_array(md: &HashMap<String, Value>, key: &str) -> Result<Option<Vec<i64>>, TokenizerError> {
+fn md_int_array(
+    md: &HashMap<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<i64>>, TokenizerError> {
     let Some(items) = md_array(md, key)? else {
         return Ok(None);
     };
@@ -718,7 +723,10 @@ fn md_int_array(md: &HashMap<String, Value>, key: &str) -> Result<Option<Vec<i64
         .map(Some)
 }
 
-fn md_f32_array(md: &HashMap<String, Value>, key: &str) -> Result<Option<Vec<f32>>, TokenizerError> {
+fn md_f32_array(
+    md: &HashMap<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<f32>>, TokenizerError> {
     let Some(items) = md_array(md, key)? else {
         return Ok(None);
     };
@@ -899,7 +907,8 @@ mod tests {
         let ids = tok.encode(text, false).unwrap();
         let toks = pieces(tok, &ids);
         assert!(
-            toks.iter().any(|t| t.starts_with("<0x") && t.ends_with('>')),
+            toks.iter()
+                .any(|t| t.starts_with("<0x") && t.ends_with('>')),
             "expected byte tokens in {toks:?}"
         );
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
@@ -1019,14 +1028,24 @@ mod tests {
     /// A tiny SentencePiece-style vocabulary: merges are derived from scores.
     #[test]
     fn spm_merges_follow_scores() {
-        let tokens = ["<unk>", "<s>", "</s>", "a", "b", "c", "ab", "bc", "abc", "▁", "▁a"];
+        let tokens = [
+            "<unk>", "<s>", "</s>", "a", "b", "c", "ab", "bc", "abc", "▁", "▁a",
+        ];
         let types: [i64; 11] = [2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1];
-        let scores = [0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -3.0, -2.0, -4.0, -1.0, -5.0];
+        let scores = [
+            0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -3.0, -2.0, -4.0, -1.0, -5.0,
+        ];
         let merges = spm_merges(&tokens, &types, &scores);
         let m = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             merges,
-            [m("b", "c"), m("a", "b"), m("a", "bc"), m("ab", "c"), m("▁", "a")]
+            [
+                m("b", "c"),
+                m("a", "b"),
+                m("a", "bc"),
+                m("ab", "c"),
+                m("▁", "a")
+            ]
         );
 
         let arr = |v: Vec<Value>| Value::Array(v);
@@ -1034,7 +1053,10 @@ mod tests {
             ("tokenizer.ggml.model", Value::String("llama".into())),
             (
                 "tokenizer.ggml.tokens",
-                arr(tokens.iter().map(|t| Value::String(t.to_string())).collect()),
+                arr(tokens
+                    .iter()
+                    .map(|t| Value::String(t.to_string()))
+                    .collect()),
             ),
             (
                 "tokenizer.ggml.token_type",
@@ -1068,7 +1090,11 @@ mod tests {
         let gguf = smollm();
         let dir = tempfile::tempdir().unwrap();
         let json_path = dir.path().join("tokenizer.json");
-        write(dir.path(), "tokenizer.json", &gguf.inner().to_string(false).unwrap());
+        write(
+            dir.path(),
+            "tokenizer.json",
+            &gguf.inner().to_string(false).unwrap(),
+        );
         write(
             dir.path(),
             "tokenizer_config.json",
@@ -1092,7 +1118,10 @@ mod tests {
         assert_eq!(tok.bos_id(), Some(1));
         assert!(!tok.add_bos());
         assert_eq!(tok.eos_ids()[0], 2);
-        assert!(tok.eos_ids().contains(&0), "<|endoftext|> ends generation too");
+        assert!(
+            tok.eos_ids().contains(&0),
+            "<|endoftext|> ends generation too"
+        );
         assert_eq!(tok.vocab_size(), gguf.vocab_size());
         assert!(tok.chat_template().unwrap().starts_with("{% for m"));
     }
@@ -1135,7 +1164,11 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         let err = Tokenizer::from_tokenizer_json(&path).unwrap_err();
         assert!(err.to_string().contains("tokenizer.json"), "{err}");
-        write(dir.path(), "tokenizer.json", &smollm().inner().to_string(false).unwrap());
+        write(
+            dir.path(),
+            "tokenizer.json",
+            &smollm().inner().to_string(false).unwrap(),
+        );
         write(dir.path(), "config.json", "{ not json");
         let err = Tokenizer::from_tokenizer_json(&path).unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");

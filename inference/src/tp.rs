@@ -10,10 +10,11 @@
 //! is dequantized and the load log says so.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 
 use crate::comm::Communicator;
 
@@ -136,17 +137,33 @@ impl Weight {
     }
 }
 
+static BATCH_INVARIANT: AtomicBool = AtomicBool::new(true);
+
+/// Batch invariance (on by default): a sequence's logits do not depend on what else is in
+/// its batch. candle's CPU kernels are row-independent except Q6_K, which uses a tiled
+/// kernel for several rows and a different GEMV for one; with this on, a single Q6_K row
+/// runs through the tiled kernel too. Turn it off only to compare with candle's own models.
+pub fn set_batch_invariant(on: bool) {
+    BATCH_INVARIANT.store(on, Ordering::Relaxed);
+}
+
 /// `y = x W^T` for `x: [tokens, in]`, whatever the storage of `W`.
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: QMatMul,
+    pad_single_row: bool,
 }
 
 impl Linear {
     pub fn new(w: Weight) -> Result<Self> {
-        Ok(Self { inner: w.into_matmul()? })
+        let pad_single_row = matches!(&w, Weight::Quant(q) if q.dtype() == GgmlDType::Q6K);
+        Ok(Self { inner: w.into_matmul()?, pad_single_row })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.pad_single_row && x.dim(0)? == 1 && BATCH_INVARIANT.load(Ordering::Relaxed) {
+            let two = Tensor::cat(&[x, x], 0)?;
+            return self.inner.forward(&two)?.narrow(0, 0, 1);
+        }
         self.inner.forward(x)
     }
 }
@@ -167,29 +184,85 @@ impl ColumnParallelLinear {
     }
 }
 
-/// Holds input columns `range` of `W`: each rank multiplies its slice of the input
+/// Holds a slice of the input columns of `W`: each rank multiplies its slice of the input
 /// features, and the partial outputs are summed over the ranks.
+///
+/// The input dimension is cut into a fixed, canonical list of parts (one per attention
+/// head, or a few quant-block-aligned MLP slices) whatever the TP degree; a rank owns a
+/// consecutive run of parts. Adding the parts' products in canonical order makes TP=1
+/// and TP=N bit-identical (quantized activations turn any rounding difference into a
+/// visible one after a few layers).
 #[derive(Debug, Clone)]
 pub struct RowParallelLinear {
-    linear: Linear,
+    /// One linear per owned part, with its offset and width in this rank's input.
+    parts: Vec<(Linear, usize, usize)>,
     shard: Shard,
 }
 
 impl RowParallelLinear {
-    pub fn new(name: &str, w: &Weight, in_range: Range<usize>, shard: &Shard, device: &Device) -> Result<Self> {
-        let (w, dequantized) = w.cols(in_range.clone(), device)?;
-        if dequantized {
-            tracing::info!(
-                "{name}: split {in_range:?} is not aligned to its quant blocks; dequantized this tensor on rank {}",
-                shard.rank()
-            );
+    /// `parts`: the canonical partition of the full input dimension. This rank owns the
+    /// parts `shard.split(parts.len())`, which must be what its input holds.
+    pub fn new(name: &str, w: &Weight, parts: &[Range<usize>], shard: &Shard, device: &Device) -> Result<Self> {
+        let owned = shard.split(parts.len());
+        if owned.is_empty() {
+            candle_core::bail!("{name}: {} parts cannot be split over {} ranks", parts.len(), shard.world());
         }
-        Ok(Self { linear: Linear::new(w)?, shard: shard.clone() })
+        let base = parts[owned.start].start;
+        let mut linears = Vec::with_capacity(owned.len());
+        for range in &parts[owned] {
+            let (pw, dequantized) = w.cols(range.clone(), device)?;
+            if dequantized {
+                tracing::info!(
+                    "{name}: part {range:?} is not aligned to its quant blocks; dequantized it on rank {}",
+                    shard.rank()
+                );
+            }
+            linears.push((Linear::new(pw)?, range.start - base, range.len()));
+        }
+        Ok(Self { parts: linears, shard: shard.clone() })
     }
+
+    /// The input columns this rank holds for a canonical partition.
+    pub fn local_range(parts: &[Range<usize>], shard: &Shard) -> Range<usize> {
+        let owned = shard.split(parts.len());
+        parts[owned.start].start..parts[owned.end - 1].end
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let partial = self.linear.forward(x)?;
-        self.shard.comm.all_reduce_sum(&partial)
+        let partials: Vec<Tensor> = self
+            .parts
+            .iter()
+            .map(|(lin, off, len)| {
+                if self.parts.len() == 1 {
+                    lin.forward(x)
+                } else {
+                    lin.forward(&x.narrow(1, *off, *len)?.contiguous()?)
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.shard.comm.reduce_parts(&partials)
     }
+}
+
+/// How many canonical parts an MLP's down projection is cut into: the most ranks it
+/// can be split over.
+pub const MLP_PARTS: usize = 8;
+
+/// Splits `0..n` into at most `max_parts` equal parts on multiples of `block`.
+pub fn block_parts(n: usize, block: usize, max_parts: usize) -> Vec<Range<usize>> {
+    let blocks = n / block;
+    let parts = max_parts.min(blocks).max(1);
+    (0..parts)
+        .map(|p| {
+            let r = split_range(blocks, parts, p);
+            r.start * block..r.end * block
+        })
+        .collect()
+}
+
+/// One part per attention head.
+pub fn head_parts(n_heads: usize, head_dim: usize) -> Vec<Range<usize>> {
+    (0..n_heads).map(|h| h * head_dim..(h + 1) * head_dim).collect()
 }
 
 /// Each rank holds the embedding rows of its vocabulary slice; ids outside the slice
@@ -269,13 +342,6 @@ impl RmsNorm {
     }
 }
 
-/// Whether a quant type splits only at coarse boundaries (K-quants: 256).
-pub fn is_k_quant(dt: GgmlDType) -> bool {
-    dt.block_size() == 256
-}
-
-#[allow(dead_code)]
-fn _assert_dim(_: D) {}
 
 #[cfg(test)]
 mod tests {
