@@ -137,14 +137,23 @@ impl Weight {
     }
 }
 
-static BATCH_INVARIANT: AtomicBool = AtomicBool::new(true);
+static INVARIANT: AtomicBool = AtomicBool::new(true);
 
-/// Batch invariance (on by default): a sequence's logits do not depend on what else is in
-/// its batch. candle's CPU kernels are row-independent except Q6_K, which uses a tiled
-/// kernel for several rows and a different GEMV for one; with this on, a single Q6_K row
-/// runs through the tiled kernel too. Turn it off only to compare with candle's own models.
-pub fn set_batch_invariant(on: bool) {
-    BATCH_INVARIANT.store(on, Ordering::Relaxed);
+/// Invariant numerics (on by default; read when a model is loaded):
+/// - batch invariance: a sequence's logits do not depend on what else is in its batch.
+///   candle's CPU kernels are row-independent except Q6_K, which uses a tiled kernel for
+///   several rows and a GEMV for one; a single Q6_K row goes through the tiled kernel too;
+/// - TP invariance: row-parallel layers add canonical parts in a fixed order (see
+///   [`RowParallelLinear`]), so TP=1 and TP=N give bit-identical logits.
+///
+/// Off, each rank does one matmul per layer and a plain all-reduce: what candle's own
+/// models do, which the reference tests compare against.
+pub fn set_invariant_numerics(on: bool) {
+    INVARIANT.store(on, Ordering::Relaxed);
+}
+
+fn invariant() -> bool {
+    INVARIANT.load(Ordering::Relaxed)
 }
 
 /// `y = x W^T` for `x: [tokens, in]`, whatever the storage of `W`.
@@ -156,11 +165,11 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(w: Weight) -> Result<Self> {
-        let pad_single_row = matches!(&w, Weight::Quant(q) if q.dtype() == GgmlDType::Q6K);
+        let pad_single_row = invariant() && matches!(&w, Weight::Quant(q) if q.dtype() == GgmlDType::Q6K);
         Ok(Self { inner: w.into_matmul()?, pad_single_row })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.pad_single_row && x.dim(0)? == 1 && BATCH_INVARIANT.load(Ordering::Relaxed) {
+        if self.pad_single_row && x.dim(0)? == 1 {
             let two = Tensor::cat(&[x, x], 0)?;
             return self.inner.forward(&two)?.narrow(0, 0, 1);
         }
@@ -208,8 +217,10 @@ impl RowParallelLinear {
             candle_core::bail!("{name}: {} parts cannot be split over {} ranks", parts.len(), shard.world());
         }
         let base = parts[owned.start].start;
-        let mut linears = Vec::with_capacity(owned.len());
-        for range in &parts[owned] {
+        let fused = [base..parts[owned.end - 1].end];
+        let mine = if invariant() { &parts[owned] } else { &fused[..] };
+        let mut linears = Vec::with_capacity(mine.len());
+        for range in mine {
             let (pw, dequantized) = w.cols(range.clone(), device)?;
             if dequantized {
                 tracing::info!(
