@@ -1,0 +1,95 @@
+//! Generation behaviour on the real default model: UTF-8-safe streaming of Korean and
+//! Japanese, seeded sampling, stop sequences, logprobs.
+
+mod common;
+
+use inference::{FinishReason, GenerateRequest, SamplingParams};
+
+#[test]
+fn korean_and_japanese_streams_concatenate_to_the_full_decode() {
+    let mut e = common::engine(common::GEMMA, 1);
+    for prompt in ["한국어 문장을 하나 써 주세요: 오늘은", "日本語で短い物語を書いてください。昔々、"] {
+        let ids = e.tokenizer().encode(prompt, true).unwrap();
+        let mut req = GenerateRequest::greedy(ids, 48);
+        req.ignore_eos = true;
+        let mut pieces = Vec::new();
+        let out = e.generate(req, |t| pieces.push(t.to_string())).unwrap();
+        let streamed: String = pieces.concat();
+        let full = e.tokenizer().decode(&out.token_ids(), true).unwrap();
+        assert_eq!(streamed, full, "{prompt}");
+        assert!(!streamed.contains('\u{FFFD}'), "no replacement characters: {streamed:?}");
+        // The model really wrote CJK text, some of it from multi-token characters.
+        assert!(streamed.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c) || ('\u{3040}'..='\u{30FF}').contains(&c) || ('\u{4E00}'..='\u{9FFF}').contains(&c)), "{streamed:?}");
+    }
+}
+
+#[test]
+fn same_seed_same_tokens_different_seed_different_tokens() {
+    let mut e = common::engine(common::SMOL, 1);
+    let ids = e.tokenizer().encode("Write a short poem about the sea:", true).unwrap();
+    let run = |e: &mut inference::Engine, seed: u64| {
+        let mut req = GenerateRequest::greedy(ids.clone(), 32);
+        req.sampling = SamplingParams { temperature: 1.0, top_p: 0.95, seed: Some(seed), ..Default::default() };
+        req.ignore_eos = true;
+        e.generate(req, |_| {}).unwrap().token_ids()
+    };
+    let a = run(&mut e, 42);
+    let b = run(&mut e, 42);
+    let c = run(&mut e, 43);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn stop_sequence_ends_generation_and_is_not_emitted() {
+    let mut e = common::engine(common::SMOL, 1);
+    let prompt = "Count: 1, 2, 3, 4, 5, 6,";
+    let ids = e.tokenizer().encode(prompt, true).unwrap();
+    let free = e.generate(GenerateRequest::greedy(ids.clone(), 24), |_| {}).unwrap();
+    assert!(free.text.contains("9"), "the model counts on: {:?}", free.text);
+    let mut req = GenerateRequest::greedy(ids, 24);
+    req.stop = vec!["9".into()];
+    let mut streamed = String::new();
+    let out = e.generate(req, |t| streamed.push_str(t)).unwrap();
+    assert_eq!(out.finish_reason, Some(FinishReason::Stop));
+    assert!(!out.text.contains('9'), "{:?}", out.text);
+    assert_eq!(streamed, out.text);
+    assert!(free.text.starts_with(&out.text), "same tokens up to the stop: {:?} vs {:?}", out.text, free.text);
+}
+
+#[test]
+fn logprobs_report_the_chosen_token_and_alternatives() {
+    let mut e = common::engine(common::SMOL, 1);
+    let ids = e.tokenizer().encode("The capital of France is", true).unwrap();
+    let mut req = GenerateRequest::greedy(ids, 4);
+    req.sampling.logprobs = Some(5);
+    let out = e.generate(req, |_| {}).unwrap();
+    for t in &out.tokens {
+        assert_eq!(t.top.len(), 5);
+        assert_eq!(t.top[0].0, t.id, "greedy picks the most likely token");
+        assert!((t.top[0].1 - t.logprob).abs() < 1e-6);
+        assert!(t.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(t.logprob <= 0.0);
+    }
+    assert_eq!(out.finish_reason, Some(FinishReason::Length));
+}
+
+#[test]
+fn cancel_frees_the_sequence_and_bad_requests_are_refused() {
+    let mut e = common::engine(common::SMOL, 1);
+    let ids = e.tokenizer().encode("Hello there", true).unwrap();
+    let id = e.add(GenerateRequest::greedy(ids.clone(), 100)).unwrap();
+    e.step().unwrap();
+    assert_eq!(e.num_running(), 1);
+    assert!(e.cancel(id));
+    assert_eq!(e.num_running(), 0);
+    assert!(!e.has_work());
+    assert!(matches!(e.add(GenerateRequest::greedy(vec![], 4)), Err(inference::EngineError::EmptyPrompt)));
+    let too_long = vec![1u32; e.context_length()];
+    let err = e.add(GenerateRequest::greedy(too_long, 4)).unwrap_err().to_string();
+    assert!(err.contains(&e.context_length().to_string()), "{err}");
+    let mut bad = GenerateRequest::greedy(ids, 4);
+    bad.sampling.temperature = 5.0;
+    let err = e.add(bad).unwrap_err().to_string();
+    assert!(err.contains("temperature"), "{err}");
+}
