@@ -1,1 +1,162 @@
-fn main(){}
+//! `studio`: the prompt-engineering studio's command line.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use inference::{EngineConfig, GenerateRequest, SamplingParams};
+
+#[derive(Parser)]
+#[command(name = "studio", version, about = "Self-hosted prompt-engineering studio on a tensor-parallel GPT engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streamed to stdout.
+    Generate {
+        /// Model name (see `studio models`) or path to a .gguf file / HF checkpoint directory.
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop sequence (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Tensor-parallel degree (in-process CPU ranks).
+        #[arg(long, default_value_t = 1)]
+        tp: usize,
+    },
+    /// List installed models.
+    Models,
+    /// Benchmark load time, prefill and decode throughput.
+    Bench {
+        /// Models to run (default: every installed model).
+        #[arg(long)]
+        model: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        tp: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        batch: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        decode_steps: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            repetition_penalty,
+            seed,
+            stop,
+            tp,
+        } => {
+            let started = Instant::now();
+            let mut engine = inference::load_engine(&model, tp, EngineConfig::default())
+                .with_context(|| format!("loading model {model}"))?;
+            let load = started.elapsed();
+            let prompt_tokens = engine.tokenizer().encode(&prompt, true)?;
+            let n_prompt = prompt_tokens.len();
+            let req = GenerateRequest {
+                prompt_tokens,
+                max_tokens,
+                sampling: SamplingParams { temperature, top_p, top_k, repetition_penalty, seed, ..Default::default() },
+                stop,
+                ignore_eos: false,
+            };
+            let t0 = Instant::now();
+            let mut stdout = std::io::stdout();
+            let out = engine.generate(req, |text| {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            })?;
+            let secs = t0.elapsed().as_secs_f64();
+            println!();
+            eprintln!(
+                "[{model} tp={tp}: loaded in {:.2}s; {n_prompt} prompt tokens, {} generated in {secs:.2}s ({:.1} tok/s); finish: {:?}]",
+                load.as_secs_f64(),
+                out.tokens.len(),
+                out.tokens.len() as f64 / secs,
+                out.finish_reason
+            );
+        }
+        Command::Models => {
+            let dir = inference::models_dir();
+            let models = inference::installed_models(&dir);
+            if models.is_empty() {
+                println!("no models in {}: run scripts/fetch-models.sh", dir.display());
+            }
+            for (name, path) in models {
+                match inference::ModelFiles::inspect(&path) {
+                    Ok((files, tok)) => println!(
+                        "{name:<16} {:<7} {:>2} layers  vocab {:>7}  context {:>6}  {}",
+                        files.config.architecture(),
+                        files.config.num_layers(),
+                        tok.vocab_size(),
+                        files.config.context_length(),
+                        path.display()
+                    ),
+                    Err(e) => println!("{name:<16} unreadable: {e}"),
+                }
+            }
+        }
+        Command::Bench { model, tp, batch, prompt_tokens, decode_steps } => {
+            let models = if model.is_empty() {
+                inference::installed_models(&inference::models_dir()).into_iter().map(|(n, _)| n).collect()
+            } else {
+                model
+            };
+            println!("machine: {}", inference::bench::machine());
+            println!(
+                "{:<14} {:>2} {:>5} {:>6} {:>7} {:>12} {:>11} {:>9}",
+                "model", "tp", "batch", "prompt", "load_s", "prefill_t/s", "decode_t/s", "ttft_ms"
+            );
+            for m in &models {
+                for &t in &tp {
+                    for r in inference::bench::run(m, t, &batch, prompt_tokens, decode_steps)? {
+                        println!(
+                            "{:<14} {:>2} {:>5} {:>6} {:>7.2} {:>12.1} {:>11.1} {:>9.0}",
+                            r.model,
+                            r.tp,
+                            r.batch,
+                            r.prompt_tokens,
+                            r.load_s,
+                            r.prefill_tok_s,
+                            r.decode_tok_s,
+                            r.ttft_ms
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

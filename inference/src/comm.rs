@@ -84,12 +84,7 @@ impl Threads {
             barrier: Barrier::new(world),
             slots: (0..world).map(|_| Mutex::new(None)).collect(),
         });
-        (0..world)
-            .map(|rank| Threads {
-                rank,
-                shared: shared.clone(),
-            })
-            .collect()
+        (0..world).map(|rank| Threads { rank, shared: shared.clone() }).collect()
     }
 
     /// Publishes `x`, waits for every rank, and returns all ranks' tensors in rank order.
@@ -189,9 +184,7 @@ mod nccl {
                         let stream = dev.as_cuda_device()?.cuda_stream();
                         let comm = Comm::from_rank(stream, rank, world, id)
                             .map_err(|e| candle_core::Error::Msg(format!("nccl comm: {e:?}")))?;
-                        Ok(Nccl {
-                            comm: Arc::new(comm),
-                        })
+                        Ok(Nccl { comm: Arc::new(comm) })
                     })
                 })
                 .collect();

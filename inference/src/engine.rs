@@ -202,7 +202,12 @@ impl Engine {
         let mut budget = self.cfg.max_batch_tokens;
         for &id in &self.running {
             let s = &self.seqs[&id];
-            chunks.push(Chunk { seq: id, tokens: s.tokens[s.cached..].to_vec(), start_pos: s.cached, all_logits: false });
+            chunks.push(Chunk {
+                seq: id,
+                tokens: s.tokens[s.cached..].to_vec(),
+                start_pos: s.cached,
+                all_logits: false,
+            });
             budget = budget.saturating_sub(1);
         }
         let decode_tokens = chunks.len();
@@ -215,7 +220,12 @@ impl Engine {
             }
             self.waiting.pop_front();
             let s = &self.seqs[&id];
-            chunks.push(Chunk { seq: id, tokens: s.tokens[s.cached..].to_vec(), start_pos: s.cached, all_logits: false });
+            chunks.push(Chunk {
+                seq: id,
+                tokens: s.tokens[s.cached..].to_vec(),
+                start_pos: s.cached,
+                all_logits: false,
+            });
             budget = budget.saturating_sub(need);
             admitted.push(id);
         }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv_cache::SeqCache;
 use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
-use crate::tp::{block_parts, head_parts, ColumnParallelLinear, MLP_PARTS, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
+use crate::tp::{
+    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding,
+    VocabParallelHead, MLP_PARTS,
+};
 use crate::weights::{Metadata, WeightSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +179,13 @@ impl Model {
                     q_proj: ColumnParallelLinear::new(&get(&p("attn_q"))?, heads.q_range())?,
                     k_proj: ColumnParallelLinear::new(&get(&p("attn_k"))?, heads.kv_range())?,
                     v_proj: ColumnParallelLinear::new(&get(&p("attn_v"))?, heads.kv_range())?,
-                    o_proj: RowParallelLinear::new(&p("attn_output"), &get(&p("attn_output"))?, &attn_parts, shard, device)?,
+                    o_proj: RowParallelLinear::new(
+                        &p("attn_output"),
+                        &get(&p("attn_output"))?,
+                        &attn_parts,
+                        shard,
+                        device,
+                    )?,
                     q_norm: norm(&p("attn_q_norm"))?,
                     k_norm: norm(&p("attn_k_norm"))?,
                     rope: if sliding { rope_local.clone() } else { rope_global.clone() },

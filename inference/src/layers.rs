@@ -78,10 +78,8 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(head_dim: usize, base: f32, max_pos: usize, interleaved: bool, device: &Device) -> Result<Self> {
-        let inv_freq: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / head_dim as f32)).collect();
         let inv_freq = Tensor::new(inv_freq.as_slice(), device)?;
         let angles = Tensor::arange(0, max_pos as u32, device)?
             .to_dtype(DType::F32)?
@@ -193,7 +191,13 @@ pub fn causal_attention(
 
 /// `[len, keys]` u8 mask (1 = may attend) for queries at `start..start+len` over keys at
 /// `first_key..start+len`.
-fn attention_mask(len: usize, start: usize, first_key: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+fn attention_mask(
+    len: usize,
+    start: usize,
+    first_key: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let total = start + len;
     let keys = total - first_key;
     let mut m = vec![0u8; len * keys];
@@ -213,11 +217,8 @@ where
     F: FnMut(usize, &Tensor) -> Result<Tensor>,
 {
     let rows = chunk_rows(chunks);
-    let outs: Vec<Tensor> = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| f(i, &x.narrow(0, r.start, r.len())?))
-        .collect::<Result<_>>()?;
+    let outs: Vec<Tensor> =
+        rows.into_iter().enumerate().map(|(i, r)| f(i, &x.narrow(0, r.start, r.len())?)).collect::<Result<_>>()?;
     if outs.len() == 1 {
         return Ok(outs.into_iter().next().expect("one"));
     }
@@ -240,10 +241,8 @@ mod tests {
         let dev = Device::Cpu;
         // SmolLM2: 9 heads, 3 KV heads, TP=4 → query heads 3,2,2,2.
         let comms = crate::comm::Threads::group(4);
-        let splits: Vec<_> = comms
-            .into_iter()
-            .map(|c| HeadSplit::new(9, 3, 64, &Shard::new(Arc::new(c)), &dev).unwrap())
-            .collect();
+        let splits: Vec<_> =
+            comms.into_iter().map(|c| HeadSplit::new(9, 3, 64, &Shard::new(Arc::new(c)), &dev).unwrap()).collect();
         assert_eq!(splits[0].q_heads, 0..3);
         assert_eq!(splits[0].kv_heads, 0..1);
         assert_eq!(splits[2].q_heads, 5..7);

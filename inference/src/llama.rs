@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 use crate::kv_cache::SeqCache;
 use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
-use crate::tp::{block_parts, head_parts, ColumnParallelLinear, MLP_PARTS, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding, VocabParallelHead};
+use crate::tp::{
+    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding,
+    VocabParallelHead, MLP_PARTS,
+};
 use crate::weights::{Metadata, WeightSource};
 
 /// Field names follow Hugging Face's `config.json`, so a checkpoint's config deserializes
@@ -82,10 +85,8 @@ impl Config {
 
     pub fn from_config_json(path: &Path) -> crate::error::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| EngineError::BadModel {
-            path: path.to_path_buf(),
-            reason: format!("config.json: {e}"),
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| EngineError::BadModel { path: path.to_path_buf(), reason: format!("config.json: {e}") })
     }
 
     pub fn n_kv_heads(&self) -> usize {
@@ -189,7 +190,8 @@ impl Model {
             Ok(RmsNorm::new(&get(layer, n)?, cfg.rms_norm_eps, device)?)
         };
         let interleaved = cfg.layout == Layout::Gguf;
-        let rope = Arc::new(Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings, interleaved, device)?);
+        let rope =
+            Arc::new(Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings, interleaved, device)?);
         let embed = get(None, "token_embd")?;
         let ff = cfg.intermediate_size;
         let attn_parts = head_parts(cfg.num_attention_heads, cfg.head_dim());
@@ -206,7 +208,13 @@ impl Model {
                     q_proj: ColumnParallelLinear::new(&get(l, "attn_q")?, heads.q_range())?,
                     k_proj: ColumnParallelLinear::new(&get(l, "attn_k")?, heads.kv_range())?,
                     v_proj: ColumnParallelLinear::new(&get(l, "attn_v")?, heads.kv_range())?,
-                    o_proj: RowParallelLinear::new(&cfg.name(l, "attn_output"), &get(l, "attn_output")?, &attn_parts, shard, device)?,
+                    o_proj: RowParallelLinear::new(
+                        &cfg.name(l, "attn_output"),
+                        &get(l, "attn_output")?,
+                        &attn_parts,
+                        shard,
+                        device,
+                    )?,
                     heads,
                     rope: rope.clone(),
                 },
@@ -219,7 +227,8 @@ impl Model {
             });
         }
         let head_name = cfg.name(None, "output");
-        let head = if !cfg.tie_word_embeddings && vb.contains(&head_name) { get(None, "output")? } else { embed.clone() };
+        let head =
+            if !cfg.tie_word_embeddings && vb.contains(&head_name) { get(None, "output")? } else { embed.clone() };
         Ok(Self {
             cfg: cfg.clone(),
             embed_tokens: VocabParallelEmbedding::new(&embed, shard)?,

@@ -181,7 +181,11 @@ enum RankCmd {
     Forward(Arc<Vec<Chunk>>),
     Free(Vec<SeqId>),
     /// Make `dst` a copy of the first `len` cached positions of `src`.
-    CopyPrefix { src: SeqId, dst: SeqId, len: usize },
+    CopyPrefix {
+        src: SeqId,
+        dst: SeqId,
+        len: usize,
+    },
 }
 
 type RankReply = Result<Option<Vec<Tensor>>>;
@@ -267,7 +271,12 @@ impl ShardedModel {
             r?;
         }
         let load_time = started.elapsed();
-        tracing::info!("loaded {} ({}) over {tp} rank(s) in {:.2?}", files.name, files.config.architecture(), load_time);
+        tracing::info!(
+            "loaded {} ({}) over {tp} rank(s) in {:.2?}",
+            files.name,
+            files.config.architecture(),
+            load_time
+        );
         Ok(Self { files, tp, load_time, ranks })
     }
 

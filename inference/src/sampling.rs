@@ -56,27 +56,14 @@ impl Default for SamplingParams {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SamplingError {
     #[error("{field} must be {limit}, got {value}")]
-    OutOfRange {
-        field: &'static str,
-        limit: &'static str,
-        value: String,
-    },
+    OutOfRange { field: &'static str, limit: &'static str, value: String },
 }
 
-fn check(
-    ok: bool,
-    field: &'static str,
-    limit: &'static str,
-    value: impl ToString,
-) -> Result<(), SamplingError> {
+fn check(ok: bool, field: &'static str, limit: &'static str, value: impl ToString) -> Result<(), SamplingError> {
     if ok {
         Ok(())
     } else {
-        Err(SamplingError::OutOfRange {
-            field,
-            limit,
-            value: value.to_string(),
-        })
+        Err(SamplingError::OutOfRange { field, limit, value: value.to_string() })
     }
 }
 
@@ -88,28 +75,13 @@ impl SamplingParams {
         check((0.0..=2.0).contains(&t), "temperature", "in [0, 2]", t)?;
         let p = self.top_p;
         check(p > 0.0 && p <= 1.0, "top_p", "in (0, 1]", p)?;
-        check(
-            self.top_k <= MAX_TOP_K,
-            "top_k",
-            "at most 1000000 (0 = off)",
-            self.top_k,
-        )?;
+        check(self.top_k <= MAX_TOP_K, "top_k", "at most 1000000 (0 = off)", self.top_k)?;
         let r = self.repetition_penalty;
         check(r > 0.0 && r <= 10.0, "repetition_penalty", "in (0, 10]", r)?;
         let pp = self.presence_penalty;
-        check(
-            (-2.0..=2.0).contains(&pp),
-            "presence_penalty",
-            "in [-2, 2]",
-            pp,
-        )?;
+        check((-2.0..=2.0).contains(&pp), "presence_penalty", "in [-2, 2]", pp)?;
         let fp = self.frequency_penalty;
-        check(
-            (-2.0..=2.0).contains(&fp),
-            "frequency_penalty",
-            "in [-2, 2]",
-            fp,
-        )?;
+        check((-2.0..=2.0).contains(&fp), "frequency_penalty", "in [-2, 2]", fp)?;
         if let Some(n) = self.logprobs {
             check(n <= MAX_LOGPROBS, "logprobs", "at most 20", n)?;
         }
@@ -227,11 +199,7 @@ impl Sampler {
         let mut scores = logits.to_vec();
         self.apply_penalties(&mut scores);
 
-        let id = if self.params.is_greedy() {
-            argmax(&scores)
-        } else {
-            self.draw(&scores)
-        };
+        let id = if self.params.is_greedy() { argmax(&scores) } else { self.draw(&scores) };
 
         let token = self.logprobs(logits, id);
         self.seen.insert(id);
@@ -246,11 +214,7 @@ impl Sampler {
                 // Ids beyond the logits row (e.g. added tokens) have nothing to penalise.
                 if let Some(s) = scores.get_mut(id as usize) {
                     // Dividing a negative logit would raise it, hence the two cases.
-                    *s = if *s > 0.0 {
-                        *s / p.repetition_penalty
-                    } else {
-                        *s * p.repetition_penalty
-                    };
+                    *s = if *s > 0.0 { *s / p.repetition_penalty } else { *s * p.repetition_penalty };
                 }
             }
         }
@@ -305,11 +269,7 @@ impl Sampler {
             }
         }
         // Rounding left `r` just past the end: take the last token that had mass.
-        cands
-            .iter()
-            .rev()
-            .find(|c| c.1 > 0.0)
-            .map_or(cands[0].0, |c| c.0)
+        cands.iter().rev().find(|c| c.1 > 0.0).map_or(cands[0].0, |c| c.0)
     }
 
     fn logprobs(&self, logits: &[f32], id: u32) -> SampledToken {
@@ -319,10 +279,7 @@ impl Sampler {
             Some(n) => {
                 // Log-softmax preserves order, so the top raw logits are the top logprobs.
                 let pairs = logits.iter().enumerate().map(|(i, &x)| (i as u32, x));
-                top_n(pairs.collect(), n)
-                    .into_iter()
-                    .map(|(i, x)| (i, x - lse))
-                    .collect()
+                top_n(pairs.collect(), n).into_iter().map(|(i, x)| (i, x - lse)).collect()
             }
             None => Vec::new(),
         };
@@ -370,9 +327,7 @@ mod tests {
 
     /// Deterministic, irregular logits (no RNG so the fixture never changes).
     fn fixture_logits(n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) * 6.0 - 3.0)
-            .collect()
+        (0..n).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) * 6.0 - 3.0).collect()
     }
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
@@ -446,17 +401,10 @@ mod tests {
     #[test]
     fn top_k_restricts_to_k_best() {
         let logits = fixture_logits(2000);
-        let allowed: HashSet<u32> = top_n(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| (i as u32, x))
-                .collect(),
-            5,
-        )
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
+        let allowed: HashSet<u32> = top_n(logits.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect(), 5)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
         let p = params(|p| {
             p.top_k = 5;
             p.temperature = 2.0;
@@ -492,11 +440,8 @@ mod tests {
 
     #[test]
     fn nucleus_matches_full_sort() {
-        let probs: Vec<(u32, f32)> = fixture_logits(5000)
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| (i as u32, x.exp()))
-            .collect();
+        let probs: Vec<(u32, f32)> =
+            fixture_logits(5000).iter().enumerate().map(|(i, &x)| (i as u32, x.exp())).collect();
         let total: f64 = probs.iter().map(|c| f64::from(c.1)).sum();
         for top_p in [0.01, 0.3, 0.8, 0.99] {
             let mut sorted = probs.clone();
@@ -584,9 +529,7 @@ mod tests {
         let lp = log_softmax(&fixture_logits(262_144));
         let total: f64 = lp.iter().map(|&x| f64::from(x).exp()).sum();
         assert!((total - 1.0).abs() < 1e-4, "sum {total}");
-        assert!(log_softmax(&[f32::NEG_INFINITY; 3])
-            .iter()
-            .all(|&x| x == f32::NEG_INFINITY));
+        assert!(log_softmax(&[f32::NEG_INFINITY; 3]).iter().all(|&x| x == f32::NEG_INFINITY));
     }
 
     #[test]
@@ -604,12 +547,7 @@ mod tests {
         let tok = s.sample(&logits);
         assert!((tok.logprob - lp[tok.id as usize]).abs() < 1e-5);
 
-        let mut expected: Vec<(u32, f32)> = lp
-            .iter()
-            .copied()
-            .enumerate()
-            .map(|(i, x)| (i as u32, x))
-            .collect();
+        let mut expected: Vec<(u32, f32)> = lp.iter().copied().enumerate().map(|(i, x)| (i as u32, x)).collect();
         expected.sort_by(best_first);
         expected.truncate(5);
         assert_eq!(tok.top.len(), 5);
@@ -639,28 +577,12 @@ mod tests {
         assert_eq!(SamplingParams::default().validate(), Ok(()));
         let cases: Vec<(SamplingParams, &str, &str)> = vec![
             (params(|p| p.temperature = 2.5), "temperature", "[0, 2]"),
-            (
-                params(|p| p.temperature = f32::NAN),
-                "temperature",
-                "[0, 2]",
-            ),
+            (params(|p| p.temperature = f32::NAN), "temperature", "[0, 2]"),
             (params(|p| p.top_p = 0.0), "top_p", "(0, 1]"),
             (params(|p| p.top_k = 2_000_000), "top_k", "1000000"),
-            (
-                params(|p| p.repetition_penalty = 0.0),
-                "repetition_penalty",
-                "(0, 10]",
-            ),
-            (
-                params(|p| p.presence_penalty = -3.0),
-                "presence_penalty",
-                "[-2, 2]",
-            ),
-            (
-                params(|p| p.frequency_penalty = 2.1),
-                "frequency_penalty",
-                "[-2, 2]",
-            ),
+            (params(|p| p.repetition_penalty = 0.0), "repetition_penalty", "(0, 10]"),
+            (params(|p| p.presence_penalty = -3.0), "presence_penalty", "[-2, 2]"),
+            (params(|p| p.frequency_penalty = 2.1), "frequency_penalty", "[-2, 2]"),
             (params(|p| p.logprobs = Some(21)), "logprobs", "20"),
         ];
         for (p, field, limit) in cases {

@@ -32,11 +32,7 @@ impl IncrementalDecoder {
     /// context so that the first generated token's leading space decodes right.
     pub fn new(prompt_ids: &[u32]) -> Self {
         let tail = &prompt_ids[prompt_ids.len().saturating_sub(PROMPT_CONTEXT)..];
-        Self {
-            ids: tail.to_vec(),
-            prefix: 0,
-            read: tail.len(),
-        }
+        Self { ids: tail.to_vec(), prefix: 0, read: tail.len() }
     }
 
     /// Adds one generated id and returns the text that became final (possibly empty).
@@ -101,16 +97,8 @@ impl StopMatcher {
     /// Empty strings are ignored (they would match everywhere); indices reported by
     /// [`StopMatcher::push`] still refer to positions in `stops`.
     pub fn new(stops: Vec<String>) -> Self {
-        let stops = stops
-            .into_iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_empty())
-            .collect();
-        Self {
-            stops,
-            held: String::new(),
-            stopped: false,
-        }
+        let stops = stops.into_iter().enumerate().filter(|(_, s)| !s.is_empty()).collect();
+        Self { stops, held: String::new(), stopped: false }
     }
 
     /// Feed newly decoded text; returns (text safe to emit now, Some(index of the stop matched)
@@ -129,10 +117,7 @@ impl StopMatcher {
         let first = self
             .stops
             .iter()
-            .filter_map(|(idx, stop)| {
-                buf.find(stop.as_str())
-                    .map(|at| (at + stop.len(), at, *idx))
-            })
+            .filter_map(|(idx, stop)| buf.find(stop.as_str()).map(|at| (at + stop.len(), at, *idx)))
             .min();
         if let Some((_, start, idx)) = first {
             self.stopped = true;
@@ -202,12 +187,9 @@ mod tests {
 
     #[test]
     fn byte_level_multibyte_text_streams_whole_chars() {
-        for text in [
-            "안녕하세요, 세계! 끝.",
-            "日本語のテキスト。\n改行も。",
-            "emoji 👩‍👩‍👧 and 🦀 mixed with ascii",
-            "ascii only",
-        ] {
+        for text in
+            ["안녕하세요, 세계! 끝.", "日本語のテキスト。\n改行も。", "emoji 👩‍👩‍👧 and 🦀 mixed with ascii", "ascii only"]
+        {
             let chunks = stream_all(&Bytes, &[], &byte_ids(text));
             assert_eq!(chunks.concat(), text);
             for c in &chunks {
@@ -395,12 +377,8 @@ mod tests {
         let expected = &text[..first_stop];
         // Every split into pieces gives the same output.
         for size in 1..=7 {
-            let pieces: Vec<String> = text
-                .chars()
-                .collect::<Vec<_>>()
-                .chunks(size)
-                .map(|c| c.iter().collect())
-                .collect();
+            let pieces: Vec<String> =
+                text.chars().collect::<Vec<_>>().chunks(size).map(|c| c.iter().collect()).collect();
             let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
             let mut m = matcher(&stops);
             let (out, hit) = run(&mut m, &pieces);

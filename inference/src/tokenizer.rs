@@ -61,34 +61,23 @@ const END_OF_TURN_TOKENS: &[&str] = &[
 /// Llama 3's split (`tokenizer.ggml.pre` = `llama-bpe`): numbers in groups of up to three.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen 2's split: like Llama 3's but one digit per piece.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("gguf metadata key {0} missing")]
     MissingKey(String),
     #[error("gguf metadata key {key} has an unexpected value: expected {expected}, found {found}")]
-    WrongType {
-        key: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { key: String, expected: &'static str, found: String },
     #[error("gguf metadata key {key} has {found} entries, expected {expected} (one per token)")]
-    LengthMismatch {
-        key: String,
-        expected: usize,
-        found: usize,
-    },
+    LengthMismatch { key: String, expected: usize, found: usize },
     #[error("unsupported tokenizer model {0:?} in tokenizer.ggml.model (supported: gpt2, llama)")]
     UnsupportedModel(String),
     #[error("merge {index} in tokenizer.ggml.merges is malformed: {merge:?}")]
     BadMerge { index: usize, merge: String },
     #[error("token id {id} from {key} is outside the vocabulary ({vocab_size} tokens)")]
-    TokenIdOutOfRange {
-        key: String,
-        id: u64,
-        vocab_size: usize,
-    },
+    TokenIdOutOfRange { key: String, id: u64, vocab_size: usize },
     #[error("failed to build the tokenizer: {0}")]
     Build(#[source] tokenizers::Error),
     #[error("failed to read {path}: {source}")]
@@ -142,10 +131,8 @@ impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(md: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
         let started = Instant::now();
-        let model =
-            md_str(md, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
-        let tokens = md_string_array(md, "tokenizer.ggml.tokens")?
-            .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
+        let model = md_str(md, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
+        let tokens = md_string_array(md, "tokenizer.ggml.tokens")?.ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
         let n = tokens.len();
         let types = match md_int_array(md, "tokenizer.ggml.token_type")? {
             Some(t) => {
@@ -167,20 +154,12 @@ impl Tokenizer {
             match md_u64(md, key)? {
                 None => Ok(None),
                 Some(id) if (id as usize) < n => Ok(Some(id as u32)),
-                Some(id) => Err(TokenizerError::TokenIdOutOfRange {
-                    key: key.to_string(),
-                    id,
-                    vocab_size: n,
-                }),
+                Some(id) => Err(TokenizerError::TokenIdOutOfRange { key: key.to_string(), id, vocab_size: n }),
             }
         };
         let bos_id = token_id("tokenizer.ggml.bos_token_id")?;
         let mut eos_ids = Vec::new();
-        for key in [
-            "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.eot_token_id",
-            "tokenizer.ggml.eom_token_id",
-        ] {
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = token_id(key)? {
                 push_unique(&mut eos_ids, id);
             }
@@ -202,12 +181,8 @@ impl Tokenizer {
     /// `generation_config.json` and `chat_template.jinja` in the same folder, when present,
     /// supply the BOS/EOS ids, the BOS policy and the chat template.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|source| {
-            TokenizerError::TokenizerFile {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|source| TokenizerError::TokenizerFile { path: path.to_path_buf(), source })?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let tok_config = read_json_if_present(&dir.join("tokenizer_config.json"))?;
         let model_config = read_json_if_present(&dir.join("config.json"))?;
@@ -227,22 +202,14 @@ impl Tokenizer {
 
         let bos_id = configs
             .iter()
-            .find_map(|c| {
-                c.as_ref()
-                    .and_then(|c| c.get("bos_token_id"))
-                    .and_then(json_ids)
-            })
+            .find_map(|c| c.as_ref().and_then(|c| c.get("bos_token_id")).and_then(json_ids))
             .and_then(|ids| ids.first().copied())
             .or_else(|| token_named(tc_get("bos_token")))
             .or(template_bos);
 
         let mut eos_ids = Vec::new();
         for config in configs {
-            if let Some(ids) = config
-                .as_ref()
-                .and_then(|c| c.get("eos_token_id"))
-                .and_then(json_ids)
-            {
+            if let Some(ids) = config.as_ref().and_then(|c| c.get("eos_token_id")).and_then(json_ids) {
                 ids.into_iter().for_each(|id| push_unique(&mut eos_ids, id));
             }
         }
@@ -250,9 +217,7 @@ impl Tokenizer {
             push_unique(&mut eos_ids, id);
         }
 
-        let add_bos = tc_get("add_bos_token")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(template_bos.is_some());
+        let add_bos = tc_get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(template_bos.is_some());
 
         let chat_template = match tc_get("chat_template") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -268,9 +233,7 @@ impl Tokenizer {
                         }
                     })
                 };
-                named(Some("default"))
-                    .or_else(|| named(None))
-                    .map(str::to_string)
+                named(Some("default")).or_else(|| named(None)).map(str::to_string)
             }
             _ => None,
         };
@@ -279,13 +242,7 @@ impl Tokenizer {
             None => read_text_if_present(&dir.join("chat_template.jinja"))?,
         };
 
-        Ok(Self::assemble(
-            inner,
-            bos_id,
-            eos_ids,
-            add_bos,
-            chat_template,
-        ))
+        Ok(Self::assemble(inner, bos_id, eos_ids, add_bos, chat_template))
     }
 
     fn assemble(
@@ -300,30 +257,16 @@ impl Tokenizer {
                 push_unique(&mut eos_ids, id);
             }
         }
-        let max_added = inner
-            .get_added_tokens_decoder()
-            .keys()
-            .max()
-            .map_or(0, |&id| id as usize + 1);
+        let max_added = inner.get_added_tokens_decoder().keys().max().map_or(0, |&id| id as usize + 1);
         let vocab_size = inner.get_vocab_size(true).max(max_added);
-        Self {
-            inner,
-            vocab_size,
-            bos_id,
-            eos_ids,
-            add_bos,
-            chat_template,
-        }
+        Self { inner, vocab_size, bos_id, eos_ids, add_bos, chat_template }
     }
 
     /// Encodes `text`. Control tokens written in the text (`<start_of_turn>`, `<|im_start|>`, ...)
     /// become their single ids. BOS is prepended only when `add_bos` is asked for *and* the model
     /// wants one ([`Tokenizer::add_bos`]); EOS is never added.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(TokenizerError::Encode)?;
+        let encoding = self.inner.encode_fast(text, false).map_err(TokenizerError::Encode)?;
         let ids = encoding.get_ids();
         match self.bos_id {
             Some(bos) if add_bos && self.add_bos => {
@@ -339,9 +282,7 @@ impl Tokenizer {
     /// Decodes ids to text. With `skip_special`, control tokens (BOS, EOS, turn markers) are left
     /// out; user-defined tokens such as Gemma's newline and whitespace-run tokens are kept.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(TokenizerError::Decode)
+        self.inner.decode(ids, skip_special).map_err(TokenizerError::Decode)
     }
 
     /// Number of token ids (one more than the largest id).
@@ -392,17 +333,14 @@ fn build_gpt2(
     types: &[i64],
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
     let vocab = vocab_map(tokens);
-    let merge_strings = md_string_array(md, "tokenizer.ggml.merges")?
-        .ok_or_else(|| missing("tokenizer.ggml.merges"))?;
+    let merge_strings =
+        md_string_array(md, "tokenizer.ggml.merges")?.ok_or_else(|| missing("tokenizer.ggml.merges"))?;
     let merges: Merges = merge_strings
         .iter()
         .enumerate()
         .map(|(index, m)| match m.split_once(' ') {
             Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
-            _ => Err(TokenizerError::BadMerge {
-                index,
-                merge: m.to_string(),
-            }),
+            _ => Err(TokenizerError::BadMerge { index, merge: m.to_string() }),
         })
         .collect::<Result<_, _>>()?;
 
@@ -410,15 +348,9 @@ fn build_gpt2(
     let byte_level_regex = ByteLevel::new(false, false, true);
     let byte_level_plain = ByteLevel::new(false, false, false);
     let regex_split = |pattern: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
-        let split = Split::new(
-            SplitPattern::Regex(pattern.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(TokenizerError::Build)?;
-        Ok(PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(
-            vec![split.into(), byte_level_plain.into()],
-        )))
+        let split = Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(TokenizerError::Build)?;
+        Ok(PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![split.into(), byte_level_plain.into()])))
     };
     let (pre_tokenizer, ignore_merges) = match pre {
         // llama.cpp's "smollm": every digit on its own, then the GPT-2 split.
@@ -433,10 +365,7 @@ fn build_gpt2(
         "qwen2" => (regex_split(QWEN2_SPLIT)?, false),
         "default" | "gpt-2" | "gpt2" => (byte_level_regex.into(), false),
         other => {
-            tracing::warn!(
-                pre = other,
-                "unknown tokenizer.ggml.pre; using the GPT-2 split"
-            );
+            tracing::warn!(pre = other, "unknown tokenizer.ggml.pre; using the GPT-2 split");
             (byte_level_regex.into(), false)
         }
     };
@@ -480,19 +409,14 @@ fn build_spm(
         .position(|&t| t == token_type::UNKNOWN)
         .map(|i| tokens[i])
         .or_else(|| tokens.iter().copied().find(|&t| t == "<unk>"));
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab_map(tokens), merges)
-        .byte_fallback(true)
-        .fuse_unk(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab_map(tokens), merges).byte_fallback(true).fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk.to_string());
     }
     let bpe = builder.build().map_err(TokenizerError::Build)?;
 
     let mut tok = tokenizers::Tokenizer::new(bpe);
-    let replace_space: NormalizerWrapper = Replace::new(" ", SPM_SPACE)
-        .map_err(TokenizerError::Build)?
-        .into();
+    let replace_space: NormalizerWrapper = Replace::new(" ", SPM_SPACE).map_err(TokenizerError::Build)?.into();
     let normalizer = if add_space_prefix {
         NormalizerWrapper::Sequence(NormalizerSequence::new(vec![
             Prepend::new(SPM_SPACE.to_string()).into(),
@@ -501,13 +425,10 @@ fn build_spm(
     } else {
         replace_space
     };
-    tok.with_normalizer(Some(normalizer))
-        .map_err(TokenizerError::Build)?;
+    tok.with_normalizer(Some(normalizer)).map_err(TokenizerError::Build)?;
 
     let mut decoders: Vec<DecoderWrapper> = vec![
-        Replace::new(SPM_SPACE, " ")
-            .map_err(TokenizerError::Build)?
-            .into(),
+        Replace::new(SPM_SPACE, " ").map_err(TokenizerError::Build)?.into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
     ];
@@ -526,18 +447,9 @@ fn build_spm(
 /// Control, unknown and byte pieces neither take part in merges nor result from them, as in
 /// SentencePiece itself.
 fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
-    let mergeable = |i: usize| {
-        !matches!(
-            types[i],
-            token_type::CONTROL | token_type::UNKNOWN | token_type::BYTE
-        )
-    };
-    let index: HashMap<&str, u32> = tokens
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| mergeable(i))
-        .map(|(i, &t)| (t, i as u32))
-        .collect();
+    let mergeable = |i: usize| !matches!(types[i], token_type::CONTROL | token_type::UNKNOWN | token_type::BYTE);
+    let index: HashMap<&str, u32> =
+        tokens.iter().enumerate().filter(|&(i, _)| mergeable(i)).map(|(i, &t)| (t, i as u32)).collect();
 
     // (merged id, left id, right id)
     let mut found: Vec<(u32, u32, u32)> = Vec::with_capacity(tokens.len() * 2);
@@ -554,20 +466,8 @@ fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
             }
         }
     }
-    found.sort_unstable_by(|a, b| {
-        scores[b.0 as usize]
-            .total_cmp(&scores[a.0 as usize])
-            .then_with(|| a.cmp(b))
-    });
-    found
-        .into_iter()
-        .map(|(_, l, r)| {
-            (
-                tokens[l as usize].to_string(),
-                tokens[r as usize].to_string(),
-            )
-        })
-        .collect()
+    found.sort_unstable_by(|a, b| scores[b.0 as usize].total_cmp(&scores[a.0 as usize]).then_with(|| a.cmp(b)));
+    found.into_iter().map(|(_, l, r)| (tokens[l as usize].to_string(), tokens[r as usize].to_string())).collect()
 }
 
 /// Registers control (and unknown) tokens as special added tokens and user-defined tokens as
@@ -616,22 +516,14 @@ fn missing(key: &str) -> TokenizerError {
 }
 
 fn wrong_type(key: &str, expected: &'static str, found: &Value) -> TokenizerError {
-    TokenizerError::WrongType {
-        key: key.to_string(),
-        expected,
-        found: format!("{:?}", found.value_type()),
-    }
+    TokenizerError::WrongType { key: key.to_string(), expected, found: format!("{:?}", found.value_type()) }
 }
 
 fn check_len(key: &str, expected: usize, found: usize) -> Result<(), TokenizerError> {
     if expected == found {
         Ok(())
     } else {
-        Err(TokenizerError::LengthMismatch {
-            key: key.to_string(),
-            expected,
-            found,
-        })
+        Err(TokenizerError::LengthMismatch { key: key.to_string(), expected, found })
     }
 }
 
@@ -649,10 +541,7 @@ fn value_int(v: &Value) -> Option<i64> {
     })
 }
 
-fn md_str<'a>(
-    md: &'a HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, TokenizerError> {
+fn md_str<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<&'a str>, TokenizerError> {
     match md.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -681,10 +570,7 @@ fn md_bool(md: &HashMap<String, Value>, key: &str) -> Result<Option<bool>, Token
     }
 }
 
-fn md_array<'a>(
-    md: &'a HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<&'a [Value]>, TokenizerError> {
+fn md_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<&'a [Value]>, TokenizerError> {
     match md.get(key) {
         None => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a.as_slice())),
@@ -692,10 +578,7 @@ fn md_array<'a>(
     }
 }
 
-fn md_string_array<'a>(
-    md: &'a HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<&'a str>>, TokenizerError> {
+fn md_string_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<Vec<&'a str>>, TokenizerError> {
     let Some(items) = md_array(md, key)? else {
         return Ok(None);
     };
@@ -709,10 +592,7 @@ fn md_string_array<'a>(
         .map(Some)
 }
 
-fn md_int_array(
-    md: &HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<i64>>, TokenizerError> {
+fn md_int_array(md: &HashMap<String, Value>, key: &str) -> Result<Option<Vec<i64>>, TokenizerError> {
     let Some(items) = md_array(md, key)? else {
         return Ok(None);
     };
@@ -723,10 +603,7 @@ fn md_int_array(
         .map(Some)
 }
 
-fn md_f32_array(
-    md: &HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<f32>>, TokenizerError> {
+fn md_f32_array(md: &HashMap<String, Value>, key: &str) -> Result<Option<Vec<f32>>, TokenizerError> {
     let Some(items) = md_array(md, key)? else {
         return Ok(None);
     };
@@ -754,10 +631,7 @@ fn read_text_if_present(path: &Path) -> Result<Option<String>, TokenizerError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(TokenizerError::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -765,12 +639,7 @@ fn read_json_if_present(path: &Path) -> Result<Option<serde_json::Value>, Tokeni
     let Some(text) = read_text_if_present(path)? else {
         return Ok(None);
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| TokenizerError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+    serde_json::from_str(&text).map(Some).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })
 }
 
 /// A token id, or a list of them, as config files write `eos_token_id`.
@@ -889,15 +758,9 @@ mod tests {
         assert_eq!(ids, [9259, 1902]);
         // Whitespace runs and newlines are user-defined tokens; these ids were checked against
         // SentencePiece itself on the same vocabulary.
-        assert_eq!(
-            tok.encode("  a\n\n\tb  ", false).unwrap(),
-            [138, 236746, 108, 255968, 236763, 138]
-        );
+        assert_eq!(tok.encode("  a\n\n\tb  ", false).unwrap(), [138, 236746, 108, 255968, 236763, 138]);
         // Unknown characters fall back to UTF-8 byte tokens.
-        assert_eq!(
-            tok.encode("𓀀𓁐 ꙮ", false).unwrap(),
-            [478, 385, 366, 366, 478, 385, 367, 382, 236743, 472, 391, 412]
-        );
+        assert_eq!(tok.encode("𓀀𓁐 ꙮ", false).unwrap(), [478, 385, 366, 366, 478, 385, 367, 382, 236743, 472, 391, 412]);
     }
 
     #[test]
@@ -906,20 +769,14 @@ mod tests {
         let text = "𓀀𓁐 ꙮ";
         let ids = tok.encode(text, false).unwrap();
         let toks = pieces(tok, &ids);
-        assert!(
-            toks.iter()
-                .any(|t| t.starts_with("<0x") && t.ends_with('>')),
-            "expected byte tokens in {toks:?}"
-        );
+        assert!(toks.iter().any(|t| t.starts_with("<0x") && t.ends_with('>')), "expected byte tokens in {toks:?}");
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
     }
 
     #[test]
     fn gemma_special_tokens() {
         let tok = gemma();
-        let ids = tok
-            .encode("<start_of_turn>user\nhi<end_of_turn>", false)
-            .unwrap();
+        let ids = tok.encode("<start_of_turn>user\nhi<end_of_turn>", false).unwrap();
         assert_eq!(ids.first(), Some(&105));
         assert_eq!(ids.last(), Some(&106));
         assert_eq!(ids.iter().filter(|&&id| id == 105 || id == 106).count(), 2);
@@ -930,10 +787,7 @@ mod tests {
         assert_eq!(tok.eos_ids()[0], 1);
         // Control tokens are dropped when asked; the user-defined "\n" is text and stays.
         assert_eq!(tok.decode(&ids, true).unwrap(), "user\nhi");
-        assert_eq!(
-            tok.decode(&ids, false).unwrap(),
-            "<start_of_turn>user\nhi<end_of_turn>"
-        );
+        assert_eq!(tok.decode(&ids, false).unwrap(), "<start_of_turn>user\nhi<end_of_turn>");
         let with_bos = tok.encode("hi", true).unwrap();
         assert_eq!(tok.decode(&with_bos, true).unwrap(), "hi");
         assert_eq!(tok.decode(&with_bos, false).unwrap(), "<bos>hi");
@@ -967,9 +821,7 @@ mod tests {
         let ids = tok.encode("<|im_start|>user", false).unwrap();
         assert_eq!(ids[0], im_start);
         assert_eq!(pieces(tok, &ids[1..]), ["user"]);
-        let ids = tok
-            .encode("<|im_start|>user\nhi<|im_end|>\n", false)
-            .unwrap();
+        let ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n", false).unwrap();
         assert_eq!(ids.iter().filter(|&&id| id == im_start).count(), 1);
         assert_eq!(ids.iter().filter(|&&id| id == im_end).count(), 1);
         assert_eq!(tok.decode(&ids, true).unwrap(), "user\nhi\n");
@@ -1002,25 +854,13 @@ mod tests {
         let mut md = HashMap::new();
         let err = Tokenizer::from_gguf(&md).unwrap_err();
         assert!(err.to_string().contains("tokenizer.ggml.model"), "{err}");
-        md.insert(
-            "tokenizer.ggml.model".to_string(),
-            Value::String("gpt2".into()),
-        );
+        md.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
         let err = Tokenizer::from_gguf(&md).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "gguf metadata key tokenizer.ggml.tokens missing"
-        );
-        md.insert(
-            "tokenizer.ggml.tokens".to_string(),
-            Value::Array(vec![Value::String("a".into())]),
-        );
+        assert_eq!(err.to_string(), "gguf metadata key tokenizer.ggml.tokens missing");
+        md.insert("tokenizer.ggml.tokens".to_string(), Value::Array(vec![Value::String("a".into())]));
         let err = Tokenizer::from_gguf(&md).unwrap_err();
         assert!(err.to_string().contains("tokenizer.ggml.merges"), "{err}");
-        md.insert(
-            "tokenizer.ggml.model".to_string(),
-            Value::String("rwkv".into()),
-        );
+        md.insert("tokenizer.ggml.model".to_string(), Value::String("rwkv".into()));
         let err = Tokenizer::from_gguf(&md).unwrap_err();
         assert!(matches!(err, TokenizerError::UnsupportedModel(_)), "{err}");
     }
@@ -1028,44 +868,19 @@ mod tests {
     /// A tiny SentencePiece-style vocabulary: merges are derived from scores.
     #[test]
     fn spm_merges_follow_scores() {
-        let tokens = [
-            "<unk>", "<s>", "</s>", "a", "b", "c", "ab", "bc", "abc", "▁", "▁a",
-        ];
+        let tokens = ["<unk>", "<s>", "</s>", "a", "b", "c", "ab", "bc", "abc", "▁", "▁a"];
         let types: [i64; 11] = [2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1];
-        let scores = [
-            0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -3.0, -2.0, -4.0, -1.0, -5.0,
-        ];
+        let scores = [0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -3.0, -2.0, -4.0, -1.0, -5.0];
         let merges = spm_merges(&tokens, &types, &scores);
         let m = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert_eq!(
-            merges,
-            [
-                m("b", "c"),
-                m("a", "b"),
-                m("a", "bc"),
-                m("ab", "c"),
-                m("▁", "a")
-            ]
-        );
+        assert_eq!(merges, [m("b", "c"), m("a", "b"), m("a", "bc"), m("ab", "c"), m("▁", "a")]);
 
         let arr = |v: Vec<Value>| Value::Array(v);
         let md: HashMap<String, Value> = [
             ("tokenizer.ggml.model", Value::String("llama".into())),
-            (
-                "tokenizer.ggml.tokens",
-                arr(tokens
-                    .iter()
-                    .map(|t| Value::String(t.to_string()))
-                    .collect()),
-            ),
-            (
-                "tokenizer.ggml.token_type",
-                arr(types.iter().map(|&t| Value::I32(t as i32)).collect()),
-            ),
-            (
-                "tokenizer.ggml.scores",
-                arr(scores.iter().map(|&s| Value::F32(s)).collect()),
-            ),
+            ("tokenizer.ggml.tokens", arr(tokens.iter().map(|t| Value::String(t.to_string())).collect())),
+            ("tokenizer.ggml.token_type", arr(types.iter().map(|&t| Value::I32(t as i32)).collect())),
+            ("tokenizer.ggml.scores", arr(scores.iter().map(|&s| Value::F32(s)).collect())),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
             ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ]
@@ -1090,11 +905,7 @@ mod tests {
         let gguf = smollm();
         let dir = tempfile::tempdir().unwrap();
         let json_path = dir.path().join("tokenizer.json");
-        write(
-            dir.path(),
-            "tokenizer.json",
-            &gguf.inner().to_string(false).unwrap(),
-        );
+        write(dir.path(), "tokenizer.json", &gguf.inner().to_string(false).unwrap());
         write(
             dir.path(),
             "tokenizer_config.json",
@@ -1102,26 +913,15 @@ mod tests {
                 "eos_token": {"content": "<|im_end|>", "special": true},
                 "chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}"}"#,
         );
-        write(
-            dir.path(),
-            "config.json",
-            r#"{"bos_token_id": 1, "eos_token_id": 2}"#,
-        );
+        write(dir.path(), "config.json", r#"{"bos_token_id": 1, "eos_token_id": 2}"#);
         let tok = Tokenizer::from_tokenizer_json(&json_path).unwrap();
         for &text in ROUND_TRIP.iter().chain(&["<|im_start|>user\nhi<|im_end|>"]) {
-            assert_eq!(
-                tok.encode(text, true).unwrap(),
-                gguf.encode(text, true).unwrap(),
-                "{text:?}"
-            );
+            assert_eq!(tok.encode(text, true).unwrap(), gguf.encode(text, true).unwrap(), "{text:?}");
         }
         assert_eq!(tok.bos_id(), Some(1));
         assert!(!tok.add_bos());
         assert_eq!(tok.eos_ids()[0], 2);
-        assert!(
-            tok.eos_ids().contains(&0),
-            "<|endoftext|> ends generation too"
-        );
+        assert!(tok.eos_ids().contains(&0), "<|endoftext|> ends generation too");
         assert_eq!(tok.vocab_size(), gguf.vocab_size());
         assert!(tok.chat_template().unwrap().starts_with("{% for m"));
     }
@@ -1142,11 +942,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json_path = dir.path().join("tokenizer.json");
         inner.save(&json_path, false).unwrap();
-        write(
-            dir.path(),
-            "generation_config.json",
-            r#"{"eos_token_id": [2, 5]}"#,
-        );
+        write(dir.path(), "generation_config.json", r#"{"eos_token_id": [2, 5]}"#);
         write(dir.path(), "chat_template.jinja", "{{ bos_token }}");
 
         let tok = Tokenizer::from_tokenizer_json(&json_path).unwrap();
@@ -1164,11 +960,7 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         let err = Tokenizer::from_tokenizer_json(&path).unwrap_err();
         assert!(err.to_string().contains("tokenizer.json"), "{err}");
-        write(
-            dir.path(),
-            "tokenizer.json",
-            &smollm().inner().to_string(false).unwrap(),
-        );
+        write(dir.path(), "tokenizer.json", &smollm().inner().to_string(false).unwrap());
         write(dir.path(), "config.json", "{ not json");
         let err = Tokenizer::from_tokenizer_json(&path).unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");

@@ -353,7 +353,6 @@ impl RmsNorm {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

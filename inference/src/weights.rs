@@ -15,15 +15,8 @@ use crate::error::{EngineError, Result};
 use crate::tp::Weight;
 
 pub enum WeightSource {
-    Gguf {
-        path: PathBuf,
-        content: gguf_file::Content,
-        reader: Mutex<BufReader<File>>,
-    },
-    Safetensors {
-        dir: PathBuf,
-        tensors: MmapedSafetensors,
-    },
+    Gguf { path: PathBuf, content: gguf_file::Content, reader: Mutex<BufReader<File>> },
+    Safetensors { dir: PathBuf, tensors: MmapedSafetensors },
 }
 
 impl std::fmt::Debug for WeightSource {
@@ -57,8 +50,10 @@ impl WeightSource {
             return Err(EngineError::BadModel { path: dir.to_path_buf(), reason: "no *.safetensors file".into() });
         }
         // SAFETY: the files are mapped read-only; we do not modify them while loaded.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| EngineError::BadModel { path: dir.to_path_buf(), reason: format!("unreadable safetensors: {e}") })?;
+        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| EngineError::BadModel {
+            path: dir.to_path_buf(),
+            reason: format!("unreadable safetensors: {e}"),
+        })?;
         Ok(Self::Safetensors { dir: dir.to_path_buf(), tensors })
     }
 
@@ -88,9 +83,7 @@ impl WeightSource {
         match self {
             WeightSource::Gguf { content, reader, .. } => {
                 let mut reader = reader.lock().expect("weight reader poisoned");
-                let q = content
-                    .tensor(&mut *reader, name, device)
-                    .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+                let q = content.tensor(&mut *reader, name, device).map_err(|e| bad(format!("tensor {name}: {e}")))?;
                 Ok(Weight::Quant(std::sync::Arc::new(q)))
             }
             WeightSource::Safetensors { tensors, .. } => {

@@ -8,7 +8,8 @@ use inference::{FinishReason, GenerateRequest, SamplingParams};
 #[test]
 fn korean_and_japanese_streams_concatenate_to_the_full_decode() {
     let mut e = common::engine(common::GEMMA, 1);
-    for prompt in ["한국어 문장을 하나 써 주세요: 오늘은", "日本語で短い物語を書いてください。昔々、"] {
+    for prompt in ["한국어 문장을 하나 써 주세요: 오늘은", "日本語で短い物語を書いてください。昔々、"]
+    {
         let ids = e.tokenizer().encode(prompt, true).unwrap();
         let mut req = GenerateRequest::greedy(ids, 48);
         req.ignore_eos = true;
@@ -19,7 +20,12 @@ fn korean_and_japanese_streams_concatenate_to_the_full_decode() {
         assert_eq!(streamed, full, "{prompt}");
         assert!(!streamed.contains('\u{FFFD}'), "no replacement characters: {streamed:?}");
         // The model really wrote CJK text, some of it from multi-token characters.
-        assert!(streamed.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c) || ('\u{3040}'..='\u{30FF}').contains(&c) || ('\u{4E00}'..='\u{9FFF}').contains(&c)), "{streamed:?}");
+        assert!(
+            streamed.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c)
+                || ('\u{3040}'..='\u{30FF}').contains(&c)
+                || ('\u{4E00}'..='\u{9FFF}').contains(&c)),
+            "{streamed:?}"
+        );
     }
 }
 

@@ -44,7 +44,10 @@ fn write_checkpoint(dir: &Path, tie: bool) {
         t.insert(format!("{p}.mlp.gate_proj.weight"), rnd((FF, HIDDEN), 0.2));
         t.insert(format!("{p}.mlp.up_proj.weight"), rnd((FF, HIDDEN), 0.2));
         t.insert(format!("{p}.mlp.down_proj.weight"), rnd((HIDDEN, FF), 0.2));
-        t.insert(format!("{p}.input_layernorm.weight"), (Tensor::ones(HIDDEN, DType::F32, &dev).unwrap() + rnd((1, HIDDEN), 0.1).squeeze(0).unwrap()).unwrap());
+        t.insert(
+            format!("{p}.input_layernorm.weight"),
+            (Tensor::ones(HIDDEN, DType::F32, &dev).unwrap() + rnd((1, HIDDEN), 0.1).squeeze(0).unwrap()).unwrap(),
+        );
         t.insert(format!("{p}.post_attention_layernorm.weight"), Tensor::ones(HIDDEN, DType::F32, &dev).unwrap());
     }
     // Store as bf16 like most published checkpoints; both loaders upcast to f32.
@@ -56,10 +59,12 @@ fn write_checkpoint(dir: &Path, tie: bool) {
 
 fn reference_logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
     use candle_transformers::models::llama as reference;
-    let cfg: reference::LlamaConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg: reference::LlamaConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let cfg = cfg.into_config(false);
     let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+            .unwrap()
     };
     let model = reference::Llama::load(vb, &cfg).unwrap();
     let mut cache = reference::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
@@ -79,7 +84,8 @@ fn hf_checkpoint_loads_and_matches_candle_llama() {
         let want = reference_logits(dir.path(), &tokens);
         for tp in [1, 2] {
             let model = ShardedModel::load_cpu(files.clone(), tp).unwrap();
-            let got = model.forward(vec![Chunk { seq: 1, tokens: tokens.clone(), start_pos: 0, all_logits: false }]).unwrap();
+            let got =
+                model.forward(vec![Chunk { seq: 1, tokens: tokens.clone(), start_pos: 0, all_logits: false }]).unwrap();
             let got: Vec<f32> = got[0].squeeze(0).unwrap().to_vec1().unwrap();
             let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-3, "tie={tie} tp={tp}: logits differ from candle's llama by {diff}");

@@ -29,7 +29,8 @@ where
     let mut worst = 0f32;
     for step in 0..STEPS {
         let new = tokens[pos..].to_vec();
-        let ours = model.forward(vec![Chunk { seq: 1, tokens: new.clone(), start_pos: pos, all_logits: false }]).unwrap();
+        let ours =
+            model.forward(vec![Chunk { seq: 1, tokens: new.clone(), start_pos: pos, all_logits: false }]).unwrap();
         let ours: Vec<f32> = ours[0].squeeze(0).unwrap().to_vec1().unwrap();
         let theirs = reference(&new, pos);
         let diff = max_abs_diff(&ours, &theirs);

@@ -1,0 +1,94 @@
+//! Engine benchmark: load time, prefill and decode throughput at several batch sizes and
+//! TP degrees, on the machine it runs on. Used by `studio bench`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineConfig, GenerateRequest};
+use crate::error::Result;
+use crate::model::{resolve_model, ModelFiles, ShardedModel};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub model: String,
+    pub tp: usize,
+    pub batch: usize,
+    pub prompt_tokens: usize,
+    pub load_s: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    /// Time to first token of the batch: the prefill step.
+    pub ttft_ms: f64,
+}
+
+/// The CPU's model name and how many threads compute.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {threads} threads")
+}
+
+/// Prefills `batch` prompts of `prompt_tokens` tokens in one step, then decodes
+/// `decode_steps` tokens for all of them.
+pub fn run(
+    model: &str,
+    tp: usize,
+    batches: &[usize],
+    prompt_tokens: usize,
+    decode_steps: usize,
+) -> Result<Vec<BenchRow>> {
+    let path = resolve_model(model)?;
+    let (files, tok) = ModelFiles::inspect(&path)?;
+    let started = Instant::now();
+    let sharded = ShardedModel::load_cpu(files, tp)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let base = "The history of natural language processing generally started in the 1950s, although work can be \
+                found from earlier periods. In 1950, Alan Turing published an article titled Computing Machinery \
+                and Intelligence which proposed what is now called the Turing test as a criterion of intelligence. ";
+    let mut text = String::new();
+    while tok.encode(&text, true)?.len() < prompt_tokens {
+        text.push_str(base);
+    }
+    let mut engine = Engine::new(sharded, tok, EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024 });
+    let mut rows = Vec::new();
+    for &batch in batches {
+        for b in 0..batch {
+            // Distinct prompts of equal length: vary the first token after BOS.
+            let mut ids = engine.tokenizer().encode(&text, true)?;
+            ids.truncate(prompt_tokens);
+            ids[1] = ids[1].wrapping_add(b as u32) % engine.model().config().vocab_size() as u32;
+            let mut req = GenerateRequest::greedy(ids, decode_steps + 1);
+            req.ignore_eos = true;
+            engine.add(req)?;
+        }
+        let t0 = Instant::now();
+        engine.step()?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut decoded = 0;
+        while engine.has_work() {
+            engine.step()?;
+            decoded += engine.last_step.decode_tokens;
+        }
+        let decode = t1.elapsed().as_secs_f64();
+        rows.push(BenchRow {
+            model: model.to_string(),
+            tp,
+            batch,
+            prompt_tokens,
+            load_s,
+            prefill_tok_s: (batch * prompt_tokens) as f64 / prefill,
+            decode_tok_s: decoded as f64 / decode,
+            ttft_ms: prefill * 1000.0,
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the studio CLI on the bundled models, fetching them first when missing.
+#   bash scripts/run.sh generate --prompt "한국의 수도는"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/studio-target}"
+bash scripts/fetch-models.sh >&2
+[ $# -gt 0 ] || set -- generate --prompt "한국의 수도는"
+exec cargo run --quiet --release -p app --bin studio -- "$@"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command (README; CI runs exactly this through .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Reuse one target dir outside the clone, so only a fresh machine pays the full build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/studio-target}"
+
+bash scripts/fetch-models.sh
+cargo fmt --all --check
+cargo test --workspace --all-targets
+# The NCCL/CUDA path must at least compile without a GPU (nvcc comes from PyPI wheels).
+if [ "${STUDIO_SKIP_NCCL_CHECK:-0}" != "1" ]; then
+  bash scripts/check-nccl.sh
+fi
