@@ -152,7 +152,6 @@ mod nccl {
 
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
-    use candle_core::cuda_backend::WrapErr;
     use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
     /// One rank of an NCCL communicator (one GPU per rank).
@@ -280,8 +279,6 @@ mod nccl {
             Tensor::cat(&parts, dim)
         }
     }
-    #[allow(unused_imports)]
-    use WrapErr as _;
 }
 
 #[cfg(test)]

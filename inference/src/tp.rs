@@ -257,7 +257,7 @@ impl RowParallelLinear {
 
 /// How many canonical parts an MLP's down projection is cut into: the most ranks it
 /// can be split over.
-pub const MLP_PARTS: usize = 8;
+pub const MLP_PARTS: usize = 4;
 
 /// Splits `0..n` into at most `max_parts` equal parts on multiples of `block`.
 pub fn block_parts(n: usize, block: usize, max_parts: usize) -> Vec<Range<usize>> {
