@@ -43,6 +43,23 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         tp: usize,
     },
+    /// Serve the OpenAI-compatible API.
+    Serve {
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        tp: usize,
+        /// Requests that may wait for admission before new ones get 429.
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// Sequences decoding together.
+        #[arg(long, default_value_t = 32)]
+        max_running: usize,
+    },
     /// List installed models.
     Models,
     /// Benchmark load time, prefill and decode throughput.
@@ -107,6 +124,21 @@ fn main() -> Result<()> {
                 out.tokens.len() as f64 / secs,
                 out.finish_reason
             );
+        }
+        Command::Serve { model, host, port, tp, queue, max_running } => {
+            let cfg = EngineConfig { max_running, ..EngineConfig::default() };
+            let state = app::start(&model, tp, queue, cfg).with_context(|| format!("loading model {model}"))?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+                eprintln!("studio: serving {model} (tp={tp}) on http://{}", listener.local_addr()?);
+                axum::serve(listener, app::app(state))
+                    .with_graceful_shutdown(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await?;
+                anyhow::Ok(())
+            })?;
         }
         Command::Models => {
             let dir = inference::models_dir();

@@ -179,6 +179,9 @@ impl Engine {
         known
     }
 
+    pub fn max_running(&self) -> usize {
+        self.cfg.max_running
+    }
     pub fn has_work(&self) -> bool {
         !self.waiting.is_empty() || !self.running.is_empty()
     }

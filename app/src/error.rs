@@ -1,0 +1,79 @@
+//! The one place API errors become HTTP responses, in OpenAI's error shape.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A request field is wrong: 400 naming the field (and, in the message, the limit).
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.to_string()),
+            code: None,
+        }
+    }
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+    pub fn queue_full(capacity: usize) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("the request queue is full ({capacity} waiting); retry shortly"),
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("queue_full"),
+        }
+    }
+    pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        Self { status, message: message.into(), kind, param: None, code: None }
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::status(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
+        });
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<inference::EngineError> for ApiError {
+    fn from(e: inference::EngineError) -> Self {
+        use inference::EngineError as E;
+        match &e {
+            E::PromptTooLong { .. } | E::EmptyPrompt => ApiError::invalid("prompt", e.to_string()),
+            E::Sampling(inner) => {
+                let field = match inner {
+                    inference::sampling::SamplingError::OutOfRange { field, .. } => *field,
+                };
+                ApiError::invalid(field, e.to_string())
+            }
+            E::UnknownModel(_) => ApiError::invalid("model", e.to_string()).with_code("model_not_found"),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}

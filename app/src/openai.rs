@@ -1,0 +1,404 @@
+//! OpenAI-compatible endpoints: handler → validation into a `ValidCompletion` → the
+//! batcher's bounded queue → a stream of events back (SSE or one JSON body).
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use inference::{FinishReason, GenerateRequest, SampledToken, SamplingParams};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::scheduler::{Priority, SeqEvent};
+use crate::AppState;
+
+pub const MAX_N: usize = 16;
+pub const MAX_STOPS: usize = 4;
+pub const DEFAULT_MAX_TOKENS: usize = 16;
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Parses a JSON body; errors name the field at fault (`temperature: invalid type ...`).
+pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." { "body".to_string() } else { path };
+        ApiError::invalid(&param, format!("{param}: {}", e.inner()))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: PromptInput,
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub n: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Option<StopInput>,
+    pub logprobs: Option<usize>,
+    pub echo: Option<bool>,
+    pub stream: Option<bool>,
+    pub user: Option<String>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+/// A completion request that passed validation: every sequence to run, ready for the queue.
+#[derive(Debug)]
+pub struct ValidCompletion {
+    /// One entry per choice: (prompt index, prompt text, request).
+    pub choices: Vec<(usize, String, GenerateRequest)>,
+    pub echo: bool,
+    pub stream: bool,
+    pub logprobs: bool,
+}
+
+fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
+    match model {
+        Some(m) if m != &state.scheduler.model_name => Err(ApiError::invalid(
+            "model",
+            format!("model '{m}' is not served here; available: {}", state.scheduler.model_name),
+        )
+        .with_code("model_not_found")),
+        _ => Ok(()),
+    }
+}
+
+impl ValidCompletion {
+    pub fn new(state: &AppState, r: CompletionRequest) -> Result<Self, ApiError> {
+        check_model(state, &r.model)?;
+        let tok = &state.scheduler.tokenizer;
+        let ctx = state.scheduler.context_length;
+        let prompts: Vec<(String, Vec<u32>)> = match r.prompt {
+            PromptInput::Text(t) => vec![(t.clone(), tok.encode(&t, true).map_err(internal)?)],
+            PromptInput::Texts(ts) => ts
+                .into_iter()
+                .map(|t| Ok((t.clone(), tok.encode(&t, true).map_err(internal)?)))
+                .collect::<Result<_, ApiError>>()?,
+            PromptInput::Tokens(ids) => vec![(tok.decode(&ids, false).map_err(internal)?, ids)],
+            PromptInput::TokenLists(l) => l
+                .into_iter()
+                .map(|ids| Ok((tok.decode(&ids, false).map_err(internal)?, ids)))
+                .collect::<Result<_, ApiError>>()?,
+        };
+        if prompts.is_empty() {
+            return Err(ApiError::invalid("prompt", "prompt: at least one prompt is required"));
+        }
+        let vocab = tok.vocab_size() as u32;
+        let n = r.n.unwrap_or(1);
+        if n == 0 || n > MAX_N {
+            return Err(ApiError::invalid("n", format!("n must be between 1 and {MAX_N}, got {n}")));
+        }
+        let stops = match r.stop {
+            None => Vec::new(),
+            Some(StopInput::One(s)) => vec![s],
+            Some(StopInput::Many(v)) => v,
+        };
+        if stops.len() > MAX_STOPS {
+            return Err(ApiError::invalid("stop", format!("stop: at most {MAX_STOPS} sequences, got {}", stops.len())));
+        }
+        let max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        let sampling = SamplingParams {
+            temperature: r.temperature.unwrap_or(1.0),
+            top_p: r.top_p.unwrap_or(1.0),
+            top_k: r.top_k.unwrap_or(0),
+            repetition_penalty: r.repetition_penalty.unwrap_or(1.0),
+            presence_penalty: r.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: r.frequency_penalty.unwrap_or(0.0),
+            seed: r.seed,
+            logprobs: r.logprobs,
+        };
+        sampling.validate().map_err(inference::EngineError::from)?;
+        let mut choices = Vec::new();
+        for (i, (text, ids)) in prompts.into_iter().enumerate() {
+            if ids.is_empty() || (ids.len() == 1 && Some(ids[0]) == tok.bos_id()) {
+                return Err(ApiError::invalid("prompt", "prompt is empty: at least one token is needed"));
+            }
+            if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!("token id {bad} is outside the vocabulary (0..{vocab})"),
+                ));
+            }
+            if ids.len() >= ctx {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!("prompt is {} tokens; the model's context is {ctx} tokens", ids.len()),
+                )
+                .with_code("context_length_exceeded"));
+            }
+            let room = ctx - ids.len();
+            if max_tokens == 0 || max_tokens > room {
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    format!("max_tokens must be between 1 and {room} (context {ctx} minus {} prompt tokens), got {max_tokens}", ids.len()),
+                ));
+            }
+            for k in 0..n {
+                let mut s = sampling.clone();
+                // n samples of one prompt must differ but stay reproducible.
+                s.seed = sampling.seed.map(|seed| seed.wrapping_add(k as u64));
+                let req = GenerateRequest {
+                    prompt_tokens: ids.clone(),
+                    max_tokens,
+                    sampling: s,
+                    stop: stops.clone(),
+                    ignore_eos: false,
+                };
+                choices.push((i, text.clone(), req));
+            }
+        }
+        Ok(Self {
+            choices,
+            echo: r.echo.unwrap_or(false),
+            stream: r.stream.unwrap_or(false),
+            logprobs: r.logprobs.is_some(),
+        })
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn request_id(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{nanos:x}")
+}
+
+/// Per-choice accumulation of the OpenAI `logprobs` object.
+#[derive(Default)]
+struct LogprobsAcc {
+    tokens: Vec<String>,
+    token_logprobs: Vec<f32>,
+    top_logprobs: Vec<Value>,
+    text_offset: Vec<usize>,
+}
+
+impl LogprobsAcc {
+    fn push(&mut self, state: &AppState, t: &SampledToken, offset: usize) {
+        let tok = &state.scheduler.tokenizer;
+        let piece = |id: u32| tok.decode(&[id], false).unwrap_or_default();
+        self.tokens.push(piece(t.id));
+        self.token_logprobs.push(t.logprob);
+        let top: serde_json::Map<String, Value> = t.top.iter().map(|(id, lp)| (piece(*id), json!(lp))).collect();
+        self.top_logprobs.push(Value::Object(top));
+        self.text_offset.push(offset);
+    }
+    fn to_json(&self) -> Value {
+        json!({ "tokens": self.tokens, "token_logprobs": self.token_logprobs,
+                "top_logprobs": self.top_logprobs, "text_offset": self.text_offset })
+    }
+}
+
+fn finish_str(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Length => "length",
+        FinishReason::Stop => "stop",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": { "cached_tokens": 0 } })
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse_json(body)?;
+    let valid = ValidCompletion::new(&state, req)?;
+    let deadline = Some(Instant::now() + REQUEST_DEADLINE);
+    let mut receivers = Vec::with_capacity(valid.choices.len());
+    let mut prompt_tokens = 0;
+    for (_, _, req) in &valid.choices {
+        prompt_tokens += req.prompt_tokens.len();
+        receivers.push(state.scheduler.submit(req.clone(), Priority::Api, deadline)?);
+    }
+    let id = request_id("cmpl");
+    let created = now_secs();
+    let model = state.scheduler.model_name.clone();
+    if valid.stream {
+        let stream = completion_stream(state, valid, receivers, id, created, model, prompt_tokens);
+        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+    }
+    let mut choices = Vec::new();
+    let mut completion_tokens = 0;
+    for (index, ((_, prompt_text, _), mut rx)) in valid.choices.iter().zip(receivers).enumerate() {
+        let mut text = if valid.echo { prompt_text.clone() } else { String::new() };
+        let mut lp = LogprobsAcc::default();
+        let mut finish = None;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                SeqEvent::Token { token, text: piece } => {
+                    if valid.logprobs {
+                        lp.push(&state, &token, text.len());
+                    }
+                    completion_tokens += 1;
+                    text.push_str(&piece);
+                }
+                SeqEvent::Finished { reason, text: tail, .. } => {
+                    text.push_str(&tail);
+                    finish = Some(reason);
+                    break;
+                }
+                SeqEvent::Failed(msg) => return Err(ApiError::internal(msg)),
+            }
+        }
+        let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
+        choices.push(json!({ "text": text, "index": index,
+            "logprobs": if valid.logprobs { lp.to_json() } else { Value::Null },
+            "finish_reason": finish_str(finish) }));
+    }
+    Ok(Json(json!({ "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": choices, "usage": usage(prompt_tokens, completion_tokens) }))
+    .into_response())
+}
+
+fn completion_stream(
+    state: AppState,
+    valid: ValidCompletion,
+    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<SeqEvent>>,
+    id: String,
+    created: u64,
+    model: String,
+    prompt_tokens: usize,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let n = receivers.len();
+    // One merged stream of (choice index, event); dropping it (client gone) drops every
+    // receiver, which the batcher sees and cancels those sequences.
+    let merged = stream::select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).map(move |e| (i, e)).boxed()
+    }));
+    let echoes: Vec<Option<String>> = valid.choices.iter().map(|(_, p, _)| valid.echo.then(|| p.clone())).collect();
+    let logprobs = valid.logprobs;
+    let chunk = move |index: usize, text: String, lp: Value, finish: Option<&str>, usage: Value| {
+        let body = json!({ "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{ "text": text, "index": index, "logprobs": lp, "finish_reason": finish }],
+            "usage": usage });
+        SseEvent::default().data(body.to_string())
+    };
+    let mut done = 0usize;
+    let mut completion_tokens = 0usize;
+    let mut offsets = vec![0usize; n];
+    let body = merged.map(move |(i, ev)| {
+        let mut out = Vec::new();
+        if let Some(echo) = echoes.get(i).cloned().flatten() {
+            offsets[i] += echo.len();
+            out.push(chunk(i, echo, Value::Null, None, Value::Null));
+        }
+        match ev {
+            SeqEvent::Token { token, text } => {
+                completion_tokens += 1;
+                let lp = if logprobs {
+                    let mut acc = LogprobsAcc::default();
+                    acc.push(&state, &token, offsets[i]);
+                    acc.to_json()
+                } else {
+                    Value::Null
+                };
+                offsets[i] += text.len();
+                out.push(chunk(i, text, lp, None, Value::Null));
+            }
+            SeqEvent::Finished { reason, text, .. } => {
+                done += 1;
+                let u = if done == n { usage(prompt_tokens, completion_tokens) } else { Value::Null };
+                out.push(chunk(i, text, Value::Null, Some(finish_str(reason)), u));
+            }
+            SeqEvent::Failed(msg) => {
+                done += 1;
+                let err = json!({ "error": { "message": msg, "type": "server_error", "param": null, "code": null } });
+                out.push(SseEvent::default().data(err.to_string()));
+            }
+        }
+        stream::iter(out.into_iter().map(Ok))
+    });
+    let echoed_first = body.flatten();
+    echoed_first.chain(stream::once(async { Ok(SseEvent::default().data("[DONE]")) }))
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "object": "list", "data": [{ "id": state.scheduler.model_name, "object": "model",
+        "created": 0, "owned_by": "studio", "context_length": state.scheduler.context_length }] }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    pub model: Option<String>,
+    pub prompt: String,
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn tokenize(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: TokenizeRequest = parse_json(body)?;
+    check_model(&state, &r.model)?;
+    let tok = &state.scheduler.tokenizer;
+    let ids = tok.encode(&r.prompt, r.add_special_tokens).map_err(internal)?;
+    let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap_or_default()).collect();
+    Ok(Json(
+        json!({ "tokens": ids, "token_strs": pieces, "count": ids.len(), "max_model_len": state.scheduler.context_length }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    pub model: Option<String>,
+    pub tokens: Vec<u32>,
+}
+
+pub async fn detokenize(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: DetokenizeRequest = parse_json(body)?;
+    check_model(&state, &r.model)?;
+    let tok = &state.scheduler.tokenizer;
+    let vocab = tok.vocab_size() as u32;
+    if let Some(bad) = r.tokens.iter().find(|&&t| t >= vocab) {
+        return Err(ApiError::invalid("tokens", format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+    }
+    Ok(Json(json!({ "prompt": tok.decode(&r.tokens, false).map_err(internal)? })))
+}

@@ -1,0 +1,196 @@
+//! The batcher: one thread owns the engine (and so the model's rank threads) and runs
+//! continuous batching. Handlers submit validated requests through a bounded queue and get
+//! a stream of events back; a closed stream (client gone) or a passed deadline cancels the
+//! sequence and frees its KV cache within one step.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use inference::{Engine, Event, FinishReason, GenerateRequest, SampledToken, SeqId, Tokenizer};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// API traffic is admitted before studio/eval sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Api = 0,
+    Batch = 1,
+}
+
+#[derive(Debug, Clone)]
+pub enum SeqEvent {
+    Token { token: SampledToken, text: String },
+    Finished { reason: FinishReason, text: String, prompt_tokens: usize, generated_tokens: usize },
+    Failed(String),
+}
+
+struct Submission {
+    req: GenerateRequest,
+    events: UnboundedSender<SeqEvent>,
+    deadline: Option<Instant>,
+    submitted: Instant,
+}
+
+enum Msg {
+    Submit(Submission, Priority),
+}
+
+struct Live {
+    events: UnboundedSender<SeqEvent>,
+    deadline: Option<Instant>,
+    submitted: Instant,
+    last_token: Option<Instant>,
+}
+
+/// What handlers hold: a way to submit, and what they need to validate requests.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    pub capacity: usize,
+    pub tokenizer: Arc<Tokenizer>,
+    pub model_name: String,
+    pub context_length: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Scheduler {
+    /// Moves `engine` onto its own thread and starts the batching loop.
+    pub fn start(engine: Engine, model_name: String, capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let tokenizer = engine.tokenizer().clone();
+        let context_length = engine.context_length();
+        let (q, m) = (queued.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("batcher".into())
+            .spawn(move || batch_loop(engine, rx, q, m))
+            .expect("spawn batcher thread");
+        Self { tx, queued, capacity, tokenizer, model_name, context_length, metrics }
+    }
+
+    /// Queues a sequence; refuses with 429 when the queue is full.
+    pub fn submit(
+        &self,
+        req: GenerateRequest,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<UnboundedReceiver<SeqEvent>, ApiError> {
+        let prev = self.queued.fetch_add(1, Ordering::SeqCst);
+        if prev >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::queue_full(self.capacity));
+        }
+        self.metrics.queue_depth.store((prev + 1) as u64, Ordering::Relaxed);
+        let (events, rx) = unbounded_channel();
+        let sub = Submission { req, events, deadline, submitted: Instant::now() };
+        self.tx.send(Msg::Submit(sub, priority)).map_err(|_| ApiError::internal("the batcher has stopped"))?;
+        Ok(rx)
+    }
+}
+
+fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, metrics: Arc<Metrics>) {
+    let mut pending: [VecDeque<Submission>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut live: HashMap<SeqId, Live> = HashMap::new();
+    let max_running = engine.max_running();
+    loop {
+        // Idle: block for work. Busy: take whatever arrived, without waiting.
+        if !engine.has_work() && pending.iter().all(VecDeque::is_empty) {
+            match rx.recv() {
+                Ok(Msg::Submit(s, p)) => pending[p as usize].push_back(s),
+                Err(_) => return,
+            }
+        }
+        while let Ok(Msg::Submit(s, p)) = rx.try_recv() {
+            pending[p as usize].push_back(s);
+        }
+
+        // Admit between steps, API traffic first; the engine's own budget decides how
+        // much of it prefills in the next step.
+        while engine.num_running() + engine.num_waiting() < max_running {
+            let Some(sub) = pending[0].pop_front().or_else(|| pending[1].pop_front()) else { break };
+            queued.fetch_sub(1, Ordering::SeqCst);
+            if sub.events.is_closed() {
+                continue;
+            }
+            match engine.add(sub.req) {
+                Ok(id) => {
+                    live.insert(
+                        id,
+                        Live { events: sub.events, deadline: sub.deadline, submitted: sub.submitted, last_token: None },
+                    );
+                }
+                Err(e) => {
+                    let _ = sub.events.send(SeqEvent::Failed(e.to_string()));
+                }
+            }
+        }
+
+        // Clients that went away, or ran out of time, leave the batch now.
+        let now = Instant::now();
+        let gone: Vec<SeqId> = live
+            .iter()
+            .filter(|(_, l)| l.events.is_closed() || l.deadline.is_some_and(|d| now >= d))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(l) = live.remove(&id) {
+                engine.cancel(id);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                let _ = l.events.send(SeqEvent::Finished {
+                    reason: FinishReason::Cancelled,
+                    text: String::new(),
+                    prompt_tokens: 0,
+                    generated_tokens: 0,
+                });
+            }
+        }
+        let waiting: usize = pending.iter().map(VecDeque::len).sum::<usize>() + engine.num_waiting();
+        metrics.queue_depth.store(waiting as u64, Ordering::Relaxed);
+
+        if engine.has_work() {
+            match engine.step() {
+                Ok(events) => route(events, &mut live, &metrics),
+                Err(e) => {
+                    tracing::error!("engine step failed: {e}");
+                    for (id, l) in live.drain() {
+                        engine.cancel(id);
+                        let _ = l.events.send(SeqEvent::Failed(e.to_string()));
+                    }
+                }
+            }
+            metrics.prompt_tokens.fetch_add(engine.last_step.prefill_tokens as u64, Ordering::Relaxed);
+        }
+        metrics.running.store(engine.num_running() as u64, Ordering::Relaxed);
+        metrics.kv_cache_tokens.store(engine.cached_tokens() as u64, Ordering::Relaxed);
+    }
+}
+
+fn route(events: Vec<Event>, live: &mut HashMap<SeqId, Live>, metrics: &Metrics) {
+    let now = Instant::now();
+    for ev in events {
+        match ev {
+            Event::Token { seq, token, text } => {
+                if let Some(l) = live.get_mut(&seq) {
+                    match l.last_token {
+                        None => metrics.ttft.observe((now - l.submitted).as_secs_f64()),
+                        Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
+                    }
+                    l.last_token = Some(now);
+                    metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                    let _ = l.events.send(SeqEvent::Token { token, text });
+                }
+            }
+            Event::Finished { seq, reason, text, prompt_tokens, generated_tokens } => {
+                if let Some(l) = live.remove(&seq) {
+                    let _ = l.events.send(SeqEvent::Finished { reason, text, prompt_tokens, generated_tokens });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The OpenAI-compatible router through `app()` + `oneshot`, on the real SmolLM2 model.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use app::{app, AppState};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn model_path() -> String {
+    let dir = std::env::var_os("STUDIO_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    let p = dir.join("smollm2-135m");
+    assert!(p.is_dir(), "model missing at {}: run scripts/fetch-models.sh", p.display());
+    p.to_string_lossy().into_owned()
+}
+
+fn state_with(queue: usize) -> AppState {
+    app::start(&model_path(), 1, queue, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap()
+}
+
+fn shared() -> AppState {
+    static S: OnceLock<AppState> = OnceLock::new();
+    S.get_or_init(|| state_with(64)).clone()
+}
+
+async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+async fn post(state: &AppState, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (s, b) = call(state, "POST", uri, Some(body)).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn completion_greedy_then_stream_give_the_same_text() {
+    let s = shared();
+    let req = json!({"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "logprobs": 2});
+    let (status, body) = post(&s, "/v1/completions", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len(), 12);
+    assert!(body["usage"]["prompt_tokens_details"]["cached_tokens"].is_number());
+
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    let (status, raw) = call(&s, "POST", "/v1/completions", Some(streamed)).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = sse_data(&raw);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let joined: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(joined, text);
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 12);
+}
+
+#[tokio::test]
+async fn seed_reproducible_and_n_choices() {
+    let s = shared();
+    let req =
+        json!({"prompt": ["Once upon a time", "In a galaxy"], "max_tokens": 8, "temperature": 0.9, "seed": 7, "n": 2});
+    let (status, a) = post(&s, "/v1/completions", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["choices"].as_array().unwrap().len(), 4);
+    let (_, b) = post(&s, "/v1/completions", req).await;
+    assert_eq!(a["choices"], b["choices"], "same seed, same text");
+}
+
+#[tokio::test]
+async fn stop_sequence_is_not_returned() {
+    let s = shared();
+    let (_, free) =
+        post(&s, "/v1/completions", json!({"prompt": "Count: 1, 2, 3, 4,", "max_tokens": 16, "temperature": 0})).await;
+    let free = free["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(free.contains('7'), "{free}");
+    let (_, body) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": "Count: 1, 2, 3, 4,", "max_tokens": 16, "temperature": 0, "stop": ["7"]}),
+    )
+    .await;
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(!text.contains('7') && free.starts_with(text), "{text:?} vs {free:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field_and_limit() {
+    let s = shared();
+    let cases = [
+        (json!({"prompt": "hi", "temperature": 3.5}), "temperature", "2"),
+        (json!({"prompt": "hi", "max_tokens": 100000}), "max_tokens", "8192"),
+        (json!({"prompt": "hi", "n": 99}), "n", "16"),
+        (json!({"prompt": "hi", "model": "gpt-17"}), "model", "gpt-17"),
+        (json!({"prompt": "hi", "temperature": "hot"}), "temperature", "invalid type"),
+        (json!({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}), "stop", "4"),
+    ];
+    for (body, param, needle) in cases {
+        let (status, err) = post(&s, "/v1/completions", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["error"]["param"], param, "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(needle), "{err}");
+    }
+    let long = "word ".repeat(9000);
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": long})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["code"], "context_length_exceeded");
+    // Oversize body: 413; broken JSON: 400; unknown route: 404; all in the error shape.
+    let huge = json!({"prompt": "x".repeat(app::MAX_BODY_BYTES + 10)});
+    let (status, err) = post(&s, "/v1/completions", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    let req =
+        Request::builder().method("POST").uri("/v1/completions").body(Body::from(vec![b'{', 0xff, 0xfe])).unwrap();
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, "GET", "/v1/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tokenize_detokenize_round_trip_cjk() {
+    let s = shared();
+    let text = "안녕하세요 こんにちは 你好";
+    let (status, t) = post(&s, "/v1/tokenize", json!({"prompt": text, "add_special_tokens": false})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(t["count"].as_u64().unwrap() > 3);
+    let (_, d) = post(&s, "/v1/detokenize", json!({"tokens": t["tokens"]})).await;
+    assert_eq!(d["prompt"], text);
+    let (status, err) = post(&s, "/v1/detokenize", json!({"tokens": [999999999]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["param"], "tokens");
+}
+
+#[tokio::test]
+async fn models_health_metrics() {
+    let s = shared();
+    let (status, body) = call(&s, "GET", "/v1/models", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], "smollm2-135m");
+    let (status, _) = call(&s, "GET", "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, m) = call(&s, "GET", "/metrics", None).await;
+    let m = String::from_utf8(m).unwrap();
+    for name in [
+        "studio_queue_depth",
+        "studio_running_sequences",
+        "studio_kv_cache_tokens",
+        "studio_time_to_first_token_seconds_bucket",
+        "studio_requests_total",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dropped_stream_leaves_the_batch_within_a_second() {
+    let s = state_with(8);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"prompt": "Tell me a very long story", "max_tokens": 2000, "stream": true}).to_string(),
+        ))
+        .unwrap();
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    let mut body = resp.into_body();
+    // Read a few chunks, then hang up.
+    for _ in 0..3 {
+        body.frame().await.unwrap().unwrap();
+    }
+    let (_, m) = call(&s, "GET", "/metrics", None).await;
+    assert_eq!(metric(&String::from_utf8(m).unwrap(), "studio_running_sequences"), 1);
+    drop(body);
+    let t0 = Instant::now();
+    loop {
+        let (_, m) = call(&s, "GET", "/metrics", None).await;
+        let m = String::from_utf8(m).unwrap();
+        if metric(&m, "studio_running_sequences") == 0 {
+            assert_eq!(metric(&m, "studio_cancelled_sequences_total"), 1);
+            assert_eq!(metric(&m, "studio_kv_cache_tokens"), 0);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1), "sequence still running after a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_over_a_small_queue_gets_429s_and_the_rest_complete() {
+    let s = state_with(2);
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            post(
+                &s,
+                "/v1/completions",
+                json!({"prompt": format!("Request number {i}:"), "max_tokens": 8, "temperature": 0}),
+            )
+            .await
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for h in handles {
+        let (status, body) = h.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["usage"]["completion_tokens"], 8);
+                ok += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["error"]["code"], "queue_full");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
+}
