@@ -232,9 +232,9 @@ fn finish_str(r: FinishReason) -> &'static str {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
+fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": { "cached_tokens": 0 } })
+            "prompt_tokens_details": { "cached_tokens": cached } })
 }
 
 pub async fn completions(
@@ -259,6 +259,7 @@ pub async fn completions(
     }
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
+    let mut cached_tokens = 0;
     for (index, ((_, prompt_text, _), mut rx)) in valid.choices.iter().zip(receivers).enumerate() {
         let mut text = if valid.echo { prompt_text.clone() } else { String::new() };
         let mut lp = LogprobsAcc::default();
@@ -272,7 +273,8 @@ pub async fn completions(
                     completion_tokens += 1;
                     text.push_str(&piece);
                 }
-                SeqEvent::Finished { reason, text: tail, .. } => {
+                SeqEvent::Finished { reason, text: tail, cached_tokens: c, .. } => {
+                    cached_tokens += c;
                     text.push_str(&tail);
                     finish = Some(reason);
                     break;
@@ -286,7 +288,7 @@ pub async fn completions(
             "finish_reason": finish_str(finish) }));
     }
     Ok(Json(json!({ "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": choices, "usage": usage(prompt_tokens, completion_tokens) }))
+        "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens) }))
     .into_response())
 }
 
@@ -315,6 +317,7 @@ fn completion_stream(
     };
     let mut done = 0usize;
     let mut completion_tokens = 0usize;
+    let mut cached_tokens = 0usize;
     let mut offsets = vec![0usize; n];
     let body = merged.map(move |(i, ev)| {
         let mut out = Vec::new();
@@ -335,9 +338,10 @@ fn completion_stream(
                 offsets[i] += text.len();
                 out.push(chunk(i, text, lp, None, Value::Null));
             }
-            SeqEvent::Finished { reason, text, .. } => {
+            SeqEvent::Finished { reason, text, cached_tokens: c, .. } => {
                 done += 1;
-                let u = if done == n { usage(prompt_tokens, completion_tokens) } else { Value::Null };
+                cached_tokens += c;
+                let u = if done == n { usage(prompt_tokens, completion_tokens, cached_tokens) } else { Value::Null };
                 out.push(chunk(i, text, Value::Null, Some(finish_str(reason)), u));
             }
             SeqEvent::Failed(msg) => {

@@ -25,7 +25,7 @@ pub enum Priority {
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
     Token { token: SampledToken, text: String },
-    Finished { reason: FinishReason, text: String, prompt_tokens: usize, generated_tokens: usize },
+    Finished { reason: FinishReason, text: String, prompt_tokens: usize, cached_tokens: usize, generated_tokens: usize },
     Failed(String),
 }
 
@@ -146,6 +146,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
                     reason: FinishReason::Cancelled,
                     text: String::new(),
                     prompt_tokens: 0,
+                    cached_tokens: 0,
                     generated_tokens: 0,
                 });
             }
@@ -168,6 +169,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
         }
         metrics.running.store(engine.num_running() as u64, Ordering::Relaxed);
         metrics.kv_cache_tokens.store(engine.cached_tokens() as u64, Ordering::Relaxed);
+        metrics.prefix_cache_tokens.store(engine.prefix_cache_tokens() as u64, Ordering::Relaxed);
     }
 }
 
@@ -186,9 +188,15 @@ fn route(events: Vec<Event>, live: &mut HashMap<SeqId, Live>, metrics: &Metrics)
                     let _ = l.events.send(SeqEvent::Token { token, text });
                 }
             }
-            Event::Finished { seq, reason, text, prompt_tokens, generated_tokens } => {
+            Event::Finished { seq, reason, text, prompt_tokens, cached_tokens, generated_tokens } => {
                 if let Some(l) = live.remove(&seq) {
-                    let _ = l.events.send(SeqEvent::Finished { reason, text, prompt_tokens, generated_tokens });
+                    let _ = l.events.send(SeqEvent::Finished {
+                        reason,
+                        text,
+                        prompt_tokens,
+                        cached_tokens,
+                        generated_tokens,
+                    });
                 }
             }
         }

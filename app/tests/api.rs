@@ -249,3 +249,21 @@ async fn a_burst_over_a_small_queue_gets_429s_and_the_rest_complete() {
     }
     assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
 }
+
+#[tokio::test]
+async fn few_shot_rerun_reports_cached_tokens_and_same_output() {
+    let s = state_with(8);
+    let shots = "Q: What is 2 + 2?\nA: 4\n\nQ: What colour is the sky?\nA: blue\n\nQ: What is the capital of Italy?\nA: Rome\n\n";
+    let ask = |q: &str| json!({"prompt": format!("{shots}Q: {q}\nA:"), "max_tokens": 6, "temperature": 0});
+    let (_, first) = post(&s, "/v1/completions", ask("What is 3 + 3?")).await;
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let (_, second) = post(&s, "/v1/completions", ask("What is the capital of France?")).await;
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert!(cached > 30, "few-shot prefix served from the cache: {second}");
+    // The same request on a server with the cache off answers the same.
+    let off = app::start(&model_path(), 1, 8, inference::EngineConfig { prefix_cache_bytes: 0, ..Default::default() })
+        .unwrap();
+    let (_, cold) = post(&off, "/v1/completions", ask("What is the capital of France?")).await;
+    assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(cold["choices"][0]["text"], second["choices"][0]["text"]);
+}

@@ -57,7 +57,11 @@ pub fn run(
     while tok.encode(&text, true)?.len() < prompt_tokens {
         text.push_str(base);
     }
-    let mut engine = Engine::new(sharded, tok, EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024 });
+    let mut engine = Engine::new(
+        sharded,
+        tok,
+        EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024, prefix_cache_bytes: 0 },
+    );
     let mut rows = Vec::new();
     for &batch in batches {
         for b in 0..batch {

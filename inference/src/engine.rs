@@ -63,7 +63,15 @@ pub enum Event {
     /// be half a character or the start of a stop sequence is held back).
     Token { seq: SeqId, token: SampledToken, text: String },
     /// The sequence is done; `text` is whatever was still held back.
-    Finished { seq: SeqId, reason: FinishReason, text: String, prompt_tokens: usize, generated_tokens: usize },
+    Finished {
+        seq: SeqId,
+        reason: FinishReason,
+        text: String,
+        prompt_tokens: usize,
+        /// Prompt tokens whose KV came from the prefix cache instead of being prefilled.
+        cached_tokens: usize,
+        generated_tokens: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,12 +80,36 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     /// Most sequences decoding together.
     pub max_running: usize,
+    /// KV bytes the prefix cache may keep (0 = off).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_tokens: 4096, max_running: 64 }
+        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20 }
     }
+}
+
+/// Shortest shared prefix worth reusing.
+const MIN_PREFIX_REUSE: usize = 8;
+
+/// A prompt whose KV is kept (under its own sequence id on every rank) for reuse.
+struct PrefixEntry {
+    cache_seq: SeqId,
+    tokens: Vec<u32>,
+    last_used: u64,
+}
+
+/// Prompts seen recently, least recently used evicted first under a KV byte budget. A new
+/// prompt starts from a copy of the longest token prefix it shares with one of them.
+#[derive(Default)]
+struct PrefixCache {
+    entries: Vec<PrefixEntry>,
+    clock: u64,
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 struct Sequence {
@@ -90,6 +122,8 @@ struct Sequence {
     stops: StopMatcher,
     /// Positions already in the KV cache.
     cached: usize,
+    /// Prompt positions that came from the prefix cache.
+    reused: usize,
 }
 
 impl Sequence {
@@ -114,6 +148,7 @@ pub struct Engine {
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
     seqs: HashMap<SeqId, Sequence>,
+    prefix: PrefixCache,
     pub last_step: StepStats,
 }
 
@@ -127,6 +162,7 @@ impl Engine {
             waiting: VecDeque::new(),
             running: Vec::new(),
             seqs: HashMap::new(),
+            prefix: PrefixCache::default(),
             last_step: StepStats::default(),
         }
     }
@@ -151,8 +187,7 @@ impl Engine {
         if req.prompt_tokens.len() >= limit {
             return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len(), limit });
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_seq_id();
         let seq = Sequence {
             sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
             decoder: IncrementalDecoder::new(&req.prompt_tokens),
@@ -162,10 +197,87 @@ impl Engine {
             max_tokens: req.max_tokens,
             ignore_eos: req.ignore_eos,
             cached: 0,
+            reused: 0,
         };
         self.seqs.insert(id, seq);
+        self.reuse_prefix(id)?;
         self.waiting.push_back(id);
         Ok(id)
+    }
+
+    fn next_seq_id(&mut self) -> SeqId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Starts `id` from the cached KV of the longest prefix it shares with a kept prompt.
+    fn reuse_prefix(&mut self, id: SeqId) -> Result<()> {
+        if self.cfg.prefix_cache_bytes == 0 {
+            return Ok(());
+        }
+        let prompt = &self.seqs[&id].tokens;
+        // At least the last prompt token is always computed: its logits start generation.
+        let best = self
+            .prefix
+            .entries
+            .iter_mut()
+            .map(|e| (common_prefix(&e.tokens, prompt).min(prompt.len() - 1), e))
+            .max_by_key(|(n, _)| *n);
+        if let Some((n, entry)) = best {
+            if n >= MIN_PREFIX_REUSE {
+                self.prefix.clock += 1;
+                entry.last_used = self.prefix.clock;
+                let src = entry.cache_seq;
+                self.model.copy_prefix(src, id, n)?;
+                let s = self.seqs.get_mut(&id).expect("just added");
+                s.cached = n;
+                s.reused = n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a copy of a freshly prefilled prompt's KV for later requests.
+    fn remember_prefix(&mut self, id: SeqId) -> Result<()> {
+        let budget = self.cfg.prefix_cache_bytes;
+        let per_token = self.model.config().kv_bytes_per_token().max(1);
+        let prompt: Vec<u32> = {
+            let s = &self.seqs[&id];
+            s.tokens[..s.prompt_len].to_vec()
+        };
+        if budget == 0 || prompt.len() < MIN_PREFIX_REUSE || prompt.len() * per_token > budget {
+            return Ok(());
+        }
+        self.prefix.clock += 1;
+        let clock = self.prefix.clock;
+        // Already kept (or a longer prompt that contains it): just refresh.
+        if let Some(e) = self.prefix.entries.iter_mut().find(|e| common_prefix(&e.tokens, &prompt) == prompt.len()) {
+            e.last_used = clock;
+            return Ok(());
+        }
+        let cache_seq = self.next_seq_id();
+        self.model.copy_prefix(id, cache_seq, prompt.len())?;
+        // A kept prompt that this one extends is superseded by it.
+        let (superseded, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.prefix.entries)
+            .into_iter()
+            .partition(|e| common_prefix(&e.tokens, &prompt) == e.tokens.len());
+        self.prefix.entries = kept;
+        self.prefix.entries.push(PrefixEntry { cache_seq, tokens: prompt, last_used: clock });
+        let mut freed: Vec<SeqId> = superseded.into_iter().map(|e| e.cache_seq).collect();
+        while self.prefix.entries.iter().map(|e| e.tokens.len()).sum::<usize>() * per_token > budget {
+            let (i, _) = self.prefix.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).expect("non-empty");
+            freed.push(self.prefix.entries.swap_remove(i).cache_seq);
+        }
+        if !freed.is_empty() {
+            self.model.free(freed);
+        }
+        Ok(())
+    }
+
+    /// Prompt positions kept by the prefix cache.
+    pub fn prefix_cache_tokens(&self) -> usize {
+        self.prefix.entries.iter().map(|e| e.tokens.len()).sum()
     }
 
     /// Stops a sequence and frees its cache; returns false if it was not there.
@@ -238,6 +350,9 @@ impl Engine {
         let prefill_tokens: usize = chunks[decode_tokens..].iter().map(|c| c.tokens.len()).sum();
         let order: Vec<SeqId> = chunks.iter().map(|c| c.seq).collect();
         let logits = self.model.forward(chunks)?;
+        for &id in &admitted {
+            self.remember_prefix(id)?;
+        }
         self.running.extend(admitted);
 
         let mut events = Vec::with_capacity(order.len());
@@ -279,6 +394,7 @@ impl Engine {
                     reason,
                     text: tail,
                     prompt_tokens: s.prompt_len,
+                    cached_tokens: s.reused,
                     generated_tokens: s.generated(),
                 });
                 finished.push(id);

@@ -99,3 +99,41 @@ fn cancel_frees_the_sequence_and_bad_requests_are_refused() {
     let err = e.add(bad).unwrap_err().to_string();
     assert!(err.contains("temperature"), "{err}");
 }
+
+#[test]
+fn prefix_cache_reuses_a_few_shot_prefix_and_changes_nothing() {
+    let shots = "Review: The acting was wonderful.\nSentiment: positive\n\nReview: A boring, endless film.\nSentiment: negative\n\nReview: I loved every minute of it.\nSentiment: positive\n\n";
+    let run = |cache: bool| {
+        let (m, t) = common::load(common::GEMMA, 1);
+        let cfg =
+            inference::EngineConfig { prefix_cache_bytes: if cache { 256 << 20 } else { 0 }, ..Default::default() };
+        let mut e = inference::Engine::new(m, t, cfg);
+        let mut outs = Vec::new();
+        for input in ["The plot made no sense at all.", "What a beautiful, moving story."] {
+            let ids = e.tokenizer().encode(&format!("{shots}Review: {input}\nSentiment:"), true).unwrap();
+            let id = e.add(GenerateRequest::greedy(ids, 6)).unwrap();
+            let mut toks = Vec::new();
+            let mut cached = None;
+            while e.has_work() {
+                for ev in e.step().unwrap() {
+                    match ev {
+                        inference::Event::Token { seq, token, .. } if seq == id => toks.push(token.id),
+                        inference::Event::Finished { seq, cached_tokens, .. } if seq == id => {
+                            cached = Some(cached_tokens)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            outs.push((toks, cached.unwrap()));
+        }
+        outs
+    };
+    let with = run(true);
+    let without = run(false);
+    assert_eq!(with[0].1, 0, "first run has nothing to reuse");
+    assert!(with[1].1 > 30, "second run reuses the few-shot prefix: {} tokens", with[1].1);
+    assert_eq!(without[1].1, 0);
+    assert_eq!(with[0].0, without[0].0);
+    assert_eq!(with[1].0, without[1].0, "the cached prefix gives the same greedy output");
+}

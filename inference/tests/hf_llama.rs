@@ -29,7 +29,7 @@ fn write_checkpoint(dir: &Path, tie: bool) {
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     let d = HIDDEN / HEADS;
     let mut t: HashMap<String, Tensor> = HashMap::new();
-    let mut rnd = |shape: (usize, usize), scale: f64| (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * scale).unwrap();
+    let rnd = |shape: (usize, usize), scale: f64| (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * scale).unwrap();
     t.insert("model.embed_tokens.weight".into(), rnd((VOCAB, HIDDEN), 1.0));
     if !tie {
         t.insert("lm_head.weight".into(), rnd((VOCAB, HIDDEN), 0.2));
