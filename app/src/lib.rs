@@ -28,6 +28,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))

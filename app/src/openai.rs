@@ -80,6 +80,8 @@ pub struct ValidCompletion {
     pub echo: bool,
     pub stream: bool,
     pub logprobs: bool,
+    /// Answer in the chat-completions shape.
+    pub chat: bool,
 }
 
 fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
@@ -182,6 +184,7 @@ impl ValidCompletion {
             echo: r.echo.unwrap_or(false),
             stream: r.stream.unwrap_or(false),
             logprobs: r.logprobs.is_some(),
+            chat: false,
         })
     }
 }
@@ -243,6 +246,97 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body)?;
     let valid = ValidCompletion::new(&state, req)?;
+    respond(state, valid).await
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub n: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Option<StopInput>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<usize>,
+    pub stream: Option<bool>,
+    pub user: Option<String>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+/// Renders the model's own chat template (from its GGUF metadata or tokenizer config).
+fn render_chat(state: &AppState, messages: &[ChatMessage]) -> Result<String, ApiError> {
+    let tok = &state.scheduler.tokenizer;
+    let Some(template) = tok.chat_template() else {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("model '{}' has no chat template; use /v1/completions", state.scheduler.model_name),
+        )
+        .with_code("no_chat_template"));
+    };
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages: at least one message is required"));
+    }
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    let piece = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+    let bos = piece(tok.bos_id());
+    let eos = piece(tok.eos_ids().first().copied());
+    let ctx =
+        minijinja::context! { messages => messages, add_generation_prompt => true, bos_token => bos, eos_token => eos };
+    env.render_str(template, ctx).map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: ChatRequest = parse_json(body)?;
+    check_model(&state, &r.model)?;
+    let prompt = render_chat(&state, &r.messages)?;
+    // The template writes any BOS itself.
+    let ids = state.scheduler.tokenizer.encode(&prompt, false).map_err(internal)?;
+    let logprobs = if r.logprobs.unwrap_or(false) { Some(r.top_logprobs.unwrap_or(0)) } else { None };
+    let as_completion = CompletionRequest {
+        model: None,
+        prompt: PromptInput::Tokens(ids),
+        max_tokens: r.max_completion_tokens.or(r.max_tokens).or(Some(512.min(state.scheduler.context_length / 2))),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        n: r.n,
+        seed: r.seed,
+        stop: r.stop,
+        logprobs,
+        echo: None,
+        stream: r.stream,
+        user: r.user,
+        repetition_penalty: r.repetition_penalty,
+        presence_penalty: r.presence_penalty,
+        frequency_penalty: r.frequency_penalty,
+    };
+    let mut valid = ValidCompletion::new(&state, as_completion)?;
+    valid.chat = true;
+    respond(state, valid).await
+}
+
+async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, ApiError> {
     let deadline = Some(Instant::now() + REQUEST_DEADLINE);
     let mut receivers = Vec::with_capacity(valid.choices.len());
     let mut prompt_tokens = 0;
@@ -250,7 +344,7 @@ pub async fn completions(
         prompt_tokens += req.prompt_tokens.len();
         receivers.push(state.scheduler.submit(req.clone(), Priority::Api, deadline)?);
     }
-    let id = request_id("cmpl");
+    let id = request_id(if valid.chat { "chatcmpl" } else { "cmpl" });
     let created = now_secs();
     let model = state.scheduler.model_name.clone();
     if valid.stream {
@@ -283,11 +377,16 @@ pub async fn completions(
             }
         }
         let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
-        choices.push(json!({ "text": text, "index": index,
-            "logprobs": if valid.logprobs { lp.to_json() } else { Value::Null },
-            "finish_reason": finish_str(finish) }));
+        let lp = if valid.logprobs { lp.to_json() } else { Value::Null };
+        choices.push(if valid.chat {
+            json!({ "index": index, "message": { "role": "assistant", "content": text },
+                "logprobs": lp, "finish_reason": finish_str(finish) })
+        } else {
+            json!({ "text": text, "index": index, "logprobs": lp, "finish_reason": finish_str(finish) })
+        });
     }
-    Ok(Json(json!({ "id": id, "object": "text_completion", "created": created, "model": model,
+    let object = if valid.chat { "chat.completion" } else { "text_completion" };
+    Ok(Json(json!({ "id": id, "object": object, "created": created, "model": model,
         "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens) }))
     .into_response())
 }
@@ -309,10 +408,17 @@ fn completion_stream(
     }));
     let echoes: Vec<Option<String>> = valid.choices.iter().map(|(_, p, _)| valid.echo.then(|| p.clone())).collect();
     let logprobs = valid.logprobs;
+    let chat = valid.chat;
     let chunk = move |index: usize, text: String, lp: Value, finish: Option<&str>, usage: Value| {
-        let body = json!({ "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{ "text": text, "index": index, "logprobs": lp, "finish_reason": finish }],
-            "usage": usage });
+        let body = if chat {
+            json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{ "index": index, "delta": { "role": "assistant", "content": text },
+                    "logprobs": lp, "finish_reason": finish }], "usage": usage })
+        } else {
+            json!({ "id": id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{ "text": text, "index": index, "logprobs": lp, "finish_reason": finish }],
+                "usage": usage })
+        };
         SseEvent::default().data(body.to_string())
     };
     let mut done = 0usize;

@@ -267,3 +267,38 @@ async fn few_shot_rerun_reports_cached_tokens_and_same_output() {
     assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     assert_eq!(cold["choices"][0]["text"], second["choices"][0]["text"]);
 }
+
+#[tokio::test]
+async fn chat_uses_the_model_template_and_streams() {
+    let s = shared();
+    let req = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 20, "temperature": 0});
+    let (status, body) = post(&s, "/v1/chat/completions", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(!answer.is_empty() && !answer.contains("<|im_"), "{answer}");
+    // The prompt is SmolLM2's own ChatML template, default system turn included.
+    let rendered =
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+                    <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let (_, t) = post(&s, "/v1/tokenize", json!({"prompt": rendered})).await;
+    assert_eq!(body["usage"]["prompt_tokens"], t["count"]);
+    let mut streamed = req;
+    streamed["stream"] = json!(true);
+    let (_, raw) = call(&s, "POST", "/v1/chat/completions", Some(streamed)).await;
+    let data = sse_data(&raw);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let joined: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(joined, answer);
+    let (status, err) = post(&s, "/v1/chat/completions", json!({"messages": []})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["param"], "messages");
+}
