@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/studio-target}"
 
 bash scripts/fetch-models.sh
+# The official OpenAI Python client, for the end-to-end API test.
+venv="$HOME/.cache/studio-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check openai
+fi
 cargo fmt --all --check
 if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; fi
 cargo test --workspace --all-targets

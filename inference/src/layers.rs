@@ -174,19 +174,53 @@ pub fn causal_attention(
     let k_all = k_all.index_select(&heads.kv_of_q, 0)?;
     let v_all = v_all.index_select(&heads.kv_of_q, 0)?;
 
-    let att = (q.contiguous()?.matmul(&k_all.t()?)? * scale)?;
-    // A single query (decode) sees every key left after the window cut: no mask needed.
-    let att = if len > 1 {
-        let mask = attention_mask(len, start_pos, first_key, window, q.device())?;
-        let neg_inf = Tensor::new(f32::NEG_INFINITY, q.device())?.broadcast_as(att.shape())?;
-        mask.broadcast_as(att.shape())?.where_cond(&att, &neg_inf)?
+    let out = if crate::tp::invariant() {
+        attend_row_by_row(q, &k_all, &v_all, start_pos - first_key, window, scale)?
     } else {
-        att
+        // A single query (decode) sees every key left after the window cut: no mask needed.
+        let att = (q.contiguous()?.matmul(&k_all.t()?)? * scale)?;
+        let att = if len > 1 {
+            let mask = attention_mask(len, start_pos, first_key, window, q.device())?;
+            let neg_inf = Tensor::new(f32::NEG_INFINITY, q.device())?.broadcast_as(att.shape())?;
+            mask.broadcast_as(att.shape())?.where_cond(&att, &neg_inf)?
+        } else {
+            att
+        };
+        candle_nn::ops::softmax_last_dim(&att)?.matmul(&v_all)? // [n_q, len, d]
     };
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
-    let out = att.matmul(&v_all.contiguous()?)?; // [n_q, len, d]
     let (n_q, _, d) = out.dims3()?;
     out.transpose(0, 1)?.reshape((len, n_q * d))
+}
+
+/// Attention one query row at a time, each over exactly the keys it may see, through the
+/// same GEMM shape (two identical rows: the CPU GEMM takes another path for one row).
+/// So a position's output does not depend on how many positions are computed with it
+/// (decode, prefill, or the tail of a prefix-cache hit): bit-identical results.
+/// `q: [n_q, len, d]`, `k`/`v: [n_q, keys, d]`, `q0`: index in `keys` of the first query.
+fn attend_row_by_row(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    q0: usize,
+    window: Option<usize>,
+    scale: f64,
+) -> Result<Tensor> {
+    let len = q.dim(1)?;
+    let rows: Vec<Tensor> = (0..len)
+        .map(|i| {
+            let pos = q0 + i;
+            let first = match window {
+                Some(w) if pos + 1 > w => pos + 1 - w,
+                _ => 0,
+            };
+            let (k, v) = (k.narrow(1, first, pos + 1 - first)?, v.narrow(1, first, pos + 1 - first)?);
+            let qi = q.narrow(1, i, 1)?;
+            let qi = Tensor::cat(&[&qi, &qi], 1)?;
+            let att = candle_nn::ops::softmax_last_dim(&(qi.matmul(&k.t()?)? * scale)?)?;
+            att.matmul(&v)?.narrow(1, 0, 1)
+        })
+        .collect::<Result<_>>()?;
+    Tensor::cat(&rows, 1)
 }
 
 /// `[len, keys]` u8 mask (1 = may attend) for queries at `start..start+len` over keys at

@@ -152,7 +152,7 @@ pub fn set_invariant_numerics(on: bool) {
     INVARIANT.store(on, Ordering::Relaxed);
 }
 
-fn invariant() -> bool {
+pub(crate) fn invariant() -> bool {
     INVARIANT.load(Ordering::Relaxed)
 }
 

@@ -137,3 +137,37 @@ fn prefix_cache_reuses_a_few_shot_prefix_and_changes_nothing() {
     assert_eq!(with[0].0, without[0].0);
     assert_eq!(with[1].0, without[1].0, "the cached prefix gives the same greedy output");
 }
+
+#[test]
+fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
+    // Prefix-cache hits compute the last prompt positions alone; a position's logits must
+    // not depend on how many positions were computed with it.
+    for name in [common::SMOL, common::GEMMA] {
+        let (m, tok) = common::load(name, 1);
+        let ids = tok.encode("<|im_start|>user\nSay hello to everyone in the room.<|im_end|>\n", true).unwrap();
+        let whole =
+            m.forward(vec![inference::Chunk { seq: 1, tokens: ids.clone(), start_pos: 0, all_logits: false }]).unwrap();
+        let n = ids.len();
+        for split in [n - 1, n - 3, n / 2] {
+            m.forward(vec![inference::Chunk {
+                seq: 2,
+                tokens: ids[..split].to_vec(),
+                start_pos: 0,
+                all_logits: false,
+            }])
+            .unwrap();
+            let rest = m
+                .forward(vec![inference::Chunk {
+                    seq: 2,
+                    tokens: ids[split..].to_vec(),
+                    start_pos: split,
+                    all_logits: false,
+                }])
+                .unwrap();
+            let (a, b): (Vec<f32>, Vec<f32>) =
+                (whole[0].squeeze(0).unwrap().to_vec1().unwrap(), rest[0].squeeze(0).unwrap().to_vec1().unwrap());
+            assert!(a == b, "{name}: split at {split} of {n} changes the logits");
+            m.free(vec![2]);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+"""The official OpenAI Python client against a running `studio serve`.
+
+Usage: python openai_client.py BASE_URL   (e.g. http://127.0.0.1:8080/v1)
+Prints one line per check and a closing "N passed, N failed".
+"""
+import concurrent.futures
+import sys
+
+from openai import OpenAI
+
+base = sys.argv[1]
+client = OpenAI(base_url=base, api_key="unused")
+model = client.models.list().data[0].id
+results = []
+
+
+def check(name):
+    def wrap(fn):
+        try:
+            fn()
+            results.append((name, None))
+            print(f"ok   {name}")
+        except Exception as e:  # noqa: BLE001 - report every failure, keep going
+            results.append((name, e))
+            print(f"FAIL {name}: {e!r}")
+        return fn
+    return wrap
+
+
+@check("completion")
+def _():
+    r = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert r.choices[0].text, r
+    assert r.usage.completion_tokens == 8, r.usage
+    assert r.choices[0].finish_reason == "length"
+
+
+@check("streaming equals non-streaming")
+def _():
+    args = dict(model=model, prompt="Once upon a time", max_tokens=16, temperature=0)
+    full = client.completions.create(**args).choices[0].text
+    parts = [c.choices[0].text for c in client.completions.create(stream=True, **args) if c.choices]
+    assert "".join(parts) == full, (parts, full)
+
+
+@check("chat")
+def _():
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],
+                                       max_tokens=16, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    s = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],
+                                       max_tokens=16, temperature=0, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in s if c.choices)
+    assert text == r.choices[0].message.content, (text, r.choices[0].message.content)
+
+
+@check("stop")
+def _():
+    r = client.completions.create(model=model, prompt="Count: 1, 2, 3, 4,", max_tokens=16, temperature=0, stop=["7"])
+    assert "7" not in r.choices[0].text and r.choices[0].finish_reason == "stop", r
+
+
+@check("logprobs")
+def _():
+    r = client.completions.create(model=model, prompt="Hello", max_tokens=4, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == 4 and len(lp.top_logprobs[0]) == 3 and all(x <= 0 for x in lp.token_logprobs), lp
+
+
+@check("seed reproducibility")
+def _():
+    args = dict(model=model, prompt="A poem about the sea:", max_tokens=16, temperature=1.0, seed=11)
+    a = client.completions.create(**args).choices[0].text
+    b = client.completions.create(**args).choices[0].text
+    assert a == b, (a, b)
+
+
+@check("16 concurrent greedy streams equal their solo runs")
+def _():
+    prompts = [f"Fact number {i}: the" for i in range(16)]
+
+    def stream(p):
+        s = client.completions.create(model=model, prompt=p, max_tokens=12, temperature=0, stream=True)
+        return "".join(c.choices[0].text for c in s if c.choices)
+
+    solo = [client.completions.create(model=model, prompt=p, max_tokens=12, temperature=0).choices[0].text for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(stream, prompts))
+    assert together == solo, [(a, b) for a, b in zip(together, solo) if a != b]
+
+
+@check("korean and japanese streams have no broken characters")
+def _():
+    for p in ["한국어로 인사해 주세요:", "日本語で挨拶してください："]:
+        args = dict(model=model, prompt=p, max_tokens=24, temperature=0)
+        full = client.completions.create(**args).choices[0].text
+        parts = [c.choices[0].text for c in client.completions.create(stream=True, **args) if c.choices]
+        assert "".join(parts) == full and "\ufffd" not in "".join(parts), (parts, full)
+
+
+@check("errors come in OpenAI's shape")
+def _():
+    import openai
+    try:
+        client.completions.create(model=model, prompt="hi", temperature=9)
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "temperature", e.body
+    else:
+        raise AssertionError("temperature 9 was accepted")
+
+
+failed = sum(1 for _, e in results if e)
+print(f"{len(results) - failed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
