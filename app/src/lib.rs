@@ -1,5 +1,6 @@
 //! The studio server: OpenAI-compatible `/v1/*` over the continuous-batching scheduler.
 
+pub mod bench_serve;
 pub mod error;
 pub mod metrics;
 pub mod openai;

@@ -60,6 +60,18 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         max_running: usize,
     },
+    /// Load-test a server: tokens/s by concurrency, few-shot TTFT with and without the
+    /// prefix cache, short-completion requests/min.
+    BenchServe {
+        /// Model for the in-process server (ignored with --url).
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        /// Address of a running server (host:port) instead of starting one.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        tp: usize,
+    },
     /// List installed models.
     Models,
     /// Benchmark load time, prefill and decode throughput.
@@ -138,6 +150,23 @@ fn main() -> Result<()> {
                     })
                     .await?;
                 anyhow::Ok(())
+            })?;
+        }
+        Command::BenchServe { model, url, tp } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async move {
+                let (addr, label) = match url {
+                    Some(u) => (u.clone(), u),
+                    None => {
+                        let state =
+                            app::start(&model, tp, 1024, EngineConfig { max_running: 32, ..EngineConfig::default() })?;
+                        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                        let addr = listener.local_addr()?.to_string();
+                        tokio::spawn(async move { axum::serve(listener, app::app(state)).await });
+                        (addr, format!("{model} tp={tp} (in-process)"))
+                    }
+                };
+                app::bench_serve::run(addr, &label).await
             })?;
         }
         Command::Models => {
