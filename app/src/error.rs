@@ -43,6 +43,15 @@ impl ApiError {
         let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
         Self { status, message: message.into(), kind, param: None, code: None }
     }
+    pub fn loading() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the model is still loading; retry shortly".into(),
+            kind: "server_error",
+            param: None,
+            code: Some("model_loading"),
+        }
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::status(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -54,7 +63,7 @@ impl IntoResponse for ApiError {
             "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
         });
         let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp

@@ -51,6 +51,22 @@ async fn count_status(State(state): State<AppState>, req: Request, next: Next) -
     resp
 }
 
+/// What `studio serve` listens with from the first moment: every request answers 503
+/// (OpenAI error shape, `Retry-After`) until the model has loaded and `app` is put in
+/// `slot`; from then on requests go to it.
+pub fn loading_gate(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
+    use tower::ServiceExt;
+    Router::new().fallback(move |req: Request| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(app) => app.clone().oneshot(req).await.into_response(),
+                None => ApiError::loading().into_response(),
+            }
+        }
+    })
+}
+
 /// Loads the model and starts the batcher; the returned state serves requests.
 pub fn start(model: &str, tp: usize, queue_capacity: usize, cfg: inference::EngineConfig) -> anyhow::Result<AppState> {
     let engine = inference::load_engine(model, tp, cfg)?;

@@ -139,12 +139,26 @@ fn main() -> Result<()> {
         }
         Command::Serve { model, host, port, tp, queue, max_running } => {
             let cfg = EngineConfig { max_running, ..EngineConfig::default() };
-            let state = app::start(&model, tp, queue, cfg).with_context(|| format!("loading model {model}"))?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async move {
+                // Listen at once: requests get 503 while the model loads.
                 let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-                eprintln!("studio: serving {model} (tp={tp}) on http://{}", listener.local_addr()?);
-                axum::serve(listener, app::app(state))
+                let addr = listener.local_addr()?;
+                let slot = std::sync::Arc::new(std::sync::OnceLock::new());
+                let loaded = slot.clone();
+                let name = model.clone();
+                tokio::task::spawn_blocking(move || match app::start(&name, tp, queue, cfg) {
+                    Ok(state) => {
+                        let _ = loaded.set(app::app(state));
+                        eprintln!("studio: serving {name} (tp={tp}) on http://{addr}");
+                    }
+                    Err(e) => {
+                        eprintln!("studio: loading model {name} failed: {e:#}");
+                        std::process::exit(1);
+                    }
+                });
+                eprintln!("studio: loading {model}; listening on http://{addr}");
+                axum::serve(listener, app::loading_gate(slot))
                     .with_graceful_shutdown(async {
                         let _ = tokio::signal::ctrl_c().await;
                     })

@@ -302,3 +302,50 @@ async fn chat_uses_the_model_template_and_streams() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"]["param"], "messages");
 }
+
+#[tokio::test]
+async fn requests_get_503_until_the_model_has_loaded() {
+    let slot = std::sync::Arc::new(std::sync::OnceLock::new());
+    let gate = app::loading_gate(slot.clone());
+    let req =
+        || Request::builder().method("POST").uri("/v1/completions").body(Body::from(r#"{"prompt":"hi"}"#)).unwrap();
+    let resp = gate.clone().oneshot(req()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "model_loading");
+    slot.set(app(shared())).unwrap();
+    let resp = gate.oneshot(req()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn api_traffic_is_admitted_before_queued_studio_batch_work() {
+    use app::scheduler::{Priority, SeqEvent};
+    let s = app::start(&model_path(), 1, 16, inference::EngineConfig { max_running: 1, ..Default::default() }).unwrap();
+    let sched = &s.scheduler;
+    let req = |p: &str| {
+        let ids = sched.tokenizer.encode(p, true).unwrap();
+        let mut r = inference::GenerateRequest::greedy(ids, 6);
+        r.ignore_eos = true;
+        r
+    };
+    // One batch job runs (the only slot), two more wait; then an API request arrives.
+    let mut batch: Vec<_> =
+        (0..3).map(|i| sched.submit(req(&format!("Eval row {i}:")), Priority::Batch, None).unwrap()).collect();
+    let api = sched.submit(req("API call:"), Priority::Api, None).unwrap();
+    let finished_at = |mut rx: tokio::sync::mpsc::UnboundedReceiver<SeqEvent>| async move {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, SeqEvent::Finished { .. }) {
+                return Instant::now();
+            }
+        }
+        panic!("no finish event");
+    };
+    let api_done = tokio::spawn(finished_at(api));
+    let last_batch = tokio::spawn(finished_at(batch.pop().unwrap()));
+    let second_batch = tokio::spawn(finished_at(batch.pop().unwrap()));
+    let (api_done, last_batch, second_batch) =
+        (api_done.await.unwrap(), last_batch.await.unwrap(), second_batch.await.unwrap());
+    assert!(api_done < second_batch && api_done < last_batch, "the API request overtook the waiting batch rows");
+}
