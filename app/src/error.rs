@@ -75,6 +75,7 @@ impl From<inference::EngineError> for ApiError {
         use inference::EngineError as E;
         match &e {
             E::PromptTooLong { .. } | E::EmptyPrompt => ApiError::invalid("prompt", e.to_string()),
+            E::KvBudget { .. } => ApiError::invalid("max_tokens", e.to_string()),
             E::Sampling(inner) => {
                 let field = match inner {
                     inference::sampling::SamplingError::OutOfRange { field, .. } => *field,

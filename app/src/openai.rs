@@ -373,7 +373,7 @@ async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, Ap
                     finish = Some(reason);
                     break;
                 }
-                SeqEvent::Failed(msg) => return Err(ApiError::internal(msg)),
+                SeqEvent::Failed(err) => return Err(err),
             }
         }
         let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
@@ -450,9 +450,10 @@ fn completion_stream(
                 let u = if done == n { usage(prompt_tokens, completion_tokens, cached_tokens) } else { Value::Null };
                 out.push(chunk(i, text, Value::Null, Some(finish_str(reason)), u));
             }
-            SeqEvent::Failed(msg) => {
+            SeqEvent::Failed(e) => {
                 done += 1;
-                let err = json!({ "error": { "message": msg, "type": "server_error", "param": null, "code": null } });
+                let err =
+                    json!({ "error": { "message": e.message, "type": e.kind, "param": e.param, "code": e.code } });
                 out.push(SseEvent::default().data(err.to_string()));
             }
         }

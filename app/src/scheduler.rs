@@ -24,9 +24,19 @@ pub enum Priority {
 
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
-    Token { token: SampledToken, text: String },
-    Finished { reason: FinishReason, text: String, prompt_tokens: usize, cached_tokens: usize, generated_tokens: usize },
-    Failed(String),
+    Token {
+        token: SampledToken,
+        text: String,
+    },
+    Finished {
+        reason: FinishReason,
+        text: String,
+        prompt_tokens: usize,
+        cached_tokens: usize,
+        generated_tokens: usize,
+    },
+    /// The engine refused the sequence (e.g. over the KV budget) or a step failed.
+    Failed(ApiError),
 }
 
 struct Submission {
@@ -126,7 +136,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
                     );
                 }
                 Err(e) => {
-                    let _ = sub.events.send(SeqEvent::Failed(e.to_string()));
+                    let _ = sub.events.send(SeqEvent::Failed(ApiError::from(e)));
                 }
             }
         }
@@ -161,7 +171,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
                     tracing::error!("engine step failed: {e}");
                     for (id, l) in live.drain() {
                         engine.cancel(id);
-                        let _ = l.events.send(SeqEvent::Failed(e.to_string()));
+                        let _ = l.events.send(SeqEvent::Failed(ApiError::internal(e.to_string())));
                     }
                 }
             }

@@ -349,3 +349,14 @@ async fn api_traffic_is_admitted_before_queued_studio_batch_work() {
         (api_done.await.unwrap(), last_batch.await.unwrap(), second_batch.await.unwrap());
     assert!(api_done < second_batch && api_done < last_batch, "the API request overtook the waiting batch rows");
 }
+
+#[tokio::test]
+async fn over_the_kv_budget_is_a_400_naming_max_tokens() {
+    let per_token = 30 * 3 * 64 * 2 * 4; // SmolLM2: layers * kv heads * head dim * (k, v) * f32
+    let cfg = inference::EngineConfig { kv_budget_bytes: 100 * per_token, ..Default::default() };
+    let s = app::start(&model_path(), 1, 8, cfg).unwrap();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": "Hello there", "max_tokens": 500})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "max_tokens");
+    assert!(err["error"]["message"].as_str().unwrap().contains("100"), "{err}");
+}

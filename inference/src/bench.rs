@@ -60,7 +60,7 @@ pub fn run(
     let mut engine = Engine::new(
         sharded,
         tok,
-        EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024, prefix_cache_bytes: 0 },
+        EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024, prefix_cache_bytes: 0, kv_budget_bytes: 0 },
     );
     let mut rows = Vec::new();
     for &batch in batches {

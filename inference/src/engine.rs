@@ -82,11 +82,14 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// KV bytes the prefix cache may keep (0 = off).
     pub prefix_cache_bytes: usize,
+    /// KV bytes running sequences may use; a sequence is admitted only when its prompt
+    /// plus `max_tokens` fits beside the reservations of those running (0 = unlimited).
+    pub kv_budget_bytes: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20 }
+        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20, kv_budget_bytes: 4 << 30 }
     }
 }
 
@@ -187,6 +190,12 @@ impl Engine {
         if req.prompt_tokens.len() >= limit {
             return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len(), limit });
         }
+        let reserve = req.prompt_tokens.len() + req.max_tokens;
+        if let Some(limit) = self.kv_budget_tokens() {
+            if reserve > limit {
+                return Err(EngineError::KvBudget { tokens: reserve, limit });
+            }
+        }
         let id = self.next_seq_id();
         let seq = Sequence {
             sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
@@ -203,6 +212,12 @@ impl Engine {
         self.reuse_prefix(id)?;
         self.waiting.push_back(id);
         Ok(id)
+    }
+
+    /// The KV budget in positions (per sequence, prompt + generated), if there is one.
+    fn kv_budget_tokens(&self) -> Option<usize> {
+        let per_token = self.model.config().kv_bytes_per_token().max(1);
+        (self.cfg.kv_budget_bytes > 0).then(|| self.cfg.kv_budget_bytes / per_token)
     }
 
     fn next_seq_id(&mut self) -> SeqId {
@@ -327,12 +342,21 @@ impl Engine {
         }
         let decode_tokens = chunks.len();
         let mut admitted = Vec::new();
+        // Positions reserved by running sequences: what they hold plus what they may still generate.
+        let mut reserved: usize =
+            self.running.iter().map(|id| &self.seqs[id]).map(|s| s.prompt_len + s.max_tokens).sum();
+        let kv_limit = self.kv_budget_tokens();
         while let Some(&id) = self.waiting.front() {
             let need = self.seqs[&id].tokens.len();
+            let reserve = self.seqs[&id].prompt_len + self.seqs[&id].max_tokens;
             let first = chunks.is_empty();
-            if self.running.len() + admitted.len() >= self.cfg.max_running || (!first && need > budget) {
+            if self.running.len() + admitted.len() >= self.cfg.max_running
+                || (!first && need > budget)
+                || kv_limit.is_some_and(|limit| reserved + reserve > limit)
+            {
                 break;
             }
+            reserved += reserve;
             self.waiting.pop_front();
             let s = &self.seqs[&id];
             chunks.push(Chunk {

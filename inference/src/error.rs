@@ -15,6 +15,8 @@ pub enum EngineError {
     BadTp { tp: usize, reason: String },
     #[error("prompt is {got} tokens; the model's context is {limit} tokens")]
     PromptTooLong { got: usize, limit: usize },
+    #[error("prompt plus max_tokens is {tokens} tokens; the KV cache budget allows {limit} per sequence")]
+    KvBudget { tokens: usize, limit: usize },
     #[error("prompt is empty: at least one token is needed")]
     EmptyPrompt,
     #[error("tokenizer: {0}")]

@@ -171,3 +171,28 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
         }
     }
 }
+
+#[test]
+fn kv_budget_limits_admission_and_refuses_what_can_never_fit() {
+    let (m, t) = common::load(common::SMOL, 1);
+    let per_token = m.config().kv_bytes_per_token();
+    // Room for 80 positions: two sequences of 10 prompt + 30 generated, not three.
+    let cfg = inference::EngineConfig { kv_budget_bytes: 80 * per_token, prefix_cache_bytes: 0, ..Default::default() };
+    let mut e = inference::Engine::new(m, t, cfg);
+    let ids: Vec<u32> =
+        e.tokenizer().encode("one two three four five six seven eight nine ten eleven twelve", true).unwrap();
+    let ids = ids[..10].to_vec();
+    for _ in 0..3 {
+        let mut r = GenerateRequest::greedy(ids.clone(), 30);
+        r.ignore_eos = true;
+        e.add(r).unwrap();
+    }
+    let mut most = 0;
+    while e.has_work() {
+        e.step().unwrap();
+        most = most.max(e.num_running());
+    }
+    assert_eq!(most, 2, "the third sequence waits for room");
+    let err = e.add(GenerateRequest::greedy(ids, 100)).unwrap_err().to_string();
+    assert!(err.contains("80"), "{err}");
+}
