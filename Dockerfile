@@ -15,4 +15,5 @@ COPY --from=build /src/target/release/studio /usr/local/bin/studio
 COPY --from=build /src/models /app/models
 ENV STUDIO_MODELS_DIR=/app/models
 ENTRYPOINT ["studio"]
-CMD ["models"]
+EXPOSE 8080
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
