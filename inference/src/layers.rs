@@ -164,10 +164,7 @@ pub fn causal_attention(
     let (k_all, v_all) = cache.append(k, v)?;
     let total = start_pos + len;
     // The oldest key any query of this chunk can see.
-    let first_key = match window {
-        Some(w) if start_pos + 1 > w => start_pos + 1 - w,
-        _ => 0,
-    };
+    let first_key = first_visible(start_pos, window);
     let k_all = k_all.narrow(1, first_key, total - first_key)?.contiguous()?;
     let v_all = v_all.narrow(1, first_key, total - first_key)?.contiguous()?;
     // Each query head reads its group's KV head.
@@ -192,6 +189,14 @@ pub fn causal_attention(
     out.transpose(0, 1)?.reshape((len, n_q * d))
 }
 
+/// The oldest key position a query at `pos` may see with a sliding `window`.
+fn first_visible(pos: usize, window: Option<usize>) -> usize {
+    match window {
+        Some(w) if pos + 1 > w => pos + 1 - w,
+        _ => 0,
+    }
+}
+
 /// Attention one query row at a time, each over exactly the keys it may see, through the
 /// same GEMM shape (two identical rows: the CPU GEMM takes another path for one row).
 /// So a position's output does not depend on how many positions are computed with it
@@ -209,10 +214,7 @@ fn attend_row_by_row(
     let rows: Vec<Tensor> = (0..len)
         .map(|i| {
             let pos = q0 + i;
-            let first = match window {
-                Some(w) if pos + 1 > w => pos + 1 - w,
-                _ => 0,
-            };
+            let first = first_visible(pos, window);
             let (k, v) = (k.narrow(1, first, pos + 1 - first)?, v.narrow(1, first, pos + 1 - first)?);
             let qi = q.narrow(1, i, 1)?;
             let qi = Tensor::cat(&[&qi, &qi], 1)?;
@@ -288,6 +290,26 @@ mod tests {
             let s = HeadSplit::new(4, 1, 256, &Shard::new(Arc::new(c)), &dev).unwrap();
             assert_eq!(s.kv_heads, 0..1);
             assert_eq!(s.n_q(), 2);
+        }
+    }
+
+    #[test]
+    fn row_by_row_attention_equals_the_masked_form_with_a_window() {
+        let dev = Device::Cpu;
+        let (heads, len, keys, d) = (2, 5, 7, 4);
+        let q = Tensor::randn(0f32, 1.0, (heads, len, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (heads, keys, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (heads, keys, d), &dev).unwrap();
+        for window in [None, Some(3)] {
+            // Queries are the last `len` of `keys` positions.
+            let got = attend_row_by_row(&q, &k, &v, keys - len, window, 0.5).unwrap();
+            let mask = attention_mask(len, keys - len, 0, window, &dev).unwrap();
+            let att = (q.matmul(&k.t().unwrap()).unwrap() * 0.5).unwrap();
+            let neg = Tensor::new(f32::NEG_INFINITY, &dev).unwrap().broadcast_as(att.shape()).unwrap();
+            let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&att, &neg).unwrap();
+            let want = candle_nn::ops::softmax_last_dim(&att).unwrap().matmul(&v).unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "window {window:?}: {diff}");
         }
     }
 
