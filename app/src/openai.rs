@@ -106,16 +106,21 @@ impl ValidCompletion {
                 .into_iter()
                 .map(|t| Ok((t.clone(), tok.encode(&t, true).map_err(internal)?)))
                 .collect::<Result<_, ApiError>>()?,
-            PromptInput::Tokens(ids) => vec![(tok.decode(&ids, false).map_err(internal)?, ids)],
+            PromptInput::Tokens(ids) => {
+                check_token_ids("prompt", &ids, tok)?;
+                vec![(tok.decode(&ids, false).map_err(internal)?, ids)]
+            }
             PromptInput::TokenLists(l) => l
                 .into_iter()
-                .map(|ids| Ok((tok.decode(&ids, false).map_err(internal)?, ids)))
+                .map(|ids| {
+                    check_token_ids("prompt", &ids, tok)?;
+                    Ok((tok.decode(&ids, false).map_err(internal)?, ids))
+                })
                 .collect::<Result<_, ApiError>>()?,
         };
         if prompts.is_empty() {
             return Err(ApiError::invalid("prompt", "prompt: at least one prompt is required"));
         }
-        let vocab = tok.vocab_size() as u32;
         let n = r.n.unwrap_or(1);
         if n == 0 || n > MAX_N {
             return Err(ApiError::invalid("n", format!("n must be between 1 and {MAX_N}, got {n}")));
@@ -144,12 +149,6 @@ impl ValidCompletion {
         for (i, (text, ids)) in prompts.into_iter().enumerate() {
             if ids.is_empty() || (ids.len() == 1 && Some(ids[0]) == tok.bos_id()) {
                 return Err(ApiError::invalid("prompt", "prompt is empty: at least one token is needed"));
-            }
-            if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("token id {bad} is outside the vocabulary (0..{vocab})"),
-                ));
             }
             if ids.len() >= ctx {
                 return Err(ApiError::invalid(
@@ -186,6 +185,15 @@ impl ValidCompletion {
             logprobs: r.logprobs.is_some(),
             chat: false,
         })
+    }
+}
+
+/// Token ids from a client must exist in the vocabulary before anything decodes them.
+fn check_token_ids(param: &str, ids: &[u32], tok: &inference::Tokenizer) -> Result<(), ApiError> {
+    let vocab = tok.vocab_size() as u32;
+    match ids.iter().find(|&&t| t >= vocab) {
+        Some(bad) => Err(ApiError::invalid(param, format!("token id {bad} is outside the vocabulary (0..{vocab})"))),
+        None => Ok(()),
     }
 }
 
@@ -507,9 +515,6 @@ pub async fn detokenize(
     let r: DetokenizeRequest = parse_json(body)?;
     check_model(&state, &r.model)?;
     let tok = &state.scheduler.tokenizer;
-    let vocab = tok.vocab_size() as u32;
-    if let Some(bad) = r.tokens.iter().find(|&&t| t >= vocab) {
-        return Err(ApiError::invalid("tokens", format!("token id {bad} is outside the vocabulary (0..{vocab})")));
-    }
+    check_token_ids("tokens", &r.tokens, tok)?;
     Ok(Json(json!({ "prompt": tok.decode(&r.tokens, false).map_err(internal)? })))
 }

@@ -360,3 +360,12 @@ async fn over_the_kv_budget_is_a_400_naming_max_tokens() {
     assert_eq!(err["error"]["param"], "max_tokens");
     assert!(err["error"]["message"].as_str().unwrap().contains("100"), "{err}");
 }
+
+#[tokio::test]
+async fn token_id_prompts_outside_the_vocabulary_are_a_400() {
+    let s = shared();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": [1, 2, 99999999], "max_tokens": 2})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "prompt");
+    assert!(err["error"]["message"].as_str().unwrap().contains("99999999"), "{err}");
+}
