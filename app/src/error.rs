@@ -52,6 +52,28 @@ impl ApiError {
             code: Some("model_loading"),
         }
     }
+    /// Well-formed but semantically wrong (a template field, a missing variable): 422.
+    pub fn unprocessable(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.to_string()),
+            code: None,
+        }
+    }
+    /// Missing or wrong API key. Says nothing about what the request asked for.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message:
+                "a valid API key is required: send 'Authorization: Bearer <key>' (create one with `studio keys create`)"
+                    .into(),
+            kind: "authentication_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::status(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -65,6 +87,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -85,5 +110,26 @@ impl From<inference::EngineError> for ApiError {
             E::UnknownModel(_) => ApiError::invalid("model", e.to_string()).with_code("model_not_found"),
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(m) => ApiError::status(StatusCode::NOT_FOUND, m).with_code("not_found"),
+            StoreError::Conflict(m) => ApiError::status(StatusCode::CONFLICT, m).with_code("conflict"),
+            StoreError::Invalid(fe) => ApiError::from(fe),
+            other => {
+                tracing::error!("store: {other}");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::template::FieldError> for ApiError {
+    fn from(fe: crate::template::FieldError) -> Self {
+        ApiError::unprocessable(&fe.field, fe.to_string())
     }
 }

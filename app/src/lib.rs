@@ -1,10 +1,16 @@
-//! The studio server: OpenAI-compatible `/v1/*` over the continuous-batching scheduler.
+//! The studio server: OpenAI-compatible `/v1/*` over the continuous-batching scheduler,
+//! the template API under `/api/*`, templates as endpoints, API keys.
 
+pub mod auth;
 pub mod bench_serve;
 pub mod error;
+pub mod library;
 pub mod metrics;
 pub mod openai;
 pub mod scheduler;
+pub mod store;
+pub mod template;
+pub mod templates_api;
 
 use std::sync::Arc;
 
@@ -12,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
@@ -24,11 +30,29 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub scheduler: Scheduler,
+    pub store: store::Store,
 }
 
 pub fn app(state: AppState) -> Router {
+    use templates_api as t;
     Router::new()
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/templates/{spec}/completions", post(t::template_completions))
+        .route("/api/templates", get(t::list).post(t::create))
+        .route("/api/templates/import", post(t::import))
+        .route("/api/templates/{name}", get(t::get).patch(t::update).put(t::update).delete(t::delete))
+        .route("/api/templates/{name}/versions", get(t::versions).post(t::create_version))
+        .route(
+            "/api/templates/{name}/versions/{version}",
+            get(t::get_version).put(t::version_immutable).patch(t::version_immutable).delete(t::version_immutable),
+        )
+        .route("/api/templates/{name}/diff", get(t::diff))
+        .route("/api/templates/{name}/labels", get(t::labels))
+        .route("/api/templates/{name}/labels/{label}", put(t::set_label).delete(t::delete_label))
+        .route("/api/templates/{name}/render", post(t::render))
+        .route("/api/templates/{name}/runs", get(t::runs))
+        .route("/api/templates/{name}/export", get(t::export))
+        .route("/api/render", post(t::render_draft))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/tokenize", post(openai::tokenize))
@@ -36,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -67,10 +92,10 @@ pub fn loading_gate(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
     })
 }
 
-/// Loads the model and starts the batcher; the returned state serves requests.
-pub fn start(model: &str, tp: usize, queue_capacity: usize, cfg: inference::EngineConfig) -> anyhow::Result<AppState> {
+/// Loads the model and starts the batcher.
+pub fn start(model: &str, tp: usize, queue_capacity: usize, cfg: inference::EngineConfig) -> anyhow::Result<Scheduler> {
     let engine = inference::load_engine(model, tp, cfg)?;
     let name = std::path::Path::new(model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let metrics = Arc::new(metrics::Metrics::default());
-    Ok(AppState { scheduler: Scheduler::start(engine, name, queue_capacity, metrics) })
+    Ok(Scheduler::start(engine, name, queue_capacity, metrics))
 }

@@ -82,6 +82,33 @@ pub struct ValidCompletion {
     pub logprobs: bool,
     /// Answer in the chat-completions shape.
     pub chat: bool,
+    /// Set for template endpoints: `{name, version}`, echoed in the response.
+    pub template: Option<Value>,
+    /// Set for template endpoints: the run is saved to the template's history.
+    pub record: Option<RunRecorder>,
+}
+
+/// Saves a finished run (choice 0) to the store's run history.
+#[derive(Debug)]
+pub struct RunRecorder {
+    pub store: crate::store::Store,
+    pub run: crate::store::Run,
+    pub started: Instant,
+}
+
+impl RunRecorder {
+    async fn save(mut self, output: String, finish: &str, usage: (usize, usize, usize), ttft: Option<Duration>) {
+        self.run.output = output;
+        self.run.finish_reason = finish.to_string();
+        self.run.prompt_tokens = usage.0 as i64;
+        self.run.completion_tokens = usage.1 as i64;
+        self.run.cached_tokens = usage.2 as i64;
+        self.run.latency_ms = self.started.elapsed().as_millis() as i64;
+        self.run.ttft_ms = ttft.map(|d| d.as_millis() as i64);
+        if let Err(e) = self.store.record_run(&self.run).await {
+            tracing::warn!("could not save the run to the history: {e}");
+        }
+    }
 }
 
 fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
@@ -184,6 +211,8 @@ impl ValidCompletion {
             stream: r.stream.unwrap_or(false),
             logprobs: r.logprobs.is_some(),
             chat: false,
+            template: None,
+            record: None,
         })
     }
 }
@@ -344,7 +373,8 @@ pub async fn chat_completions(
     respond(state, valid).await
 }
 
-async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, ApiError> {
+pub async fn respond(state: AppState, mut valid: ValidCompletion) -> Result<Response, ApiError> {
+    let record = valid.record.take();
     let deadline = Some(Instant::now() + REQUEST_DEADLINE);
     let mut receivers = Vec::with_capacity(valid.choices.len());
     let mut prompt_tokens = 0;
@@ -356,19 +386,25 @@ async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, Ap
     let created = now_secs();
     let model = state.scheduler.model_name.clone();
     if valid.stream {
-        let stream = completion_stream(state, valid, receivers, id, created, model, prompt_tokens);
+        let stream = completion_stream(state, valid, receivers, id, created, model, prompt_tokens, record);
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
     let mut cached_tokens = 0;
+    let mut first: Option<(String, FinishReason)> = None;
+    let mut ttft = None;
     for (index, ((_, prompt_text, _), mut rx)) in valid.choices.iter().zip(receivers).enumerate() {
+        let echo_len = if valid.echo { prompt_text.len() } else { 0 };
         let mut text = if valid.echo { prompt_text.clone() } else { String::new() };
         let mut lp = LogprobsAcc::default();
         let mut finish = None;
         while let Some(ev) = rx.recv().await {
             match ev {
                 SeqEvent::Token { token, text: piece } => {
+                    if ttft.is_none() {
+                        ttft = record.as_ref().map(|r| r.started.elapsed());
+                    }
                     if valid.logprobs {
                         lp.push(&state, &token, text.len());
                     }
@@ -385,6 +421,9 @@ async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, Ap
             }
         }
         let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
+        if first.is_none() {
+            first = Some((text[echo_len..].to_string(), finish));
+        }
         let lp = if valid.logprobs { lp.to_json() } else { Value::Null };
         choices.push(if valid.chat {
             json!({ "index": index, "message": { "role": "assistant", "content": text },
@@ -394,9 +433,15 @@ async fn respond(state: AppState, valid: ValidCompletion) -> Result<Response, Ap
         });
     }
     let object = if valid.chat { "chat.completion" } else { "text_completion" };
-    Ok(Json(json!({ "id": id, "object": object, "created": created, "model": model,
-        "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens) }))
-    .into_response())
+    if let (Some(rec), Some((text, finish))) = (record, first) {
+        rec.save(text, finish_str(finish), (prompt_tokens, completion_tokens, cached_tokens), ttft).await;
+    }
+    let mut body = json!({ "id": id, "object": object, "created": created, "model": model,
+        "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens) });
+    if let Some(t) = valid.template {
+        body["template"] = t;
+    }
+    Ok(Json(body).into_response())
 }
 
 fn completion_stream(
@@ -407,6 +452,7 @@ fn completion_stream(
     created: u64,
     model: String,
     prompt_tokens: usize,
+    mut record: Option<RunRecorder>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let n = receivers.len();
     // One merged stream of (choice index, event); dropping it (client gone) drops every
@@ -417,8 +463,9 @@ fn completion_stream(
     let echoes: Vec<Option<String>> = valid.choices.iter().map(|(_, p, _)| valid.echo.then(|| p.clone())).collect();
     let logprobs = valid.logprobs;
     let chat = valid.chat;
+    let template = valid.template.clone();
     let chunk = move |index: usize, text: String, lp: Value, finish: Option<&str>, usage: Value| {
-        let body = if chat {
+        let mut body = if chat {
             json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{ "index": index, "delta": { "role": "assistant", "content": text },
                     "logprobs": lp, "finish_reason": finish }], "usage": usage })
@@ -427,8 +474,13 @@ fn completion_stream(
                 "choices": [{ "text": text, "index": index, "logprobs": lp, "finish_reason": finish }],
                 "usage": usage })
         };
+        if let Some(t) = &template {
+            body["template"] = t.clone();
+        }
         SseEvent::default().data(body.to_string())
     };
+    let mut recorded_text = String::new();
+    let mut ttft = None;
     let mut done = 0usize;
     let mut completion_tokens = 0usize;
     let mut cached_tokens = 0usize;
@@ -442,6 +494,12 @@ fn completion_stream(
         match ev {
             SeqEvent::Token { token, text } => {
                 completion_tokens += 1;
+                if i == 0 {
+                    if ttft.is_none() {
+                        ttft = record.as_ref().map(|r| r.started.elapsed());
+                    }
+                    recorded_text.push_str(&text);
+                }
                 let lp = if logprobs {
                     let mut acc = LogprobsAcc::default();
                     acc.push(&state, &token, offsets[i]);
@@ -456,6 +514,14 @@ fn completion_stream(
                 done += 1;
                 cached_tokens += c;
                 let u = if done == n { usage(prompt_tokens, completion_tokens, cached_tokens) } else { Value::Null };
+                if i == 0 {
+                    recorded_text.push_str(&text);
+                    if let Some(rec) = record.take() {
+                        let out = std::mem::take(&mut recorded_text);
+                        let counts = (prompt_tokens, completion_tokens, cached_tokens);
+                        tokio::spawn(rec.save(out, finish_str(reason), counts, ttft));
+                    }
+                }
                 out.push(chunk(i, text, Value::Null, Some(finish_str(reason)), u));
             }
             SeqEvent::Failed(e) => {

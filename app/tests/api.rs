@@ -20,13 +20,26 @@ fn model_path() -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn state_with(queue: usize) -> AppState {
-    app::start(&model_path(), 1, queue, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap()
+/// Router state over `scheduler` with a fresh in-memory SQLite store.
+async fn with_store(scheduler: app::scheduler::Scheduler) -> AppState {
+    AppState { scheduler, store: app::store::Store::connect("sqlite::memory:").await.unwrap() }
 }
 
-fn shared() -> AppState {
-    static S: OnceLock<AppState> = OnceLock::new();
-    S.get_or_init(|| state_with(64)).clone()
+async fn state_with(queue: usize) -> AppState {
+    with_store(
+        app::start(&model_path(), 1, queue, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap(),
+    )
+    .await
+}
+
+async fn shared() -> AppState {
+    static S: OnceLock<app::scheduler::Scheduler> = OnceLock::new();
+    let scheduler = S
+        .get_or_init(|| {
+            app::start(&model_path(), 1, 64, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap()
+        })
+        .clone();
+    with_store(scheduler).await
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
@@ -52,7 +65,7 @@ fn sse_data(body: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn completion_greedy_then_stream_give_the_same_text() {
-    let s = shared();
+    let s = shared().await;
     let req = json!({"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "logprobs": 2});
     let (status, body) = post(&s, "/v1/completions", req.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -78,7 +91,7 @@ async fn completion_greedy_then_stream_give_the_same_text() {
 
 #[tokio::test]
 async fn seed_reproducible_and_n_choices() {
-    let s = shared();
+    let s = shared().await;
     let req =
         json!({"prompt": ["Once upon a time", "In a galaxy"], "max_tokens": 8, "temperature": 0.9, "seed": 7, "n": 2});
     let (status, a) = post(&s, "/v1/completions", req.clone()).await;
@@ -90,7 +103,7 @@ async fn seed_reproducible_and_n_choices() {
 
 #[tokio::test]
 async fn stop_sequence_is_not_returned() {
-    let s = shared();
+    let s = shared().await;
     let (_, free) =
         post(&s, "/v1/completions", json!({"prompt": "Count: 1, 2, 3, 4,", "max_tokens": 16, "temperature": 0})).await;
     let free = free["choices"][0]["text"].as_str().unwrap().to_string();
@@ -108,7 +121,7 @@ async fn stop_sequence_is_not_returned() {
 
 #[tokio::test]
 async fn bad_requests_name_the_field_and_limit() {
-    let s = shared();
+    let s = shared().await;
     let cases = [
         (json!({"prompt": "hi", "temperature": 3.5}), "temperature", "2"),
         (json!({"prompt": "hi", "max_tokens": 100000}), "max_tokens", "8192"),
@@ -141,7 +154,7 @@ async fn bad_requests_name_the_field_and_limit() {
 
 #[tokio::test]
 async fn tokenize_detokenize_round_trip_cjk() {
-    let s = shared();
+    let s = shared().await;
     let text = "안녕하세요 こんにちは 你好";
     let (status, t) = post(&s, "/v1/tokenize", json!({"prompt": text, "add_special_tokens": false})).await;
     assert_eq!(status, StatusCode::OK);
@@ -155,7 +168,7 @@ async fn tokenize_detokenize_round_trip_cjk() {
 
 #[tokio::test]
 async fn models_health_metrics() {
-    let s = shared();
+    let s = shared().await;
     let (status, body) = call(&s, "GET", "/v1/models", None).await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -185,7 +198,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn dropped_stream_leaves_the_batch_within_a_second() {
-    let s = state_with(8);
+    let s = state_with(8).await;
     let req = Request::builder()
         .method("POST")
         .uri("/v1/completions")
@@ -219,7 +232,7 @@ async fn dropped_stream_leaves_the_batch_within_a_second() {
 
 #[tokio::test]
 async fn a_burst_over_a_small_queue_gets_429s_and_the_rest_complete() {
-    let s = state_with(2);
+    let s = state_with(2).await;
     let mut handles = Vec::new();
     for i in 0..12 {
         let s = s.clone();
@@ -252,7 +265,7 @@ async fn a_burst_over_a_small_queue_gets_429s_and_the_rest_complete() {
 
 #[tokio::test]
 async fn few_shot_rerun_reports_cached_tokens_and_same_output() {
-    let s = state_with(8);
+    let s = state_with(8).await;
     let shots = "Q: What is 2 + 2?\nA: 4\n\nQ: What colour is the sky?\nA: blue\n\nQ: What is the capital of Italy?\nA: Rome\n\n";
     let ask = |q: &str| json!({"prompt": format!("{shots}Q: {q}\nA:"), "max_tokens": 6, "temperature": 0});
     let (_, first) = post(&s, "/v1/completions", ask("What is 3 + 3?")).await;
@@ -261,8 +274,11 @@ async fn few_shot_rerun_reports_cached_tokens_and_same_output() {
     let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
     assert!(cached > 30, "few-shot prefix served from the cache: {second}");
     // The same request on a server with the cache off answers the same.
-    let off = app::start(&model_path(), 1, 8, inference::EngineConfig { prefix_cache_bytes: 0, ..Default::default() })
-        .unwrap();
+    let off = with_store(
+        app::start(&model_path(), 1, 8, inference::EngineConfig { prefix_cache_bytes: 0, ..Default::default() })
+            .unwrap(),
+    )
+    .await;
     let (_, cold) = post(&off, "/v1/completions", ask("What is the capital of France?")).await;
     assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     assert_eq!(cold["choices"][0]["text"], second["choices"][0]["text"]);
@@ -270,7 +286,7 @@ async fn few_shot_rerun_reports_cached_tokens_and_same_output() {
 
 #[tokio::test]
 async fn chat_uses_the_model_template_and_streams() {
-    let s = shared();
+    let s = shared().await;
     let req = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 20, "temperature": 0});
     let (status, body) = post(&s, "/v1/chat/completions", req.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -314,7 +330,7 @@ async fn requests_get_503_until_the_model_has_loaded() {
     assert_eq!(resp.headers()["retry-after"], "1");
     let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["error"]["code"], "model_loading");
-    slot.set(app(shared())).unwrap();
+    slot.set(app(shared().await)).unwrap();
     let resp = gate.oneshot(req()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
@@ -322,8 +338,8 @@ async fn requests_get_503_until_the_model_has_loaded() {
 #[tokio::test]
 async fn api_traffic_is_admitted_before_queued_studio_batch_work() {
     use app::scheduler::{Priority, SeqEvent};
-    let s = app::start(&model_path(), 1, 16, inference::EngineConfig { max_running: 1, ..Default::default() }).unwrap();
-    let sched = &s.scheduler;
+    let sched =
+        &app::start(&model_path(), 1, 16, inference::EngineConfig { max_running: 1, ..Default::default() }).unwrap();
     let req = |p: &str| {
         let ids = sched.tokenizer.encode(p, true).unwrap();
         let mut r = inference::GenerateRequest::greedy(ids, 6);
@@ -354,7 +370,7 @@ async fn api_traffic_is_admitted_before_queued_studio_batch_work() {
 async fn over_the_kv_budget_is_a_400_naming_max_tokens() {
     let per_token = 30 * 3 * 64 * 2 * 4; // SmolLM2: layers * kv heads * head dim * (k, v) * f32
     let cfg = inference::EngineConfig { kv_budget_bytes: 100 * per_token, ..Default::default() };
-    let s = app::start(&model_path(), 1, 8, cfg).unwrap();
+    let s = with_store(app::start(&model_path(), 1, 8, cfg).unwrap()).await;
     let (status, err) = post(&s, "/v1/completions", json!({"prompt": "Hello there", "max_tokens": 500})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     assert_eq!(err["error"]["param"], "max_tokens");
@@ -363,7 +379,7 @@ async fn over_the_kv_budget_is_a_400_naming_max_tokens() {
 
 #[tokio::test]
 async fn token_id_prompts_outside_the_vocabulary_are_a_400() {
-    let s = shared();
+    let s = shared().await;
     let (status, err) = post(&s, "/v1/completions", json!({"prompt": [1, 2, 99999999], "max_tokens": 2})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     assert_eq!(err["error"]["param"], "prompt");

@@ -1,0 +1,436 @@
+//! The template API (`/api/templates/...`) and templates as endpoints
+//! (`/v1/templates/{name}@{label-or-version}/completions`).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::openai::{parse_json, CompletionRequest, PromptInput, StopInput, ValidCompletion};
+use crate::store::{Run, Store, VersionInfo, VersionRef};
+use crate::template::{self, TemplateFile, TemplateMeta, VersionSpec};
+use crate::AppState;
+
+/// Who is calling: the API key's name, or `local` when no keys are configured.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+fn caller(c: Option<Extension<Caller>>) -> String {
+    c.map(|Extension(Caller(n))| n).unwrap_or_else(|| "local".into())
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    /// Words that must all appear in the name, title, description or tags.
+    pub q: Option<String>,
+    pub tag: Option<String>,
+    pub language: Option<String>,
+    pub source: Option<String>,
+}
+
+/// A template for the library view: metadata, labels and a summary of its latest version.
+fn summary(t: &crate::store::TemplateInfo, latest: &VersionInfo) -> Value {
+    let spec = &latest.spec;
+    json!({
+        "template": t,
+        "variables": spec.variables(),
+        "example_count": spec.examples.len(),
+        "example": spec.examples.first(),
+        "instruction": spec.instruction,
+        "latest_note": latest.note,
+    })
+}
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().map(|w| w.to_lowercase()).collect();
+    let mut out = Vec::new();
+    for t in state.store.list_templates().await? {
+        let haystack = format!("{} {} {} {}", t.name, t.title, t.description, t.tags.join(" ")).to_lowercase();
+        if !words.iter().all(|w| haystack.contains(w.as_str())) {
+            continue;
+        }
+        if q.tag.as_ref().is_some_and(|tag| !t.tags.iter().any(|x| x == tag)) {
+            continue;
+        }
+        if q.language.as_ref().is_some_and(|l| &t.language != l) {
+            continue;
+        }
+        if q.source.as_ref().is_some_and(|s| &t.source != s) {
+            continue;
+        }
+        let latest = state.store.get_version(&t.name, t.latest_version).await?;
+        out.push(summary(&t, &latest));
+    }
+    Ok(Json(json!({ "templates": out, "count": out.len() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    pub name: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub language: String,
+    #[serde(default)]
+    pub spec: VersionSpec,
+    #[serde(default)]
+    pub note: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: CreateTemplate = parse_json(body)?;
+    let meta =
+        TemplateMeta { name: r.name, title: r.title, description: r.description, tags: r.tags, language: r.language };
+    let (t, v) = state.store.create_template(&meta, &r.spec, &r.note, &caller(who), "user").await?;
+    Ok((StatusCode::CREATED, Json(json!({ "template": t, "version": v })).into_response()).into_response())
+}
+
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let t = state.store.get_template(&name).await?;
+    let latest = state.store.get_version(&name, t.latest_version).await?;
+    Ok(Json(json!({ "template": t, "latest": latest, "variables": latest.spec.variables() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeta {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub language: Option<String>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: UpdateMeta = parse_json(body)?;
+    let mut meta = state.store.get_template(&name).await?.meta();
+    if let Some(v) = r.title {
+        meta.title = v;
+    }
+    if let Some(v) = r.description {
+        meta.description = v;
+    }
+    if let Some(v) = r.tags {
+        meta.tags = v;
+    }
+    if let Some(v) = r.language {
+        meta.language = v;
+    }
+    Ok(Json(json!({ "template": state.store.update_meta(&name, &meta).await? })))
+}
+
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    state.store.delete_template(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn versions(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let t = state.store.get_template(&name).await?;
+    let versions = state.store.list_versions(&name).await?;
+    Ok(Json(json!({ "template": t, "versions": versions })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVersion {
+    pub spec: VersionSpec,
+    #[serde(default)]
+    pub note: String,
+}
+
+pub async fn create_version(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: CreateVersion = parse_json(body)?;
+    let v = state.store.create_version(&name, &r.spec, &r.note, &caller(who)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "version": v }))).into_response())
+}
+
+pub async fn get_version(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (t, v) = state.store.resolve(&name, &VersionRef::parse(&reference)).await?;
+    let labels: Vec<&String> = t.labels.iter().filter(|(_, &n)| n == v.version).map(|(l, _)| l).collect();
+    Ok(Json(json!({ "template": t.name, "version": v, "labels": labels, "variables": v.spec.variables() })))
+}
+
+/// Versions are immutable: any attempt to change one is refused.
+pub async fn version_immutable(Path((name, reference)): Path<(String, String)>) -> ApiError {
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "version {reference} of '{name}' is immutable; save a new version with POST /api/templates/{name}/versions"
+        ),
+    )
+    .with_code("version_immutable")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    pub from: String,
+    pub to: String,
+}
+
+pub async fn diff(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("from", format!("from and to are required: {e}")))?;
+    let (_, a) = state.store.resolve(&name, &VersionRef::parse(&q.from)).await?;
+    let (_, b) = state.store.resolve(&name, &VersionRef::parse(&q.to)).await?;
+    let mut d = template::diff(&a.spec, &b.spec);
+    d["from"] = json!({ "version": a.version, "note": a.note, "created_at": a.created_at });
+    d["to"] = json!({ "version": b.version, "note": b.note, "created_at": b.created_at });
+    Ok(Json(d))
+}
+
+pub async fn labels(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let t = state.store.get_template(&name).await?;
+    let history = state.store.label_history(&name).await?;
+    Ok(Json(json!({ "labels": t.labels, "history": history })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetLabel {
+    pub version: i64,
+}
+
+pub async fn set_label(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    Path((name, label)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: SetLabel = parse_json(body)?;
+    let from = state.store.set_label(&name, &label, r.version, &caller(who)).await?;
+    Ok(Json(json!({ "template": name, "label": label, "from_version": from, "to_version": r.version })))
+}
+
+pub async fn delete_label(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    Path((name, label)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_label(&name, &label, &caller(who)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// A version number, label or `latest` (default).
+    pub version: Option<String>,
+}
+
+fn rendered_json(state: &AppState, spec: &VersionSpec, vars: &BTreeMap<String, String>) -> Result<Value, ApiError> {
+    let r = spec.render(vars)?;
+    let (ids, prefix_tokens) =
+        r.token_ids(&state.scheduler.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json!({
+        "prompt": r.text(), "prefix": r.prefix, "suffix": r.suffix,
+        "prompt_tokens": ids.len(), "prefix_tokens": prefix_tokens,
+        "context_length": state.scheduler.context_length, "variables": spec.variables(),
+    }))
+}
+
+pub async fn render(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: RenderRequest = parse_json(body)?;
+    let reference = VersionRef::parse(r.version.as_deref().unwrap_or("latest"));
+    let (_, v) = state.store.resolve(&name, &reference).await?;
+    let mut out = rendered_json(&state, &v.spec, &r.variables)?;
+    out["version"] = json!(v.version);
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderDraft {
+    pub spec: VersionSpec,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Renders an unsaved draft (the playground's live preview and token count).
+pub async fn render_draft(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: RenderDraft = parse_json(body)?;
+    r.spec.validate()?;
+    Ok(Json(rendered_json(&state, &r.spec, &r.variables)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    pub limit: Option<i64>,
+}
+
+pub async fn runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(json!({ "runs": state.store.list_runs(&name, limit).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    pub version: Option<String>,
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let (t, v) = state.store.resolve(&name, &VersionRef::parse(q.version.as_deref().unwrap_or("latest"))).await?;
+    let text = TemplateFile::from_parts(&t.meta(), &v.spec, &v.note).to_toml();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/toml; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.toml\"")),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+/// Imports one file in the `prompts/` format (the body is the TOML text).
+pub async fn import(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::invalid("body", format!("the file is not UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+    })?;
+    let file = TemplateFile::parse(text).map_err(|e| {
+        ApiError::unprocessable(e.field.as_deref().unwrap_or("file"), e.to_string()).with_code("invalid_template_file")
+    })?;
+    let outcome = state.store.import_file(&file, &caller(who), "user").await?;
+    let status = if outcome.created_template { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!(outcome))).into_response())
+}
+
+// -------------------------------------------------------------------------------------------
+// Templates as endpoints
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCompletionRequest {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub n: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Option<StopInput>,
+    pub logprobs: Option<usize>,
+    pub echo: Option<bool>,
+    pub stream: Option<bool>,
+    pub user: Option<String>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+/// `name@ref`; without `@ref`, `production` when that label exists, else the latest version.
+async fn resolve_endpoint(store: &Store, spec: &str) -> Result<(crate::store::TemplateInfo, VersionInfo), ApiError> {
+    let (name, reference) = match spec.rsplit_once('@') {
+        Some((n, r)) => (n, VersionRef::parse(r)),
+        None => (spec, VersionRef::Latest),
+    };
+    if !spec.contains('@') {
+        let t = store.get_template(name).await?;
+        if t.labels.contains_key("production") {
+            return Ok(store.resolve(name, &VersionRef::Label("production".into())).await?);
+        }
+    }
+    Ok(store.resolve(name, &reference).await?)
+}
+
+pub async fn template_completions(
+    State(state): State<AppState>,
+    Path(spec): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: TemplateCompletionRequest = parse_json(body)?;
+    let (t, v) = resolve_endpoint(&state.store, &spec).await?;
+    let rendered = v.spec.render(&r.variables)?;
+    let (ids, _) = rendered.token_ids(&state.scheduler.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
+    let p = &v.spec.parameters;
+    let stop = r.stop.unwrap_or(StopInput::Many(p.stop.clone()));
+    let req = CompletionRequest {
+        model: r.model,
+        prompt: PromptInput::Tokens(ids),
+        max_tokens: Some(r.max_tokens.unwrap_or(p.max_tokens)),
+        temperature: Some(r.temperature.unwrap_or(p.temperature)),
+        top_p: Some(r.top_p.unwrap_or(p.top_p)),
+        top_k: Some(r.top_k.unwrap_or(p.top_k)),
+        n: r.n,
+        seed: r.seed.or(p.seed),
+        stop: Some(stop),
+        logprobs: r.logprobs,
+        echo: r.echo,
+        stream: r.stream,
+        user: r.user,
+        repetition_penalty: Some(r.repetition_penalty.unwrap_or(p.repetition_penalty)),
+        presence_penalty: r.presence_penalty,
+        frequency_penalty: r.frequency_penalty,
+    };
+    let parameters = json!({
+        "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "max_tokens": req.max_tokens,
+        "repetition_penalty": req.repetition_penalty, "seed": req.seed,
+        "stop": match &req.stop { Some(StopInput::One(s)) => vec![s.clone()], Some(StopInput::Many(v)) => v.clone(), None => vec![] },
+    });
+    let mut valid = ValidCompletion::new(&state, req)?;
+    valid.template = Some(json!({ "name": t.name, "version": v.version }));
+    let run = Run {
+        template: Some(t.name.clone()),
+        version: Some(v.version),
+        variables: json!(r.variables),
+        prompt: rendered.text(),
+        parameters,
+        source: "api".into(),
+        ..Run::default()
+    };
+    valid.record = Some(crate::openai::RunRecorder { store: state.store.clone(), run, started: Instant::now() });
+    crate::openai::respond(state, valid).await
+}
