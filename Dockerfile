@@ -13,7 +13,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 WORKDIR /app
 COPY --from=build /src/target/release/studio /usr/local/bin/studio
 COPY --from=build /src/models /app/models
-ENV STUDIO_MODELS_DIR=/app/models
+COPY --from=build /src/prompts /app/prompts
+ENV STUDIO_MODELS_DIR=/app/models STUDIO_PROMPTS_DIR=/app/prompts STUDIO_DATA_DIR=/app/data
 ENTRYPOINT ["studio"]
 EXPOSE 8080
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

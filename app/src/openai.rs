@@ -481,6 +481,10 @@ fn completion_stream(
     };
     let mut recorded_text = String::new();
     let mut ttft = None;
+    // The finished run is saved before `[DONE]`, so a client that reads the history right
+    // after the stream ends finds it there.
+    let pending_save = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let pending = pending_save.clone();
     let mut done = 0usize;
     let mut completion_tokens = 0usize;
     let mut cached_tokens = 0usize;
@@ -519,7 +523,7 @@ fn completion_stream(
                     if let Some(rec) = record.take() {
                         let out = std::mem::take(&mut recorded_text);
                         let counts = (prompt_tokens, completion_tokens, cached_tokens);
-                        tokio::spawn(rec.save(out, finish_str(reason), counts, ttft));
+                        *pending.lock().unwrap() = Some(rec.save(out, finish_str(reason), counts, ttft));
                     }
                 }
                 out.push(chunk(i, text, Value::Null, Some(finish_str(reason)), u));
@@ -534,7 +538,13 @@ fn completion_stream(
         stream::iter(out.into_iter().map(Ok))
     });
     let echoed_first = body.flatten();
-    echoed_first.chain(stream::once(async { Ok(SseEvent::default().data("[DONE]")) }))
+    echoed_first.chain(stream::once(async move {
+        let save = pending_save.lock().unwrap().take();
+        if let Some(save) = save {
+            save.await;
+        }
+        Ok(SseEvent::default().data("[DONE]"))
+    }))
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
