@@ -12,6 +12,10 @@ use inference::{EngineConfig, GenerateRequest, SamplingParams};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Multiply with candle's quantized kernels (one dot product per row) instead of the
+    /// batched kernel that shares dequantized weights across a batch.
+    #[arg(long, global = true)]
+    candle_matmul: bool,
 }
 
 #[derive(Subcommand)]
@@ -194,7 +198,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    inference::tp::set_batched_matmul(!cli.candle_matmul);
+    match cli.command {
         Command::Generate {
             model,
             prompt,

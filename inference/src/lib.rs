@@ -3,6 +3,7 @@
 //! with per-sequence KV caches, a batched `step()` API, seeded sampling and UTF-8-safe
 //! streaming.
 
+pub mod batched;
 pub mod bench;
 pub mod comm;
 pub mod engine;
@@ -12,6 +13,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod model;
+pub mod pool;
 pub mod sampling;
 pub mod stream;
 pub mod tokenizer;

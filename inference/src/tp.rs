@@ -16,6 +16,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
+use crate::batched::BatchedWeight;
 use crate::comm::Communicator;
 
 /// Which part of the model one rank holds.
@@ -72,6 +73,13 @@ impl Weight {
         match self {
             Weight::Quant(q) => q.dtype().block_size(),
             Weight::Dense(_) => 1,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Weight::Quant(q) => q.device(),
+            Weight::Dense(t) => t.device().clone(),
         }
     }
 
@@ -156,24 +164,48 @@ pub(crate) fn invariant() -> bool {
     INVARIANT.load(Ordering::Relaxed)
 }
 
+static BATCHED: AtomicBool = AtomicBool::new(true);
+
+/// With invariant numerics on the CPU, multiply the weights [`BatchedWeight`] supports
+/// (dense, Q4_1, Q8_0) with it (on by default; read when a model is loaded): quantized
+/// weights are dequantized panel by panel and shared by every row of a batch, so 16
+/// sequences cost far less than 16 times one. Other weights, and all of them when this is
+/// off, go through candle's quantized matmul (one integer dot product per row and output).
+pub fn set_batched_matmul(on: bool) {
+    BATCHED.store(on, Ordering::Relaxed);
+}
+
+pub fn batched_matmul() -> bool {
+    BATCHED.load(Ordering::Relaxed)
+}
+
 /// `y = x W^T` for `x: [tokens, in]`, whatever the storage of `W`.
 #[derive(Debug, Clone)]
-pub struct Linear {
-    inner: QMatMul,
-    pad_single_row: bool,
+pub enum Linear {
+    Candle { inner: QMatMul, pad_single_row: bool },
+    Batched(BatchedWeight),
 }
 
 impl Linear {
     pub fn new(w: Weight) -> Result<Self> {
+        // Chosen per weight by its type alone, so every TP degree and batch makes the same choice.
+        if invariant() && batched_matmul() && w.device().is_cpu() && BatchedWeight::supports(&w) {
+            return Ok(Linear::Batched(BatchedWeight::new(&w)?));
+        }
         let pad_single_row = invariant() && matches!(&w, Weight::Quant(q) if q.dtype() == GgmlDType::Q6K);
-        Ok(Self { inner: w.into_matmul()?, pad_single_row })
+        Ok(Linear::Candle { inner: w.into_matmul()?, pad_single_row })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.pad_single_row && x.dim(0)? == 1 {
-            let two = Tensor::cat(&[x, x], 0)?;
-            return self.inner.forward(&two)?.narrow(0, 0, 1);
+        match self {
+            Linear::Batched(w) => w.forward(x),
+            Linear::Candle { inner, pad_single_row } => {
+                if *pad_single_row && x.dim(0)? == 1 {
+                    let two = Tensor::cat(&[x, x], 0)?;
+                    return inner.forward(&two)?.narrow(0, 0, 1);
+                }
+                inner.forward(x)
+            }
         }
-        self.inner.forward(x)
     }
 }
 

@@ -1,0 +1,731 @@
+//! A CPU matrix multiply `y = x W^T` whose cost grows slowly with the number of rows of
+//! `x`, and whose every output is bit-identical for any number of rows (batch invariant
+//! by construction).
+//!
+//! candle's quantized CPU matmul quantizes each row of `x` and runs one integer dot
+//! product per (row, output): a batch of 16 rows costs 16 times one row. Here the weight
+//! stays in its quantized form in memory (decode reads few bytes), and each panel of 8
+//! weight rows is dequantized once into an f32 scratch that every row of `x` then reuses
+//! from cache with f32 FMAs.
+//!
+//! Numerics: output `(i, j)` is always computed the same way, whatever the tiling, the
+//! thread, or `m`: eight lane-wise FMA chains over `k` in steps of 8 (lane `l` takes
+//! elements `8t + l`), starting from zero, then the fixed sum
+//! `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`. Dequantized weights equal candle's
+//! `dequantize` (Q4_1 up to its second rounding: one FMA here). The portable fallback emulates the same lanes with `mul_add`.
+
+use std::cell::RefCell;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Result, Storage, Tensor};
+
+use crate::tp::Weight;
+
+/// Weight rows dequantized together; the scratch for one panel stays in L1/L2.
+const PANEL: usize = 8;
+/// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
+const ROW_BLOCK: usize = 64;
+/// Register tile: `MAIN_ROWS * MAIN_COLS` accumulators must leave room among the 16 ymm
+/// registers for the loaded weight vectors.
+const MAIN_ROWS: usize = 3;
+const MAIN_COLS: usize = 4;
+/// Columns of `x` and `w` per pass over a row block (a multiple of 8).
+const K_CHUNK: usize = 128;
+
+#[derive(Debug, Clone)]
+enum Store {
+    /// Row-major `[n_pad, k_pad]`, zero padded.
+    F32(Vec<f32>),
+    /// GGUF Q4_1 blocks (f16 d, f16 m, 16 bytes of nibbles), each row laid out by
+    /// [`scales_first`].
+    Q4_1(Vec<u8>),
+    /// GGUF Q8_0 blocks (f16 d, 32 i8), each row laid out by [`scales_first`].
+    Q8_0(Vec<u8>),
+}
+
+/// A `[n, k]` weight prepared for [`BatchedWeight::forward`].
+#[derive(Debug, Clone)]
+pub struct BatchedWeight {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to the 8-lane step (quantized rows are always a multiple of 32).
+    k_pad: usize,
+    store: Store,
+}
+
+impl BatchedWeight {
+    /// Weights this kernel beats candle's on: dense ones, and the quant types it
+    /// dequantizes with SIMD. (Others would have to be stored as f32, which makes a
+    /// single-sequence decode read several times the bytes.)
+    pub fn supports(w: &Weight) -> bool {
+        match w {
+            Weight::Dense(_) => true,
+            Weight::Quant(q) => {
+                matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0)
+                    && q.shape().dims2().is_ok_and(|(_, k)| k % 32 == 0)
+            }
+        }
+    }
+
+    /// Q4_1 and Q8_0 stay quantized; other quant types are dequantized to f32 once here.
+    pub fn new(w: &Weight) -> Result<Self> {
+        let (n, k) = w.dims2()?;
+        let k_pad = k.div_ceil(8) * 8;
+        let store = match w {
+            Weight::Quant(q) if q.dtype() == GgmlDType::Q4_1 && k % 32 == 0 => {
+                Store::Q4_1(scales_first(&q.data()?, k / 32, Q4_1_BYTES, 4))
+            }
+            Weight::Quant(q) if q.dtype() == GgmlDType::Q8_0 && k % 32 == 0 => {
+                Store::Q8_0(scales_first(&q.data()?, k / 32, Q8_0_BYTES, 2))
+            }
+            _ => {
+                let dense = w.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                let n_pad = n.div_ceil(PANEL) * PANEL;
+                let mut data = vec![0f32; n_pad * k_pad];
+                for (r, row) in dense.iter().enumerate() {
+                    data[r * k_pad..r * k_pad + k].copy_from_slice(row);
+                }
+                Store::F32(data)
+            }
+        };
+        Ok(Self { n, k, k_pad, store })
+    }
+
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// `x: [m, k]` f32 on the CPU → `[m, n]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, k) = x.dims2()?;
+        if k != self.k {
+            candle_core::bail!("batched matmul: x has {k} columns, weight has {}", self.k);
+        }
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("batched matmul runs on the CPU only");
+        };
+        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+        let mut y = vec![0f32; m * self.n];
+        self.matmul(xs, m, &mut y);
+        drop(storage);
+        Tensor::from_vec(y, (m, self.n), &Device::Cpu)
+    }
+
+    /// `y[m, n] = x[m, k] W^T`.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        self.matmul_on(x, m, y, true)
+    }
+
+    /// `parallel`: spread the work over candle's CPU thread pool.
+    fn matmul_on(&self, x: &[f32], m: usize, y: &mut [f32], parallel: bool) {
+        assert_eq!(x.len(), m * self.k);
+        assert_eq!(y.len(), m * self.n);
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        // Rows of x padded to the lane step (only when k is not a multiple of 8).
+        let padded;
+        let x: &[f32] = if self.k_pad == self.k {
+            x
+        } else {
+            let mut p = vec![0f32; m * self.k_pad];
+            for i in 0..m {
+                p[i * self.k_pad..i * self.k_pad + self.k].copy_from_slice(&x[i * self.k..(i + 1) * self.k]);
+            }
+            padded = p;
+            &padded
+        };
+        let panels = self.n.div_ceil(PANEL);
+        let row_blocks = m.div_ceil(ROW_BLOCK);
+        let y_ptr = y.as_mut_ptr() as usize;
+        let work = |range: std::ops::Range<usize>| {
+            SCRATCH.with(|s| {
+                let mut scratch = s.borrow_mut();
+                for item in range {
+                    let (rb, p) = (item / panels, item % panels);
+                    let rows = rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK);
+                    // SAFETY: each (row block, panel) item writes only its own outputs.
+                    unsafe { self.panel(x, rows, p, &mut scratch, y_ptr as *mut f32) };
+                }
+            })
+        };
+        let items = row_blocks * panels;
+        if !parallel || m * self.n * self.k < 1 << 16 {
+            work(0..items);
+        } else {
+            let pool = crate::pool::pool();
+            // A few chunks per thread: a straggler's share stays small.
+            pool.run(items, items.div_ceil(4 * (pool.threads())), &work);
+        }
+    }
+
+    /// Outputs `rows × panel p`.
+    unsafe fn panel(&self, x: &[f32], rows: std::ops::Range<usize>, p: usize, scratch: &mut Vec<f32>, y: *mut f32) {
+        let kp = self.k_pad;
+        let j0 = p * PANEL;
+        let width = PANEL.min(self.n - j0);
+        let w: &[f32] = match &self.store {
+            Store::F32(data) => &data[j0 * kp..(j0 + PANEL) * kp],
+            quant => {
+                scratch.resize(PANEL * kp, 0.0);
+                for c in 0..PANEL {
+                    let dst = &mut scratch[c * kp..(c + 1) * kp];
+                    if c >= width {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    match quant {
+                        Store::Q4_1(data) => dequant_q4_1(
+                            &data[row_bytes(kp, Q4_1_BYTES) * (j0 + c)..][..row_bytes(kp, Q4_1_BYTES)],
+                            dst,
+                        ),
+                        Store::Q8_0(data) => dequant_q8_0(
+                            &data[row_bytes(kp, Q8_0_BYTES) * (j0 + c)..][..row_bytes(kp, Q8_0_BYTES)],
+                            dst,
+                        ),
+                        Store::F32(_) => unreachable!(),
+                    }
+                }
+                &scratch[..PANEL * kp]
+            }
+        };
+        self.rows_times_panel::<MAIN_ROWS, MAIN_COLS>(x, rows, w, j0, width, y);
+    }
+
+    /// Multiplies `rows` of `x` by the 8 dequantized weight rows `w` in tiles of
+    /// `R` rows × `C` weight rows (rows left over one at a time), `K_CHUNK` columns at a
+    /// time so that the `x` and `w` slices in use stay in L1; the lane accumulators wait
+    /// in `acc` between chunks, which leaves each output's FMA chain unchanged.
+    unsafe fn rows_times_panel<const R: usize, const C: usize>(
+        &self,
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        w: &[f32],
+        j0: usize,
+        width: usize,
+        y: *mut f32,
+    ) {
+        let (n, kp) = (self.n, self.k_pad);
+        ACC.with(|a| {
+            let mut acc = a.borrow_mut();
+            acc.clear();
+            acc.resize(rows.len() * PANEL * 8, 0.0);
+            let row_stride = PANEL * 8;
+            let mut p0 = 0;
+            while p0 < kp {
+                let p1 = kp.min(p0 + K_CHUNK);
+                let mut i = rows.start;
+                while i + R <= rows.end {
+                    for c0 in (0..PANEL).step_by(C) {
+                        let a = acc.as_mut_ptr().add((i - rows.start) * row_stride + c0 * 8);
+                        tile::<R, C>(x.as_ptr().add(i * kp), w.as_ptr().add(c0 * kp), kp, p0..p1, a, row_stride);
+                    }
+                    i += R;
+                }
+                while i < rows.end {
+                    let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
+                    tile::<1, PANEL>(x.as_ptr().add(i * kp), w.as_ptr(), kp, p0..p1, a, row_stride);
+                    i += 1;
+                }
+                p0 = p1;
+            }
+            for (r, lanes) in acc.chunks_exact(row_stride).enumerate() {
+                let out = y.add((rows.start + r) * n + j0);
+                for c in 0..width {
+                    *out.add(c) = lane_sum(lanes[c * 8..c * 8 + 8].try_into().expect("8 lanes"));
+                }
+            }
+        })
+    }
+}
+
+fn row_bytes(k: usize, block_bytes: usize) -> usize {
+    k / 32 * block_bytes
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// For `r < R`, `c < C`: lane `l` of `acc[r][c]` (at `acc + r * acc_row + c * 8`) gets
+/// `x[r][p] * w[c][p]` added by FMA for `p` in `cols` with `p % 8 == l`, in increasing
+/// `p`. Rows of `x` and `w` are `k` apart.
+#[inline]
+unsafe fn tile<const R: usize, const C: usize>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+    cols: std::ops::Range<usize>,
+    acc: *mut f32,
+    acc_row: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return x86::tile::<R, C>(x, w, k, cols, acc, acc_row);
+        }
+    }
+    portable_tile::<R, C>(x, w, k, cols, acc, acc_row)
+}
+
+/// The same lanes as the AVX2 kernel, in scalar code.
+unsafe fn portable_tile<const R: usize, const C: usize>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+    cols: std::ops::Range<usize>,
+    acc: *mut f32,
+    acc_row: usize,
+) {
+    for r in 0..R {
+        for c in 0..C {
+            let a = acc.add(r * acc_row + c * 8);
+            for p in cols.clone() {
+                let l = a.add(p % 8);
+                *l = (*x.add(r * k + p)).mul_add(*w.add(c * k + p), *l);
+            }
+        }
+    }
+}
+
+/// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
+fn lane_sum(a: &[f32; 8]) -> f32 {
+    let s: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = ((bits >> 15) as u32) << 31;
+    let exp = ((bits >> 10) & 0x1f) as u32;
+    let frac = (bits & 0x3ff) as u32;
+    let v = match (exp, frac) {
+        (0, 0) => sign,
+        // Subnormal: exact as a product (a power of two times a small integer).
+        (0, f) => return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * f as f32 * (-24f32).exp2(),
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 112) << 23) | (f << 13),
+    };
+    f32::from_bits(v)
+}
+
+const Q4_1_BYTES: usize = 20;
+const Q8_0_BYTES: usize = 34;
+/// Blocks whose f16 scales are converted together into a stack buffer.
+const SCALE_GROUP: usize = 32;
+
+/// Rewrites each row of GGUF blocks (`head` bytes of f16 scales, then the quants) as all
+/// the row's scales, then all its quants: the dequantizer converts eight scales with one
+/// F16C instruction instead of one at a time. Same bytes per row.
+fn scales_first(data: &[u8], blocks_per_row: usize, block: usize, head: usize) -> Vec<u8> {
+    let row = blocks_per_row * block;
+    let mut out = Vec::with_capacity(data.len());
+    for r in data.chunks_exact(row) {
+        for b in r.chunks_exact(block) {
+            out.extend_from_slice(&b[..head]);
+        }
+        for b in r.chunks_exact(block) {
+            out.extend_from_slice(&b[head..]);
+        }
+    }
+    out
+}
+
+/// The f16 scales `src[2i..2i+2]` as f32 into `dst`.
+fn scales_to_f32(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return unsafe { x86::scales_to_f32(src, dst) };
+        }
+    }
+    for (h, d) in src.chunks_exact(2).zip(dst) {
+        *d = f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+    }
+}
+
+/// One [`scales_first`] row of Q4_1: `q * d + m` by FMA (one rounding; candle rounds
+/// twice), low nibbles first.
+fn dequant_q4_1(src: &[u8], dst: &mut [f32]) {
+    let nb = dst.len() / 32;
+    let (scales, quants) = src.split_at(nb * 4);
+    let mut sf = [0f32; 2 * SCALE_GROUP];
+    for g in (0..nb).step_by(SCALE_GROUP) {
+        let n = SCALE_GROUP.min(nb - g);
+        scales_to_f32(&scales[g * 4..(g + n) * 4], &mut sf[..2 * n]);
+        let (qs, out) = (&quants[g * 16..(g + n) * 16], &mut dst[g * 32..(g + n) * 32]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2() {
+                unsafe { x86::dequant_q4_1(&sf[..2 * n], qs, out) };
+                continue;
+            }
+        }
+        for ((dm, q), out) in sf[..2 * n].chunks_exact(2).zip(qs.chunks_exact(16)).zip(out.chunks_exact_mut(32)) {
+            for j in 0..16 {
+                out[j] = ((q[j] & 0x0f) as f32).mul_add(dm[0], dm[1]);
+                out[j + 16] = ((q[j] >> 4) as f32).mul_add(dm[0], dm[1]);
+            }
+        }
+    }
+}
+
+/// One [`scales_first`] row of Q8_0: `q * d`.
+fn dequant_q8_0(src: &[u8], dst: &mut [f32]) {
+    let nb = dst.len() / 32;
+    let (scales, quants) = src.split_at(nb * 2);
+    let mut sf = [0f32; SCALE_GROUP];
+    for g in (0..nb).step_by(SCALE_GROUP) {
+        let n = SCALE_GROUP.min(nb - g);
+        scales_to_f32(&scales[g * 2..(g + n) * 2], &mut sf[..n]);
+        let (qs, out) = (&quants[g * 32..(g + n) * 32], &mut dst[g * 32..(g + n) * 32]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2() {
+                unsafe { x86::dequant_q8_0(&sf[..n], qs, out) };
+                continue;
+            }
+        }
+        for ((d, q), out) in sf[..n].iter().zip(qs.chunks_exact(32)).zip(out.chunks_exact_mut(32)) {
+            for j in 0..32 {
+                out[j] = (q[j] as i8) as f32 * d;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Explicit accumulators: LLVM spills and shuffles arrays of `__m256` in this loop.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile<const R: usize, const C: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        acc: *mut f32,
+        acc_row: usize,
+    ) {
+        match (R, C) {
+            (3, 4) => tile_3x4(x, w, k, cols, acc, acc_row),
+            (1, 8) => tile_1x8(x, w, k, cols, acc),
+            _ => {
+                for r in 0..R {
+                    for c in 0..C {
+                        let a = acc.add(r * acc_row + c * 8);
+                        let mut v = _mm256_loadu_ps(a);
+                        for p in cols.clone().step_by(8) {
+                            v = _mm256_fmadd_ps(
+                                _mm256_loadu_ps(x.add(r * k + p)),
+                                _mm256_loadu_ps(w.add(c * k + p)),
+                                v,
+                            );
+                        }
+                        _mm256_storeu_ps(a, v);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_3x4(x: *const f32, w: *const f32, k: usize, cols: std::ops::Range<usize>, acc: *mut f32, ar: usize) {
+        let ld = |r: usize, c: usize| _mm256_loadu_ps(acc.add(r * ar + c * 8));
+        let (mut a00, mut a01, mut a02, mut a03) = (ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3));
+        let (mut a10, mut a11, mut a12, mut a13) = (ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3));
+        let (mut a20, mut a21, mut a22, mut a23) = (ld(2, 0), ld(2, 1), ld(2, 2), ld(2, 3));
+        let (x0, x1, x2) = (x, x.add(k), x.add(2 * k));
+        let (w0, w1, w2, w3) = (w, w.add(k), w.add(2 * k), w.add(3 * k));
+        let mut p = cols.start;
+        while p < cols.end {
+            let (v0, v1, v2, v3) = (
+                _mm256_loadu_ps(w0.add(p)),
+                _mm256_loadu_ps(w1.add(p)),
+                _mm256_loadu_ps(w2.add(p)),
+                _mm256_loadu_ps(w3.add(p)),
+            );
+            let u = _mm256_loadu_ps(x0.add(p));
+            a00 = _mm256_fmadd_ps(u, v0, a00);
+            a01 = _mm256_fmadd_ps(u, v1, a01);
+            a02 = _mm256_fmadd_ps(u, v2, a02);
+            a03 = _mm256_fmadd_ps(u, v3, a03);
+            let u = _mm256_loadu_ps(x1.add(p));
+            a10 = _mm256_fmadd_ps(u, v0, a10);
+            a11 = _mm256_fmadd_ps(u, v1, a11);
+            a12 = _mm256_fmadd_ps(u, v2, a12);
+            a13 = _mm256_fmadd_ps(u, v3, a13);
+            let u = _mm256_loadu_ps(x2.add(p));
+            a20 = _mm256_fmadd_ps(u, v0, a20);
+            a21 = _mm256_fmadd_ps(u, v1, a21);
+            a22 = _mm256_fmadd_ps(u, v2, a22);
+            a23 = _mm256_fmadd_ps(u, v3, a23);
+            p += 8;
+        }
+        for (r, row) in [[a00, a01, a02, a03], [a10, a11, a12, a13], [a20, a21, a22, a23]].iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_1x8(x: *const f32, w: *const f32, k: usize, cols: std::ops::Range<usize>, acc: *mut f32) {
+        let ld = |c: usize| _mm256_loadu_ps(acc.add(c * 8));
+        let (mut a0, mut a1, mut a2, mut a3) = (ld(0), ld(1), ld(2), ld(3));
+        let (mut a4, mut a5, mut a6, mut a7) = (ld(4), ld(5), ld(6), ld(7));
+        let mut p = cols.start;
+        while p < cols.end {
+            let u = _mm256_loadu_ps(x.add(p));
+            a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p)), a0);
+            a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(k + p)), a1);
+            a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(2 * k + p)), a2);
+            a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(3 * k + p)), a3);
+            a4 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(4 * k + p)), a4);
+            a5 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(5 * k + p)), a5);
+            a6 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(6 * k + p)), a6);
+            a7 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(7 * k + p)), a7);
+            p += 8;
+        }
+        for (c, v) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate() {
+            _mm256_storeu_ps(acc.add(c * 8), *v);
+        }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn scales_to_f32(src: &[u8], dst: &mut [f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let h = _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            i += 8;
+        }
+        while i < n {
+            let h = u16::from_le_bytes([src[2 * i], src[2 * i + 1]]);
+            dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)));
+            i += 1;
+        }
+    }
+
+    /// `dm`: (d, m) per block; `qs`: 16 bytes of nibbles per block.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dequant_q4_1(dm: &[f32], qs: &[u8], dst: &mut [f32]) {
+        let mask = _mm_set1_epi8(0x0f);
+        for ((dm, q), out) in dm.chunks_exact(2).zip(qs.chunks_exact(16)).zip(dst.chunks_exact_mut(32)) {
+            let (d, m) = (_mm256_set1_ps(dm[0]), _mm256_set1_ps(dm[1]));
+            let q = _mm_loadu_si128(q.as_ptr() as *const __m128i);
+            let lo = _mm_and_si128(q, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+            for (i, q) in [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)].into_iter().enumerate() {
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), _mm256_fmadd_ps(f, d, m));
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dequant_q8_0(ds: &[f32], qs: &[u8], dst: &mut [f32]) {
+        for ((d, q), out) in ds.iter().zip(qs.chunks_exact(32)).zip(dst.chunks_exact_mut(32)) {
+            let d = _mm256_set1_ps(*d);
+            for i in 0..4 {
+                let q = _mm_loadl_epi64(q.as_ptr().add(i * 8) as *const __m128i);
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), _mm256_mul_ps(f, d));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+    use std::sync::Arc;
+
+    fn weight(n: usize, k: usize, dt: Option<GgmlDType>) -> Weight {
+        let t = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        match dt {
+            Some(dt) => Weight::Quant(Arc::new(QTensor::quantize(&t, dt).unwrap())),
+            None => Weight::Dense(t),
+        }
+    }
+
+    /// Plain dot products in f64 against the dequantized weight.
+    fn reference(x: &Tensor, w: &Weight) -> Vec<Vec<f64>> {
+        let w = w.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let x = x.to_vec2::<f32>().unwrap();
+        x.iter()
+            .map(|xr| w.iter().map(|wr| xr.iter().zip(wr).map(|(a, b)| *a as f64 * *b as f64).sum()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn matches_a_plain_dot_product() {
+        for (dt, n, k) in [
+            (Some(GgmlDType::Q4_1), 37, 576),
+            (Some(GgmlDType::Q8_0), 16, 64),
+            (Some(GgmlDType::Q4K), 9, 256),
+            (None, 13, 35),
+        ] {
+            let w = weight(n, k, dt);
+            let bw = BatchedWeight::new(&w).unwrap();
+            for m in [1, 3, 4, 5, 70] {
+                let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+                let got = bw.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                let want = reference(&x, &w);
+                for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                    assert!((*g as f64 - w).abs() < 1e-3 * (1.0 + w.abs()), "{dt:?} m={m}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_is_bit_identical_at_any_batch_size() {
+        for (dt, n, k) in [(Some(GgmlDType::Q4_1), 200, 1536), (Some(GgmlDType::Q8_0), 77, 576), (None, 9, 44)] {
+            let w = weight(n, k, dt);
+            let bw = BatchedWeight::new(&w).unwrap();
+            let big = Tensor::randn(0f32, 1.0, (130, k), &Device::Cpu).unwrap();
+            let all = bw.forward(&big).unwrap().to_vec2::<f32>().unwrap();
+            for m in (1..=66).chain([129, 130]) {
+                for start in [0, 130 - m] {
+                    let got = bw.forward(&big.narrow(0, start, m).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+                    for (i, row) in got.iter().enumerate() {
+                        let same = row.iter().zip(&all[start + i]).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{dt:?}: row {} differs at m={m}", start + i);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dequantization_equals_candles() {
+        // Q4_1 by FMA rounds once where candle rounds twice: at most an ulp apart.
+        for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let w = weight(3, 1216, Some(dt));
+            let Weight::Quant(q) = &w else { unreachable!() };
+            let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let data = q.data().unwrap();
+            let mut got = vec![0f32; want.len()];
+            // Rows of 38 blocks: a full scale group and a partial one.
+            {
+                let (rows, k) = (3, 1216);
+                let nb = k / 32;
+                let (block, head) = if dt == GgmlDType::Q4_1 { (Q4_1_BYTES, 4) } else { (Q8_0_BYTES, 2) };
+                let packed = scales_first(&data, nb, block, head);
+                assert_eq!(packed.len(), data.len());
+                for r in 0..rows {
+                    let (src, dst) = (&packed[r * nb * block..(r + 1) * nb * block], &mut got[r * k..(r + 1) * k]);
+                    match dt {
+                        GgmlDType::Q4_1 => dequant_q4_1(src, dst),
+                        _ => dequant_q8_0(src, dst),
+                    }
+                }
+            }
+            let ulps = got.iter().zip(&want).map(|(a, b)| (a.to_bits() as i64 - b.to_bits() as i64).abs()).max();
+            let allowed = if dt == GgmlDType::Q8_0 { 0 } else { 1 };
+            assert!(ulps.unwrap() <= allowed, "{dt:?}: {ulps:?}");
+            let mut scalar = vec![0f32; want.len()];
+            match dt {
+                GgmlDType::Q4_1 => {
+                    for (b, out) in data.chunks_exact(20).zip(scalar.chunks_exact_mut(32)) {
+                        let (d, m) = (
+                            f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+                            f16_to_f32(u16::from_le_bytes([b[2], b[3]])),
+                        );
+                        for j in 0..16 {
+                            out[j] = ((b[4 + j] & 0x0f) as f32).mul_add(d, m);
+                            out[j + 16] = ((b[4 + j] >> 4) as f32).mul_add(d, m);
+                        }
+                    }
+                }
+                _ => scalar.clone_from(&want),
+            }
+            assert!(got.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits()), "{dt:?} vs scalar");
+        }
+    }
+
+    #[test]
+    fn portable_kernel_equals_the_simd_one() {
+        let k = 40;
+        let xs = Tensor::randn(0f32, 1.0, 3 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let ws = Tensor::randn(0f32, 1.0, 8 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let (mut a, mut b) = (vec![0.5f32; 3 * 64], vec![0.5f32; 3 * 64]);
+        unsafe {
+            tile::<3, 4>(xs.as_ptr(), ws.as_ptr(), k, 8..40, a.as_mut_ptr(), 64);
+            tile::<1, 8>(xs.as_ptr(), ws.as_ptr(), k, 0..16, a.as_mut_ptr().add(128), 64);
+            portable_tile::<3, 4>(xs.as_ptr(), ws.as_ptr(), k, 8..40, b.as_mut_ptr(), 64);
+            portable_tile::<1, 8>(xs.as_ptr(), ws.as_ptr(), k, 0..16, b.as_mut_ptr().add(128), 64);
+        }
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn f16_conversion_is_exact() {
+        for bits in [0u16, 0x8000, 0x0001, 0x03ff, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0x3555] {
+            let want = match bits {
+                0x0001 => 2f32.powi(-24),
+                0x03ff => 1023.0 * 2f32.powi(-24),
+                0x3c00 => 1.0,
+                0xbc00 => -1.0,
+                0x7bff => 65504.0,
+                0x7c00 => f32::INFINITY,
+                0x3555 => 0.333_251_95,
+                _ => 0.0,
+            };
+            assert_eq!(f16_to_f32(bits), want, "{bits:#x}");
+        }
+    }
+
+    /// `cargo test -p inference --release --lib batched::tests::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn speed() {
+        // SmolLM2-135M's per-layer shapes (q, k, v, o per head, gate, up, down per MLP part).
+        let mut shapes = vec![(576, 576), (192, 576), (192, 576), (1536, 576), (1536, 576)];
+        shapes.extend([(576, 64); 9]);
+        shapes.extend([(576, 384); 4]);
+        let ws: Vec<BatchedWeight> =
+            shapes.iter().map(|&(n, k)| BatchedWeight::new(&weight(n, k, Some(GgmlDType::Q4_1))).unwrap()).collect();
+        let head = BatchedWeight::new(&weight(49152, 576, Some(GgmlDType::Q8_0))).unwrap();
+        // One thread: timings that another process on the machine disturbs least.
+        for m in [1, 4, 16, 32] {
+            let xs: Vec<Tensor> =
+                shapes.iter().map(|&(_, k)| Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap()).collect();
+            let xh = Tensor::randn(0f32, 1.0, (m, 576), &Device::Cpu).unwrap();
+            let (mut best_layers, mut best_head) = (f64::MAX, f64::MAX);
+            for _ in 0..10 {
+                let t = std::time::Instant::now();
+                for _ in 0..30 {
+                    for (w, x) in ws.iter().zip(&xs) {
+                        let mut y = vec![0f32; m * w.n];
+                        w.matmul_on(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), m, &mut y, false);
+                    }
+                }
+                best_layers = best_layers.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                let mut y = vec![0f32; m * head.n];
+                head.matmul_on(&xh.flatten_all().unwrap().to_vec1::<f32>().unwrap(), m, &mut y, false);
+                best_head = best_head.min(t.elapsed().as_secs_f64());
+            }
+            let step = best_layers + best_head;
+            println!(
+                "m={m:>2}: 30 layers {:.1} ms, head {:.1} ms, step {:.1} ms = {:.0} tok/s",
+                best_layers * 1e3,
+                best_head * 1e3,
+                step * 1e3,
+                m as f64 / step
+            );
+        }
+    }
+}
