@@ -686,46 +686,4 @@ mod tests {
             assert_eq!(f16_to_f32(bits), want, "{bits:#x}");
         }
     }
-
-    /// `cargo test -p inference --release --lib batched::tests::speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn speed() {
-        // SmolLM2-135M's per-layer shapes (q, k, v, o per head, gate, up, down per MLP part).
-        let mut shapes = vec![(576, 576), (192, 576), (192, 576), (1536, 576), (1536, 576)];
-        shapes.extend([(576, 64); 9]);
-        shapes.extend([(576, 384); 4]);
-        let ws: Vec<BatchedWeight> =
-            shapes.iter().map(|&(n, k)| BatchedWeight::new(&weight(n, k, Some(GgmlDType::Q4_1))).unwrap()).collect();
-        let head = BatchedWeight::new(&weight(49152, 576, Some(GgmlDType::Q8_0))).unwrap();
-        // One thread: timings that another process on the machine disturbs least.
-        for m in [1, 4, 16, 32] {
-            let xs: Vec<Tensor> =
-                shapes.iter().map(|&(_, k)| Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap()).collect();
-            let xh = Tensor::randn(0f32, 1.0, (m, 576), &Device::Cpu).unwrap();
-            let (mut best_layers, mut best_head) = (f64::MAX, f64::MAX);
-            for _ in 0..10 {
-                let t = std::time::Instant::now();
-                for _ in 0..30 {
-                    for (w, x) in ws.iter().zip(&xs) {
-                        let mut y = vec![0f32; m * w.n];
-                        w.matmul_on(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), m, &mut y, false);
-                    }
-                }
-                best_layers = best_layers.min(t.elapsed().as_secs_f64());
-                let t = std::time::Instant::now();
-                let mut y = vec![0f32; m * head.n];
-                head.matmul_on(&xh.flatten_all().unwrap().to_vec1::<f32>().unwrap(), m, &mut y, false);
-                best_head = best_head.min(t.elapsed().as_secs_f64());
-            }
-            let step = best_layers + best_head;
-            println!(
-                "m={m:>2}: 30 layers {:.1} ms, head {:.1} ms, step {:.1} ms = {:.0} tok/s",
-                best_layers * 1e3,
-                best_head * 1e3,
-                step * 1e3,
-                m as f64 / step
-            );
-        }
-    }
 }

@@ -41,10 +41,12 @@ impl IncrementalDecoder {
         self.advance(d, false)
     }
 
-    /// Flushes whatever is held back (may contain U+FFFD if the model produced
-    /// genuinely invalid bytes).
+    /// Flushes whatever is held back. A character the model did not finish (generation
+    /// stopped between its bytes, e.g. at `max_tokens`) is dropped rather than shown as
+    /// U+FFFD; invalid bytes before the end still come out as U+FFFD.
     pub fn finish(&mut self, d: &impl Detokenize) -> String {
-        self.advance(d, true)
+        let text = self.advance(d, true);
+        text.trim_end_matches(REPLACEMENT).to_string()
     }
 
     fn advance(&mut self, d: &impl Detokenize, flush: bool) -> String {
@@ -225,11 +227,16 @@ mod tests {
     }
 
     #[test]
-    fn invalid_bytes_come_out_on_finish() {
+    fn an_unfinished_character_is_dropped_on_finish() {
         let mut dec = IncrementalDecoder::new(&[]);
         assert_eq!(dec.push(&Bytes, u32::from(b'o')), "o");
         assert_eq!(dec.push(&Bytes, 0xE3), "");
-        assert_eq!(dec.finish(&Bytes), "\u{FFFD}");
+        assert_eq!(dec.finish(&Bytes), "");
+        // Invalid bytes inside the text are shown, not hidden.
+        let mut dec = IncrementalDecoder::new(&[]);
+        assert_eq!(dec.push(&Bytes, 0xFF), "");
+        assert_eq!(dec.push(&Bytes, u32::from(b'k')), "\u{FFFD}k");
+        assert_eq!(dec.finish(&Bytes), "");
     }
 
     #[test]
