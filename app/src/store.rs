@@ -141,6 +141,8 @@ pub enum VersionRef {
     Number(i64),
     Latest,
     Label(String),
+    /// What a template endpoint without `@ref` serves: `production` when set, else latest.
+    ProductionOrLatest,
 }
 
 impl VersionRef {
@@ -320,16 +322,27 @@ impl Store {
 
     /// All templates, by name, with their labels.
     pub async fn list_templates(&self) -> Result<Vec<TemplateInfo>> {
-        let rows = sqlx::query("SELECT * FROM templates ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(self.list_templates_with_latest().await?.into_iter().map(|(t, _)| t).collect())
+    }
+
+    /// All templates, by name, with their labels and latest version, in two queries.
+    pub async fn list_templates_with_latest(&self) -> Result<Vec<(TemplateInfo, VersionInfo)>> {
+        let rows = sqlx::query(
+            "SELECT t.*, v.version, v.spec, v.content_hash, v.note, v.author, v.created_at AS version_created_at \
+             FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.version_count \
+             ORDER BY t.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut by_id = BTreeMap::new();
         for row in &rows {
             by_id.insert(row.try_get::<i64, _>("id")?, out.len());
-            out.push(Self::template_from_row(row)?);
+            out.push((Self::template_from_row(row)?, version_from_row(row, "version_created_at")?));
         }
         for l in sqlx::query("SELECT template_id, label, version FROM labels").fetch_all(&self.pool).await? {
             if let Some(&i) = by_id.get(&l.try_get::<i64, _>("template_id")?) {
-                out[i].labels.insert(l.try_get("label")?, l.try_get("version")?);
+                out[i].0.labels.insert(l.try_get("label")?, l.try_get("version")?);
             }
         }
         Ok(out)
@@ -499,7 +512,7 @@ impl Store {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(version_from_row).collect()
+        rows.iter().map(|r| version_from_row(r, "created_at")).collect()
     }
 
     pub async fn get_version(&self, name: &str, version: i64) -> Result<VersionInfo> {
@@ -510,7 +523,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("template '{name}' has no version {version}")))?;
-        version_from_row(&row)
+        version_from_row(&row, "created_at")
     }
 
     /// A template and the version a reference points at.
@@ -519,6 +532,7 @@ impl Store {
         let n = match reference {
             VersionRef::Number(n) => *n,
             VersionRef::Latest => t.latest_version,
+            VersionRef::ProductionOrLatest => t.labels.get("production").copied().unwrap_or(t.latest_version),
             VersionRef::Label(l) => *t.labels.get(l).ok_or_else(|| {
                 let known: Vec<&str> = t.labels.keys().map(String::as_str).collect();
                 StoreError::NotFound(format!(
@@ -922,7 +936,8 @@ async fn insert_version(
     })
 }
 
-fn version_from_row(row: &AnyRow) -> Result<VersionInfo> {
+/// `created_col` names the version's creation time (aliased when joined with templates).
+fn version_from_row(row: &AnyRow, created_col: &str) -> Result<VersionInfo> {
     let spec: String = row.try_get("spec")?;
     Ok(VersionInfo {
         version: row.try_get("version")?,
@@ -930,7 +945,7 @@ fn version_from_row(row: &AnyRow) -> Result<VersionInfo> {
         content_hash: row.try_get("content_hash")?,
         note: row.try_get("note")?,
         author: row.try_get("author")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get(created_col)?,
     })
 }
 

@@ -52,7 +52,7 @@ fn summary(t: &crate::store::TemplateInfo, latest: &VersionInfo) -> Value {
 pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().map(|w| w.to_lowercase()).collect();
     let mut out = Vec::new();
-    for t in state.store.list_templates().await? {
+    for (t, latest) in state.store.list_templates_with_latest().await? {
         let haystack = format!("{} {} {} {}", t.name, t.title, t.description, t.tags.join(" ")).to_lowercase();
         if !words.iter().all(|w| haystack.contains(w.as_str())) {
             continue;
@@ -66,7 +66,6 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
         if q.source.as_ref().is_some_and(|s| &t.source != s) {
             continue;
         }
-        let latest = state.store.get_version(&t.name, t.latest_version).await?;
         out.push(summary(&t, &latest));
     }
     Ok(Json(json!({ "templates": out, "count": out.len() })))
@@ -375,14 +374,8 @@ pub struct TemplateCompletionRequest {
 async fn resolve_endpoint(store: &Store, spec: &str) -> Result<(crate::store::TemplateInfo, VersionInfo), ApiError> {
     let (name, reference) = match spec.rsplit_once('@') {
         Some((n, r)) => (n, VersionRef::parse(r)),
-        None => (spec, VersionRef::Latest),
+        None => (spec, VersionRef::ProductionOrLatest),
     };
-    if !spec.contains('@') {
-        let t = store.get_template(name).await?;
-        if t.labels.contains_key("production") {
-            return Ok(store.resolve(name, &VersionRef::Label("production".into())).await?);
-        }
-    }
     Ok(store.resolve(name, &reference).await?)
 }
 
