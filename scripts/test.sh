@@ -13,12 +13,20 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
   "$venv/bin/pip" install --quiet --disable-pip-version-check openai
 fi
 cargo fmt --all --check
-# The deployment file must stay valid; Debian's docker-compose validates it without an engine.
-if ! command -v docker-compose >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
-  else sudo apt-get install -y -qq docker-compose >/dev/null; fi
-fi
+# Debian packages the tests need: docker-compose (validates the deployment file without an
+# engine), Chromium for the browser tests, CJK fonts so Korean/Japanese render in it.
+apt_install() {
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -qq "$@" >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
+}
+command -v docker-compose >/dev/null || apt_install docker-compose
+command -v chromium >/dev/null || apt_install chromium chromium-driver
+[ -d /usr/share/fonts/opentype/noto ] || apt_install fonts-noto-cjk
 docker-compose -f docker-compose.yml config -q
+# playwright-core drives Debian's Chromium (it downloads no browser of its own).
+[ -d tests/e2e/node_modules/playwright-core ] || (cd tests/e2e && npm ci --silent --no-audit --no-fund)
+# The studio's browser bundle (wasm), which the browser tests load.
+bash scripts/build-ui.sh
 cargo test --workspace --all-targets
 # The NCCL/CUDA path must at least compile without a GPU (nvcc comes from PyPI wheels).
 if [ "${STUDIO_SKIP_NCCL_CHECK:-0}" != "1" ]; then

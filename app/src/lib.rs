@@ -1,5 +1,6 @@
 //! The studio server: OpenAI-compatible `/v1/*` over the continuous-batching scheduler,
 //! the template API under `/api/*`, templates as endpoints, API keys.
+#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod bench_serve;
@@ -11,11 +12,11 @@ pub mod scheduler;
 pub mod store;
 pub mod template;
 pub mod templates_api;
+pub mod ui;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -53,13 +54,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/templates/{name}/runs", get(t::runs))
         .route("/api/templates/{name}/export", get(t::export))
         .route("/api/render", post(t::render_draft))
+        .route("/api/draft/completions", post(t::draft_completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
-        .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback_service(ui::router(&ui::site_dir()))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

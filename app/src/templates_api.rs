@@ -279,6 +279,10 @@ pub struct RenderDraft {
     pub spec: VersionSpec,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// While typing: variables not filled in yet stay as `{{name}}` and extra ones are
+    /// ignored, so the preview and token count never stop on a half-written input.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// Renders an unsaved draft (the playground's live preview and token count).
@@ -288,7 +292,21 @@ pub async fn render_draft(
 ) -> Result<Json<Value>, ApiError> {
     let r: RenderDraft = parse_json(body)?;
     r.spec.validate()?;
-    Ok(Json(rendered_json(&state, &r.spec, &r.variables)?))
+    if !r.partial {
+        return Ok(Json(rendered_json(&state, &r.spec, &r.variables)?));
+    }
+    let needed = r.spec.variables();
+    let missing: Vec<&String> = needed.iter().filter(|n| r.variables.get(*n).is_none_or(|v| v.is_empty())).collect();
+    let vars: BTreeMap<String, String> = needed
+        .iter()
+        .map(|n| match r.variables.get(n).filter(|v| !v.is_empty()) {
+            Some(v) => (n.clone(), v.clone()),
+            None => (n.clone(), format!("{{{{{n}}}}}")),
+        })
+        .collect();
+    let mut out = rendered_json(&state, &r.spec, &vars)?;
+    out["missing"] = json!(missing);
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +371,9 @@ pub async fn import(
 pub struct TemplateCompletionRequest {
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Accepted only empty: the template supplies the prompt. (OpenAI clients always send
+    /// one, so a client pointed at the template's URL works unchanged.)
+    pub prompt: Option<String>,
     pub model: Option<String>,
     pub max_tokens: Option<usize>,
     pub temperature: Option<f32>,
@@ -386,9 +407,43 @@ pub async fn template_completions(
 ) -> Result<Response, ApiError> {
     let r: TemplateCompletionRequest = parse_json(body)?;
     let (t, v) = resolve_endpoint(&state.store, &spec).await?;
-    let rendered = v.spec.render(&r.variables)?;
+    complete_spec(state, &v.spec.clone(), r, Some((t, v))).await
+}
+
+/// Runs an unsaved draft exactly as its template endpoint would once saved (the studio's
+/// Run button). Not recorded in any template's run history.
+pub async fn draft_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    // `{spec, ...the template endpoint's fields}`: the spec is taken out first so both
+    // parts keep their strict field checks and errors keep naming the field.
+    let mut body: serde_json::Map<String, Value> = parse_json(body)?;
+    let spec = body.remove("spec").ok_or_else(|| ApiError::invalid("spec", "spec: the draft to run is required"))?;
+    let spec: VersionSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let param = format!("spec.{}", e.path());
+        ApiError::invalid(&param, format!("{param}: {}", e.inner()))
+    })?;
+    spec.validate()?;
+    let request: TemplateCompletionRequest = parse_json(Ok(Bytes::from(Value::Object(body).to_string())))?;
+    complete_spec(state, &spec, request, None).await
+}
+
+async fn complete_spec(
+    state: AppState,
+    spec: &VersionSpec,
+    r: TemplateCompletionRequest,
+    saved: Option<(crate::store::TemplateInfo, VersionInfo)>,
+) -> Result<Response, ApiError> {
+    if r.prompt.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(ApiError::invalid(
+            "prompt",
+            "a template supplies its own prompt: send `variables` (and leave `prompt` empty or out)",
+        ));
+    }
+    let rendered = spec.render(&r.variables)?;
     let (ids, _) = rendered.token_ids(&state.scheduler.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
-    let p = &v.spec.parameters;
+    let p = &spec.parameters;
     let stop = r.stop.unwrap_or(StopInput::Many(p.stop.clone()));
     let req = CompletionRequest {
         model: r.model,
@@ -414,6 +469,9 @@ pub async fn template_completions(
         "stop": match &req.stop { Some(StopInput::One(s)) => vec![s.clone()], Some(StopInput::Many(v)) => v.clone(), None => vec![] },
     });
     let mut valid = ValidCompletion::new(&state, req)?;
+    let Some((t, v)) = saved else {
+        return crate::openai::respond(state, valid).await;
+    };
     valid.template = Some(json!({ "name": t.name, "version": v.version }));
     let run = Run {
         template: Some(t.name.clone()),

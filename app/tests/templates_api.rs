@@ -309,3 +309,83 @@ async fn api_keys_guard_v1_and_api_without_hints() {
     c.key = None;
     assert_eq!(c.call("GET", "/health", None).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_run_and_preview_as_their_endpoint_would() {
+    let c = ctx().await;
+    let spec = sentiment_spec("Classify the sentiment of each movie review.");
+    let (s, saved) = c.call("POST", "/api/templates", Some(json!({ "name": "draft-check", "spec": spec }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{saved}");
+    let vars = json!({ "review": "I loved it, wonderful!" });
+    // The unsaved draft runs exactly like the saved version's endpoint (greedy, same tokens).
+    let (s, draft) = c.call("POST", "/api/draft/completions", Some(json!({ "spec": spec, "variables": vars }))).await;
+    assert_eq!(s, StatusCode::OK, "{draft}");
+    let (s, saved) = c
+        .call("POST", "/v1/templates/draft-check@1/completions", Some(json!({ "variables": vars, "prompt": "" })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(draft["choices"][0]["text"], saved["choices"][0]["text"]);
+    assert!(draft.get("template").is_none(), "a draft is no template version");
+    // Drafts leave no run in any history; the endpoint call does.
+    let (_, runs) = c.call("GET", "/api/templates/draft-check/runs", None).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+    // Field errors name the field, inside the spec too.
+    let mut bad = spec.clone();
+    bad["parameters"]["temperature"] = json!(9);
+    let (s, e) = c.call("POST", "/api/draft/completions", Some(json!({ "spec": bad, "variables": vars }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["param"], "parameters.temperature");
+    let (s, e) = c.call("POST", "/api/draft/completions", Some(json!({ "variables": vars }))).await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("spec")));
+    let (s, e) = c
+        .call("POST", "/api/draft/completions", Some(json!({ "spec": spec, "variables": vars, "tempreature": 1 })))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("tempreature"), "{e}");
+    // A template supplies its own prompt.
+    let (s, e) = c
+        .call("POST", "/v1/templates/draft-check/completions", Some(json!({ "variables": vars, "prompt": "hi" })))
+        .await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("prompt")));
+
+    // The live preview while typing: unfilled variables stay visible, extra ones are ignored.
+    let mut ko = spec.clone();
+    ko["input_pattern"] = json!("{{리뷰}} / {{별점}}");
+    let (s, p) = c
+        .call(
+            "POST",
+            "/api/render",
+            Some(json!({ "spec": ko, "variables": { "리뷰": "최고의 영화", "old": "x" }, "partial": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert!(p["prompt"].as_str().unwrap().ends_with("Review: 최고의 영화 / {{별점}}\nSentiment:"), "{p}");
+    assert_eq!(p["missing"], json!(["별점"]));
+    assert_eq!(p["variables"], json!(["리뷰", "별점"]));
+    assert!(p["prompt_tokens"].as_u64().unwrap() > 0);
+    // Without `partial` a missing variable is still an error naming it.
+    let (s, e) = c.call("POST", "/api/render", Some(json!({ "spec": ko, "variables": { "리뷰": "x" } }))).await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("variables.별점")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn studio_pages_render_on_the_server() {
+    let c = ctx().await;
+    for (path, marker) in
+        [("/", "data-testid=\"run\""), ("/library", "Library"), ("/t/anything", "Instruction"), ("/compare", "Compare")]
+    {
+        let (s, body) = c.raw("GET", path, Body::empty(), "text/html").await;
+        let html = String::from_utf8(body).unwrap();
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert!(html.starts_with("<!DOCTYPE html>"), "{path}: {}", &html[..80.min(html.len())]);
+        assert!(html.contains(marker), "{path} lacks {marker}");
+        // The page loads the hydration bundle from /pkg.
+        assert!(html.contains("/pkg/studio-ui.js") && html.contains("studio-ui_bg.wasm"), "{path}");
+    }
+    // Unknown pages and API paths: 404, in JSON under /api and /v1.
+    let (s, _) = c.raw("GET", "/no-such-page", Body::empty(), "text/html").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = c.call("GET", "/api/nothing-here", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(e["error"]["message"].is_string(), "{e}");
+}

@@ -1,3 +1,3 @@
-//! End-to-end tests over real HTTP, a real database and a headless browser live here as
-//! integration tests (`tests/tests/*.rs`) once the server exists. The engine's own
-//! end-to-end tests on the real bundled models are in `inference/tests/`.
+//! End-to-end tests over real HTTP, a real database and a real headless browser
+//! (`tests/tests/*.rs`; the browser steps in `e2e/`). The engine's own end-to-end tests
+//! on the bundled models are in `inference/tests/`, the server's in `app/tests/`.

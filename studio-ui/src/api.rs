@@ -1,0 +1,338 @@
+//! Calls from the browser to the studio's own `/api` and `/v1` endpoints. The UI keeps no
+//! business logic: rendering, validation, diffs and generation all happen on the server.
+//! On the server (SSR) these calls are never made: pages fetch after hydration.
+
+use serde_json::Value;
+
+/// An error the API answered (or a network failure), ready to show next to a control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    /// The request field at fault (`parameters.temperature`, `variables.리뷰`), if named.
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    pub fn network(message: impl Into<String>) -> Self {
+        Self { status: 0, message: message.into(), param: None, code: None }
+    }
+
+    /// An error from an HTTP status and the body the server sent (OpenAI's error shape).
+    pub fn from_body(status: u16, body: &str) -> Self {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let e = &v["error"];
+        let message = e["message"].as_str().map(str::to_string).unwrap_or_else(|| {
+            if body.trim().is_empty() {
+                format!("the server answered HTTP {status}")
+            } else {
+                body.chars().take(300).collect()
+            }
+        });
+        Self {
+            status,
+            message,
+            param: e["param"].as_str().map(str::to_string),
+            code: e["code"].as_str().map(str::to_string),
+        }
+    }
+
+    /// Whether this error is about `field` (or one of its sub-fields).
+    pub fn is_about(&self, field: &str) -> bool {
+        self.param
+            .as_deref()
+            .is_some_and(|p| p == field || p.starts_with(&format!("{field}.")) || p.starts_with(&format!("{field}[")))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 401 {
+            return write!(
+                f,
+                "This server needs an API key: set it under \"API key\" at the top right. ({})",
+                self.message
+            );
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+pub const API_KEY_STORAGE: &str = "studio.apiKey";
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use super::*;
+    use wasm_bindgen::{JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+
+    fn js_err(e: JsValue) -> ApiError {
+        let msg = e
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| e.as_string())
+            .unwrap_or_else(|| "network error".into());
+        if msg.contains("abort") || msg.contains("Abort") {
+            return ApiError { status: 0, message: "stopped".into(), param: None, code: Some("aborted".into()) };
+        }
+        ApiError::network(format!("could not reach the studio server: {msg}"))
+    }
+
+    async fn fetch(
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        signal: Option<&web_sys::AbortSignal>,
+    ) -> Result<web_sys::Response, ApiError> {
+        let raw = body.map(|b| ("application/json", b.to_string()));
+        fetch_raw(method, path, raw, signal).await
+    }
+
+    async fn fetch_raw(
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        signal: Option<&web_sys::AbortSignal>,
+    ) -> Result<web_sys::Response, ApiError> {
+        let init = web_sys::RequestInit::new();
+        init.set_method(method);
+        let headers = web_sys::Headers::new().map_err(js_err)?;
+        if let Some((content_type, body)) = body {
+            headers.set("Content-Type", content_type).map_err(js_err)?;
+            init.set_body(&JsValue::from_str(&body));
+        }
+        if let Some(key) = crate::draft::storage_get(API_KEY_STORAGE).filter(|k| !k.trim().is_empty()) {
+            headers.set("Authorization", &format!("Bearer {}", key.trim())).map_err(js_err)?;
+        }
+        init.set_headers(&headers);
+        if let Some(signal) = signal {
+            init.set_signal(Some(signal));
+        }
+        let window = web_sys::window().ok_or_else(|| ApiError::network("no window"))?;
+        let resp = JsFuture::from(window.fetch_with_str_and_init(path, &init)).await.map_err(js_err)?;
+        Ok(resp.unchecked_into())
+    }
+
+    async fn text(resp: &web_sys::Response) -> Result<String, ApiError> {
+        let t = JsFuture::from(resp.text().map_err(js_err)?).await.map_err(js_err)?;
+        Ok(t.as_string().unwrap_or_default())
+    }
+
+    pub async fn request(method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+        let resp = fetch(method, path, body, None).await?;
+        let status = resp.status();
+        let body = text(&resp).await?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_body(status, &body));
+        }
+        if body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&body).map_err(|e| ApiError::network(format!("unreadable answer: {e}")))
+    }
+
+    /// Sends a file's text (CSV, JSONL) as the body.
+    pub async fn send_text(method: &str, path: &str, content_type: &str, body: String) -> Result<Value, ApiError> {
+        let resp = fetch_raw(method, path, Some((content_type, body)), None).await?;
+        let status = resp.status();
+        let body = text(&resp).await?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_body(status, &body));
+        }
+        Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    pub async fn request_text(path: &str) -> Result<String, ApiError> {
+        let resp = fetch("GET", path, None, None).await?;
+        let status = resp.status();
+        let body = text(&resp).await?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_body(status, &body));
+        }
+        Ok(body)
+    }
+
+    /// POSTs `body` and calls `on_event` with each server-sent event's JSON, in order.
+    /// Events are split on whole lines of bytes first, so a character split across network
+    /// chunks is never decoded in halves.
+    pub async fn stream(
+        path: &str,
+        body: &Value,
+        abort: &Abort,
+        mut on_event: impl FnMut(Value),
+    ) -> Result<(), ApiError> {
+        let signal = abort.0.as_ref().map(|c| c.signal());
+        let resp = fetch("POST", path, Some(body), signal.as_ref()).await?;
+        let status = resp.status();
+        if !(200..300).contains(&status) {
+            let body = text(&resp).await?;
+            return Err(ApiError::from_body(status, &body));
+        }
+        let Some(stream) = resp.body() else { return Ok(()) };
+        let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let chunk = JsFuture::from(reader.read()).await.map_err(js_err)?;
+            let done = js_sys::Reflect::get(&chunk, &"done".into()).map_err(js_err)?.as_bool().unwrap_or(true);
+            if done {
+                break;
+            }
+            let value = js_sys::Reflect::get(&chunk, &"value".into()).map_err(js_err)?;
+            buf.extend(js_sys::Uint8Array::new(&value).to_vec());
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(());
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    if v.get("error").is_some() && v.get("choices").is_none() {
+                        return Err(ApiError::from_body(500, data));
+                    }
+                    on_event(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "hydrate")]
+pub use browser::{request, request_text, send_text, stream};
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn send_text(_method: &str, _path: &str, _content_type: &str, _body: String) -> Result<Value, ApiError> {
+    Err(ApiError::network("the studio calls its API from the browser only"))
+}
+
+/// Cancels a streaming request (the Stop button): the server sees the connection close and
+/// frees the sequence.
+#[derive(Clone)]
+pub struct Abort(#[cfg(feature = "hydrate")] Option<web_sys::AbortController>);
+
+impl Abort {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        #[cfg(feature = "hydrate")]
+        {
+            Abort(web_sys::AbortController::new().ok())
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            Abort()
+        }
+    }
+
+    pub fn abort(&self) {
+        #[cfg(feature = "hydrate")]
+        if let Some(c) = &self.0 {
+            c.abort();
+        }
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn stream(_path: &str, _body: &Value, _abort: &Abort, _on_event: impl FnMut(Value)) -> Result<(), ApiError> {
+    Err(ApiError::network("the studio calls its API from the browser only"))
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn request(_method: &str, _path: &str, _body: Option<&Value>) -> Result<Value, ApiError> {
+    Err(ApiError::network("the studio calls its API from the browser only"))
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn request_text(_path: &str) -> Result<String, ApiError> {
+    Err(ApiError::network("the studio calls its API from the browser only"))
+}
+
+pub async fn get(path: &str) -> Result<Value, ApiError> {
+    request("GET", path, None).await
+}
+
+pub async fn post(path: &str, body: &Value) -> Result<Value, ApiError> {
+    request("POST", path, Some(body)).await
+}
+
+pub async fn put(path: &str, body: &Value) -> Result<Value, ApiError> {
+    request("PUT", path, Some(body)).await
+}
+
+/// Percent-encodes one URL path segment or query value (template names are slugs, but
+/// search words and labels may be any text).
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Runs a future on the browser's event loop (nothing on the server).
+pub fn spawn(fut: impl std::future::Future<Output = ()> + 'static) {
+    #[cfg(feature = "hydrate")]
+    wasm_bindgen_futures::spawn_local(fut);
+    #[cfg(not(feature = "hydrate"))]
+    drop(fut);
+}
+
+/// Milliseconds on a monotonic clock (0 on the server).
+pub fn now_ms() -> f64 {
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0.0
+    }
+}
+
+/// Waits `ms` milliseconds on the browser's clock (returns at once on the server).
+pub async fn sleep_ms(ms: i32) {
+    #[cfg(feature = "hydrate")]
+    {
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            if let Some(w) = web_sys::window() {
+                let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+            }
+        });
+        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ms;
+}
+
+/// The text of the file chosen in an `<input type=file>` (None when none is chosen).
+#[cfg(feature = "hydrate")]
+pub async fn chosen_file_text(input: &web_sys::HtmlInputElement) -> Option<(String, String)> {
+    let file = input.files()?.get(0)?;
+    let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.ok()?.as_string()?;
+    Some((file.name(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_name_their_field_for_the_control_at_fault() {
+        let e = ApiError::from_body(
+            422,
+            r#"{"error":{"message":"parameters.temperature: must be in 0..=2","type":"invalid_request_error","param":"parameters.temperature","code":null}}"#,
+        );
+        assert!(e.is_about("parameters.temperature") && e.is_about("parameters"));
+        assert!(!e.is_about("parameters.top_p"));
+        assert_eq!(e.message, "parameters.temperature: must be in 0..=2");
+        let e = ApiError::from_body(502, "");
+        assert_eq!(e.message, "the server answered HTTP 502");
+        assert!(ApiError::from_body(401, "{}").to_string().contains("API key"));
+        assert_eq!(enc("리뷰 a/b"), "%EB%A6%AC%EB%B7%B0%20a%2Fb");
+    }
+}

@@ -1,0 +1,179 @@
+//! The library: every template (shipped and the user's), searchable and filterable.
+
+use leptos::prelude::*;
+use serde_json::Value;
+
+use crate::api::{self, enc, ApiError};
+use crate::pages::ErrorNote;
+
+#[component]
+pub fn LibraryPage() -> impl IntoView {
+    let q = RwSignal::new(String::new());
+    let tag = RwSignal::new(String::new());
+    let language = RwSignal::new(String::new());
+    let all = RwSignal::new(None::<Vec<Value>>);
+    let error = RwSignal::new(None::<ApiError>);
+
+    Effect::new(move |_| {
+        api::spawn(async move {
+            match api::get("/api/templates").await {
+                Ok(v) => all.set(Some(v["templates"].as_array().cloned().unwrap_or_default())),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    });
+
+    let tags = move || {
+        let mut t: Vec<String> = all
+            .get()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s["template"]["tags"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let languages = move || {
+        let mut l: Vec<String> = all
+            .get()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["template"]["language"].as_str().map(str::to_string))
+            .filter(|l| !l.is_empty())
+            .collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    // Filtering happens here over the one list the server sent (same rules as its `q`).
+    let shown = move || {
+        let words: Vec<String> = q.get().split_whitespace().map(|w| w.to_lowercase()).collect();
+        let (tag, language) = (tag.get(), language.get());
+        all.get()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                let t = &s["template"];
+                let hay = format!(
+                    "{} {} {} {}",
+                    t["name"].as_str().unwrap_or_default(),
+                    t["title"].as_str().unwrap_or_default(),
+                    t["description"].as_str().unwrap_or_default(),
+                    t["tags"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default()
+                )
+                .to_lowercase();
+                words.iter().all(|w| hay.contains(w.as_str()))
+                    && (tag.is_empty()
+                        || t["tags"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&tag))))
+                    && (language.is_empty() || t["language"].as_str() == Some(language.as_str()))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    view! {
+        <div class="library">
+            <div class="page-head">
+                <h1>"Library"</h1>
+                <p class="muted">"Ready-made prompts and the ones you saved. Open one in the playground to try it or make it yours."</p>
+            </div>
+            <div class="filters">
+                <input
+                    class="search"
+                    type="search"
+                    data-testid="library-search"
+                    placeholder="Search templates…"
+                    prop:value=move || q.get()
+                    on:input=move |ev| q.set(event_target_value(&ev))
+                />
+                <select data-testid="library-language" on:change=move |ev| language.set(event_target_value(&ev))>
+                    <option value="">"All languages"</option>
+                    {move || languages().into_iter().map(|l| view! { <option value=l.clone()>{language_name(&l)}</option> }).collect_view()}
+                </select>
+                <div class="chips">
+                    <button class="chip" class:active=move || tag.get().is_empty() on:click=move |_| tag.set(String::new())>"all"</button>
+                    {move || tags().into_iter().map(|t| {
+                        let t2 = t.clone();
+                        let t3 = t.clone();
+                        view! { <button class="chip" class:active=move || tag.get() == t2 on:click=move |_| tag.set(t3.clone())>{t}</button> }
+                    }).collect_view()}
+                </div>
+            </div>
+            <ErrorNote error=error.into()/>
+            {move || match all.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(_) => {
+                    let list = shown();
+                    if list.is_empty() {
+                        view! { <p class="empty">"No template matches. Try fewer words or another tag."</p> }.into_any()
+                    } else {
+                        view! {
+                            <div class="cards" data-testid="library-cards">
+                                {list.into_iter().map(|s| view! { <TemplateCard summary=s/> }).collect_view()}
+                            </div>
+                        }.into_any()
+                    }
+                }
+            }}
+        </div>
+    }
+}
+
+pub fn language_name(code: &str) -> String {
+    match code {
+        "ko" => "한국어 (Korean)".into(),
+        "ja" => "日本語 (Japanese)".into(),
+        "en" => "English".into(),
+        "zh" => "中文 (Chinese)".into(),
+        other => other.to_string(),
+    }
+}
+
+#[component]
+fn TemplateCard(summary: Value) -> impl IntoView {
+    let t = &summary["template"];
+    let name = t["name"].as_str().unwrap_or_default().to_string();
+    let title = t["title"].as_str().filter(|s| !s.is_empty()).unwrap_or(&name).to_string();
+    let description = t["description"].as_str().unwrap_or_default().to_string();
+    let tags: Vec<String> = t["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let example = &summary["example"];
+    let ex =
+        example["input"].as_str().map(|i| (i.to_string(), example["output"].as_str().unwrap_or_default().to_string()));
+    let source = t["source"].as_str().unwrap_or_default().to_string();
+    let version = t["latest_version"].as_i64().unwrap_or(0);
+    let production = t["labels"]["production"].as_i64();
+    let lang = language_name(t["language"].as_str().unwrap_or_default());
+    view! {
+        <article class="tcard" data-testid="template-card" data-name=name.clone()>
+            <div class="tcard-head">
+                <h3>{title}</h3>
+                <span class="badge">{if source == "library" { "shipped" } else { "yours" }}</span>
+            </div>
+            <p class="desc">{description}</p>
+            {ex.map(|(i, o)| view! {
+                <div class="example">
+                    <div class="ex-in">{i}</div>
+                    <div class="ex-arrow">"→"</div>
+                    <div class="ex-out">{o}</div>
+                </div>
+            })}
+            <div class="tcard-meta">
+                <span>{lang}</span>
+                <span>{format!("v{version}")}</span>
+                {production.map(|p| view! { <span class="label-badge">{format!("production: v{p}")}</span> })}
+                {tags.into_iter().map(|t| view! { <span class="tag">{t}</span> }).collect_view()}
+            </div>
+            <div class="tcard-actions">
+                <a class="button primary small" href=format!("/t/{}", enc(&name))>"Open in playground"</a>
+                <a class="button ghost small" href=format!("/templates/{}", enc(&name))>"Versions & history"</a>
+            </div>
+        </article>
+    }
+}

@@ -1,0 +1,27 @@
+pub mod compare;
+pub mod evaluate;
+pub mod library;
+pub mod playground;
+pub mod template;
+
+use leptos::prelude::*;
+
+use crate::api::ApiError;
+
+/// An error from the API, shown where it happened.
+#[component]
+pub fn ErrorNote(error: Signal<Option<ApiError>>) -> impl IntoView {
+    move || {
+        error.get().map(|e| {
+            let field = e.param.clone().map(|p| format!(" ({p})")).unwrap_or_default();
+            view! { <div class="error" role="alert">{e.to_string()}<span class="field">{field}</span></div> }
+        })
+    }
+}
+
+/// The message for `field` if the last error names it, for showing beside that control.
+pub fn field_error(error: Signal<Option<ApiError>>, field: &'static str) -> impl IntoView {
+    move || {
+        error.get().filter(|e| e.is_about(field)).map(|e| view! { <div class="field-error">{e.message.clone()}</div> })
+    }
+}

@@ -1,0 +1,87 @@
+//! The studio in a real headless Chromium against a real `studio serve` on the bundled
+//! model: playground (examples, live token count, streamed run, stop, errors), save,
+//! reload, versions, diff, production label, compare, library, phone width.
+//! The browser steps are in `e2e/studio.mjs`; screenshots land in `e2e/output/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `studio` binary of this build (cargo builds it for the workspace's tests).
+fn studio_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+    let bin = dir.join("studio");
+    assert!(bin.exists(), "no studio binary at {}: run `cargo test --workspace` (scripts/test.sh)", bin.display());
+    bin
+}
+
+struct Server(std::process::Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn studio_pages_in_a_real_browser() {
+    let site = root().join("site");
+    assert!(
+        site.join("pkg/studio-ui_bg.wasm").exists(),
+        "no browser bundle in {}: run scripts/build-ui.sh (scripts/test.sh does)",
+        site.display()
+    );
+    let e2e = root().join("tests/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in tests/e2e: run scripts/test.sh"
+    );
+    let db = tempfile::tempdir().unwrap();
+    let mut child = Command::new(studio_bin())
+        .args(["serve", "--port", "0"])
+        .env("STUDIO_MODELS_DIR", root().join("models"))
+        .env("STUDIO_PROMPTS_DIR", root().join("prompts"))
+        .env("STUDIO_SITE_DIR", &site)
+        .env("DATABASE_URL", format!("sqlite://{}/studio.db", db.path().display()))
+        .env_remove("STUDIO_API_KEY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start studio serve");
+    let stderr = child.stderr.take().unwrap();
+    let _server = Server(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let url = loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(url) = line.split("on ").last().filter(|_| line.contains("serving")) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let out_dir = e2e.join("output");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = Command::new("node").arg(e2e.join("studio.mjs")).arg(&url).arg(&out_dir).output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}", out_dir.display());
+    assert!(stdout.contains("all steps passed"), "{stdout}");
+    for page in [
+        "01-playground-filled",
+        "02-playground-output",
+        "05-template-page",
+        "06-compare",
+        "07-library",
+        "08-playground-phone",
+        "09-evaluate",
+    ] {
+        assert!(out_dir.join(format!("{page}.png")).exists(), "no screenshot of {page}");
+    }
+}
