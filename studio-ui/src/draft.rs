@@ -172,6 +172,13 @@ impl Draft {
         }
     }
 
+    /// Equal as a prompt: the values typed into the variables (the input of one run) do not
+    /// make a draft "unsaved".
+    pub fn same_content(&self, other: &Draft) -> bool {
+        let strip = |d: &Draft| Draft { variables: BTreeMap::new(), ..d.clone() };
+        strip(self) == strip(other)
+    }
+
     /// The local-storage key of this draft.
     pub fn storage_key(template: Option<&str>) -> String {
         match template {

@@ -244,7 +244,7 @@ try {
   console.log('studio e2e: all steps passed');
 } catch (e) {
   await shot('failure').catch(() => {});
-  console.error(e.message);
+  console.error(`step "${step}": ${e.message}`);
   if (problems.length) console.error(problems.join('\n'));
   await browser.close();
   process.exit(1);

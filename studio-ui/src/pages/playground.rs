@@ -14,6 +14,11 @@ use crate::draft::{self, escape, unescape, Draft, Example};
 use crate::pages::{field_error, ErrorNote};
 use crate::tokens::{Piece, PieceBuilder, TokenView};
 
+/// Where the last values typed into a template's variables are kept in this browser.
+fn vars_key(template: Option<&str>) -> String {
+    format!("studio.vars.{}", template.unwrap_or(""))
+}
+
 /// What the server rendered for the current draft.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Preview {
@@ -66,6 +71,16 @@ pub fn PlaygroundPage() -> impl IntoView {
     let code_lang = RwSignal::new(Lang::Curl);
 
     let name = Memo::new(move |_| params.with(|p| p.get("name")));
+    let model = RwSignal::new(String::from("default"));
+    Effect::new(move |_| {
+        api::spawn(async move {
+            if let Ok(m) = api::get("/v1/models").await {
+                if let Some(id) = m["data"][0]["id"].as_str() {
+                    model.set(id.to_string());
+                }
+            }
+        });
+    });
 
     // Load: a draft kept in this browser wins (nothing typed is lost); else the version.
     Effect::new(move |_| {
@@ -98,10 +113,14 @@ pub fn PlaygroundPage() -> impl IntoView {
                 match (meta, api::get(&path).await) {
                     (Ok(meta), Ok(v)) => {
                         let title = meta["template"]["title"].as_str().unwrap_or_default();
-                        let d = Draft::from_version(&name, title, &v["version"]);
+                        let mut d = Draft::from_version(&name, title, &v["version"]);
+                        // The last input typed for this template, kept apart from any version.
+                        if let Some(vars) = draft::storage_get(&vars_key(Some(&name))).and_then(|s| serde_json::from_str(&s).ok()) {
+                            d.variables = vars;
+                        }
                         original.set(Some(d.clone()));
                         match kept.filter(|k| version.is_none() && k.base_version == d.base_version) {
-                            Some(k) if k != d => {
+                            Some(k) if !k.same_content(&d) => {
                                 draft.set(k);
                                 restored.set(true);
                             }
@@ -122,8 +141,11 @@ pub fn PlaygroundPage() -> impl IntoView {
             return;
         }
         let key = Draft::storage_key(name.get_untracked().as_deref());
-        let same_as_saved = original.with(|o| o.as_ref().is_some_and(|o| *o == d));
-        if same_as_saved || (d == Draft::default()) {
+        if let Ok(v) = serde_json::to_string(&d.variables) {
+            draft::storage_set(&vars_key(name.get_untracked().as_deref()), &v);
+        }
+        let same_as_saved = original.with(|o| o.as_ref().is_some_and(|o| o.same_content(&d)));
+        if same_as_saved || Draft::default().same_content(&d) {
             draft::storage_remove(&key);
         } else if let Ok(s) = serde_json::to_string(&d) {
             draft::storage_set(&key, &s);
@@ -388,7 +410,7 @@ pub fn PlaygroundPage() -> impl IntoView {
             variables: variables_for_run(),
             prompt: preview.with(|p| p.prompt.clone()),
             parameters: spec["parameters"].clone(),
-            model: "default".into(),
+            model: model.get(),
         }
     };
 
@@ -478,7 +500,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                                         <div class="ex-tools">
                                             <button class="icon" title="Move up" on:click=move |_| draft.update(|d| if i > 0 && i < d.examples.len() { d.examples.swap(i - 1, i) })>"↑"</button>
                                             <button class="icon" title="Move down" on:click=move |_| draft.update(|d| if i + 1 < d.examples.len() { d.examples.swap(i, i + 1) })>"↓"</button>
-                                            <button class="icon" title="Duplicate" on:click=move |_| draft.update(|d| if let Some(e) = d.examples.get(i).cloned() { d.examples.insert(i + 1, e) })>"⧉"</button>
+                                            <button class="icon" title="Duplicate this example" on:click=move |_| draft.update(|d| if let Some(e) = d.examples.get(i).cloned() { d.examples.insert(i + 1, e) })>"Copy"</button>
                                             <button class="icon danger" title="Delete" data-testid="example-delete" on:click=move |_| draft.update(|d| if i < d.examples.len() { d.examples.remove(i); })>"✕"</button>
                                         </div>
                                         {err}
