@@ -150,7 +150,6 @@ impl From<crate::evals::EvalError> for ApiError {
             EvalError::Invalid(fe) => ApiError::from(fe),
             EvalError::Store(se) => ApiError::from(se),
             EvalError::Model(api) => api,
-            EvalError::Finished(m) => ApiError::status(StatusCode::CONFLICT, m).with_code("conflict"),
             EvalError::Gate { message, candidate, production } => {
                 let mut e = ApiError::status(StatusCode::CONFLICT, message).with_code("eval_gate");
                 e.param = Some("version".into());

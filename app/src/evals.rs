@@ -33,9 +33,6 @@ pub enum EvalError {
     /// The eval gate refused to move `production`: 409 with both scores.
     #[error("{message}")]
     Gate { message: String, candidate: Value, production: Value },
-    /// The run is already over (cancel of a finished run): 409.
-    #[error("{0}")]
-    Finished(String),
     /// The scheduler refused (queue full, batcher gone) or the model failed.
     #[error(transparent)]
     Model(#[from] ApiError),
