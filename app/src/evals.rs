@@ -663,13 +663,21 @@ pub async fn score_labels(
     prompt: &[u32],
     labels: &[String],
 ) -> Result<Vec<f64>, ApiError> {
-    let mut futs = Vec::with_capacity(labels.len());
+    let mut reqs = Vec::with_capacity(labels.len());
     for l in labels {
         let forced =
             sched.tokenizer.encode(&continuation(spec, l), false).map_err(|e| ApiError::internal(e.to_string()))?;
-        futs.push(run_one(sched, GenerateRequest::score(prompt.to_vec(), forced)));
+        reqs.push(GenerateRequest::score(prompt.to_vec(), forced));
     }
-    futures_util::future::join_all(futs).await.into_iter().map(|r| r.map(|c| c.logprob_sum)).collect()
+    // The first label alone puts the whole prompt in the prefix cache; the others then
+    // prefill only their label tokens.
+    let mut reqs = reqs.into_iter();
+    let Some(first) = reqs.next() else { return Ok(Vec::new()) };
+    let mut out = vec![run_one(sched, first).await?.logprob_sum];
+    for r in futures_util::future::join_all(reqs.map(|r| run_one(sched, r))).await {
+        out.push(r?.logprob_sum);
+    }
+    Ok(out)
 }
 
 fn sampling(spec: &VersionSpec, s: &EvalSettings, sample: usize) -> SamplingParams {
