@@ -13,6 +13,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Extra members of the error object (e.g. both scores of an eval-gate refusal).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some(param.to_string()),
             code: None,
+            details: None,
         }
     }
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -37,11 +40,12 @@ impl ApiError {
             kind: "rate_limit_error",
             param: None,
             code: Some("queue_full"),
+            details: None,
         }
     }
     pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
         let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-        Self { status, message: message.into(), kind, param: None, code: None }
+        Self { status, message: message.into(), kind, param: None, code: None, details: None }
     }
     pub fn loading() -> Self {
         Self {
@@ -50,6 +54,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: Some("model_loading"),
+            details: None,
         }
     }
     /// Well-formed but semantically wrong (a template field, a missing variable): 422.
@@ -60,6 +65,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some(param.to_string()),
             code: None,
+            details: None,
         }
     }
     /// Missing or wrong API key. Says nothing about what the request asked for.
@@ -72,6 +78,7 @@ impl ApiError {
             kind: "authentication_error",
             param: None,
             code: Some("invalid_api_key"),
+            details: None,
         }
     }
     pub fn internal(message: impl Into<String>) -> Self {
@@ -81,9 +88,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
-        });
+        let mut error = json!({ "message": self.message, "type": self.kind, "param": self.param, "code": self.code });
+        if let (Some(obj), Some(details)) = (error.as_object_mut(), self.details) {
+            obj.extend(details);
+        }
+        let body = json!({ "error": error });
         let mut resp = (self.status, Json(body)).into_response();
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -131,5 +140,25 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<crate::template::FieldError> for ApiError {
     fn from(fe: crate::template::FieldError) -> Self {
         ApiError::unprocessable(&fe.field, fe.to_string())
+    }
+}
+
+impl From<crate::evals::EvalError> for ApiError {
+    fn from(e: crate::evals::EvalError) -> Self {
+        use crate::evals::EvalError;
+        match e {
+            EvalError::Invalid(fe) => ApiError::from(fe),
+            EvalError::Store(se) => ApiError::from(se),
+            EvalError::Model(api) => api,
+            EvalError::Gate { message, candidate, production } => {
+                let mut e = ApiError::status(StatusCode::CONFLICT, message).with_code("eval_gate");
+                e.param = Some("version".into());
+                let mut details = serde_json::Map::new();
+                details.insert("candidate".into(), candidate);
+                details.insert("production".into(), production);
+                e.details = Some(details);
+                e
+            }
+        }
     }
 }

@@ -5,10 +5,15 @@
 pub mod auth;
 pub mod bench_serve;
 pub mod error;
+pub mod eval_cli;
+pub mod eval_store;
+pub mod evals;
+pub mod evals_api;
 pub mod library;
 pub mod metrics;
 pub mod openai;
 pub mod scheduler;
+pub mod select;
 pub mod store;
 pub mod template;
 pub mod templates_api;
@@ -35,6 +40,7 @@ pub struct AppState {
 }
 
 pub fn app(state: AppState) -> Router {
+    use evals_api as e;
     use templates_api as t;
     Router::new()
         .route("/v1/completions", post(openai::completions))
@@ -55,6 +61,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/templates/{name}/export", get(t::export))
         .route("/api/render", post(t::render_draft))
         .route("/api/draft/completions", post(t::draft_completions))
+        .route("/api/templates/{name}/tests", get(e::list_tests).post(e::import_tests).delete(e::delete_tests))
+        .route("/api/templates/{name}/tests/export", get(e::export_tests))
+        .route("/api/templates/{name}/evals", get(e::template_evals))
+        .route("/api/templates/{name}/select-examples", post(e::select_examples))
+        .route("/api/evals", post(e::create_eval))
+        .route("/api/evals/{id}", get(e::get_eval))
+        .route("/api/evals/{id}/cancel", post(e::cancel_eval))
+        .route("/api/evals/{a}/compare/{b}", get(e::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/tokenize", post(openai::tokenize))

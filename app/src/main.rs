@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         tp: usize,
     },
+    /// Evaluate a template file over a test set, or pick its few-shot examples.
+    Eval {
+        #[command(subcommand)]
+        action: app::eval_cli::EvalAction,
+    },
     /// List installed models.
     Models,
     /// Benchmark load time, prefill and decode throughput.
@@ -188,6 +193,7 @@ fn run_rendered(
         },
         stop: p.stop.clone(),
         ignore_eos: false,
+        forced: Vec::new(),
     };
     let out = engine.generate(req, |_| {})?;
     Ok(out.text)
@@ -225,6 +231,7 @@ fn main() -> Result<()> {
                 sampling: SamplingParams { temperature, top_p, top_k, repetition_penalty, seed, ..Default::default() },
                 stop,
                 ignore_eos: false,
+                forced: Vec::new(),
             };
             let t0 = Instant::now();
             let mut stdout = std::io::stdout();
@@ -249,6 +256,10 @@ fn main() -> Result<()> {
                 let url = database_url(db);
                 let store = app::store::Store::connect(&url).await.with_context(|| format!("opening {url}"))?;
                 eprintln!("studio: database {}", redact(&url));
+                let interrupted = store.interrupt_stale_evals().await?;
+                if interrupted > 0 {
+                    eprintln!("studio: {interrupted} eval run(s) left running by the last server marked interrupted");
+                }
                 if let Ok(key) = std::env::var("STUDIO_API_KEY") {
                     if !key.trim().is_empty() && store.verify_key(key.trim()).await?.is_none() {
                         store.add_key("STUDIO_API_KEY", key.trim()).await?;
@@ -312,6 +323,7 @@ fn main() -> Result<()> {
                 anyhow::Ok(())
             })?;
         }
+        Command::Eval { action } => app::eval_cli::run(action)?,
         Command::BenchServe { model, url, tp } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async move {

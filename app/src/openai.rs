@@ -201,6 +201,7 @@ impl ValidCompletion {
                     sampling: s,
                     stop: stops.clone(),
                     ignore_eos: false,
+                    forced: Vec::new(),
                 };
                 choices.push((i, text.clone(), req));
             }

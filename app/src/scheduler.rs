@@ -66,6 +66,8 @@ pub struct Scheduler {
     pub tokenizer: Arc<Tokenizer>,
     pub model_name: String,
     pub context_length: usize,
+    /// Tensor-parallel degree the model runs at (recorded with eval runs).
+    pub tp: usize,
     pub metrics: Arc<Metrics>,
 }
 
@@ -76,12 +78,13 @@ impl Scheduler {
         let queued = Arc::new(AtomicUsize::new(0));
         let tokenizer = engine.tokenizer().clone();
         let context_length = engine.context_length();
+        let tp = engine.model().tp;
         let (q, m) = (queued.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("batcher".into())
             .spawn(move || batch_loop(engine, rx, q, m))
             .expect("spawn batcher thread");
-        Self { tx, queued, capacity, tokenizer, model_name, context_length, metrics }
+        Self { tx, queued, capacity, tokenizer, model_name, context_length, tp, metrics }
     }
 
     /// Queues a sequence; refuses with 429 when the queue is full.

@@ -60,6 +60,8 @@ pub struct TemplateInfo {
     pub source: String,
     pub latest_version: i64,
     pub labels: BTreeMap<String, i64>,
+    /// `production` moves only to a version that evals at least as well (see `evals::check_gate`).
+    pub eval_gate: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -287,6 +289,7 @@ impl Store {
             source: row.try_get("source")?,
             latest_version: row.try_get("version_count")?,
             labels: BTreeMap::new(),
+            eval_gate: row.try_get::<i64, _>("eval_gate")? != 0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -429,6 +432,9 @@ impl Store {
         let id = self.template_id(name).await?;
         let mut tx = self.pool.begin().await?;
         for sql in [
+            "DELETE FROM eval_results WHERE run_id IN (SELECT id FROM eval_runs WHERE template_id = $1)",
+            "DELETE FROM eval_runs WHERE template_id = $1",
+            "DELETE FROM test_cases WHERE template_id = $1",
             "DELETE FROM runs WHERE template_id = $1",
             "DELETE FROM label_events WHERE template_id = $1",
             "DELETE FROM labels WHERE template_id = $1",

@@ -330,6 +330,12 @@ impl VersionSpec {
         Ok(Rendered { prefix, suffix })
     }
 
+    /// The input pattern with `vars` filled in: what an example's `input` holds when a test
+    /// row becomes a few-shot example.
+    pub fn input_text(&self, vars: &BTreeMap<String, String>) -> String {
+        substitute(&self.input_pattern, vars)
+    }
+
     /// A stable hash of the content: two specs with the same hash are the same version.
     pub fn content_hash(&self) -> String {
         use sha2::{Digest, Sha256};

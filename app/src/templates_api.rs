@@ -114,6 +114,8 @@ pub struct UpdateMeta {
     pub description: Option<String>,
     pub tags: Option<Vec<String>>,
     pub language: Option<String>,
+    /// The production eval gate (see docs/evals-api.md).
+    pub eval_gate: Option<bool>,
 }
 
 pub async fn update(
@@ -134,6 +136,9 @@ pub async fn update(
     }
     if let Some(v) = r.language {
         meta.language = v;
+    }
+    if let Some(on) = r.eval_gate {
+        state.store.set_eval_gate(&name, on).await?;
     }
     Ok(Json(json!({ "template": state.store.update_meta(&name, &meta).await? })))
 }
@@ -227,6 +232,7 @@ pub async fn set_label(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let r: SetLabel = parse_json(body)?;
+    crate::evals::check_gate(&state.store, &name, &label, r.version).await?;
     let from = state.store.set_label(&name, &label, r.version, &caller(who)).await?;
     Ok(Json(json!({ "template": name, "label": label, "from_version": from, "to_version": r.version })))
 }

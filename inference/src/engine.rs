@@ -33,6 +33,12 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-sequence tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Tokens to score instead of generating: when not empty the sequence is prefilled with
+    /// the prompt and these tokens in one pass (prefix cache and batching as usual), one
+    /// `Token` event per forced token reports its logprob after the prompt and the tokens
+    /// before it, then it finishes (`Stop`) without generating; `max_tokens`, `stop` and the
+    /// sampling draw are not used.
+    pub forced: Vec<u32>,
 }
 
 impl GenerateRequest {
@@ -43,7 +49,13 @@ impl GenerateRequest {
             sampling: SamplingParams { temperature: 0.0, ..Default::default() },
             stop: Vec::new(),
             ignore_eos: false,
+            forced: Vec::new(),
         }
+    }
+
+    /// Scores `forced` as the continuation of `prompt` (likelihood labelling).
+    pub fn score(prompt_tokens: Vec<u32>, forced: Vec<u32>) -> Self {
+        Self { forced, ..Self::greedy(prompt_tokens, 0) }
     }
 }
 
@@ -127,6 +139,8 @@ struct Sequence {
     cached: usize,
     /// Prompt positions that came from the prefix cache.
     reused: usize,
+    /// Trailing forced tokens (scored, not generated); 0 for a normal sequence.
+    forced: usize,
 }
 
 impl Sequence {
@@ -187,10 +201,12 @@ impl Engine {
         if req.prompt_tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        if req.prompt_tokens.len() >= limit {
-            return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len(), limit });
+        if req.prompt_tokens.len() + req.forced.len() >= limit {
+            return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len() + req.forced.len(), limit });
         }
-        let reserve = req.prompt_tokens.len() + req.max_tokens;
+        let forced = req.forced.len();
+        let max_tokens = if forced > 0 { forced } else { req.max_tokens };
+        let reserve = req.prompt_tokens.len() + max_tokens;
         if let Some(limit) = self.kv_budget_tokens() {
             if reserve > limit {
                 return Err(EngineError::KvBudget { tokens: reserve, limit });
@@ -202,11 +218,12 @@ impl Engine {
             decoder: IncrementalDecoder::new(&req.prompt_tokens),
             stops: StopMatcher::new(req.stop.clone()),
             prompt_len: req.prompt_tokens.len(),
-            tokens: req.prompt_tokens,
-            max_tokens: req.max_tokens,
+            tokens: req.prompt_tokens.into_iter().chain(req.forced).collect(),
+            max_tokens,
             ignore_eos: req.ignore_eos,
             cached: 0,
             reused: 0,
+            forced,
         };
         self.seqs.insert(id, seq);
         self.reuse_prefix(id)?;
@@ -231,8 +248,10 @@ impl Engine {
         if self.cfg.prefix_cache_bytes == 0 {
             return Ok(());
         }
-        let prompt = &self.seqs[&id].tokens;
-        // At least the last prompt token is always computed: its logits start generation.
+        let s = &self.seqs[&id];
+        let prompt = &s.tokens[..s.prompt_len];
+        // At least the last prompt token is always computed: its logits start generation
+        // (or score the first forced token).
         let best = self
             .prefix
             .entries
@@ -337,6 +356,7 @@ impl Engine {
                 tokens: s.tokens[s.cached..].to_vec(),
                 start_pos: s.cached,
                 all_logits: false,
+                tail_logits: 0,
             });
             budget = budget.saturating_sub(1);
         }
@@ -359,11 +379,15 @@ impl Engine {
             reserved += reserve;
             self.waiting.pop_front();
             let s = &self.seqs[&id];
+            // A scored sequence needs no pass over its last forced token: only the logits
+            // before each forced token.
+            let end = s.tokens.len() - usize::from(s.forced > 0);
             chunks.push(Chunk {
                 seq: id,
-                tokens: s.tokens[s.cached..].to_vec(),
+                tokens: s.tokens[s.cached..end].to_vec(),
                 start_pos: s.cached,
                 all_logits: false,
+                tail_logits: s.forced,
             });
             budget = budget.saturating_sub(need);
             admitted.push(id);
@@ -383,8 +407,29 @@ impl Engine {
         let mut finished = Vec::new();
         let ctx = self.context_length();
         for (id, logits) in order.into_iter().zip(logits) {
-            let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
             let s = self.seqs.get_mut(&id).expect("running sequence");
+            if s.forced > 0 {
+                let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+                let first = s.tokens.len() - s.forced;
+                for (row, &tok) in rows.iter().zip(&s.tokens[first..]) {
+                    let token = s.sampler.score(row, tok);
+                    let text = s.decoder.push(&*self.tokenizer, tok);
+                    events.push(Event::Token { seq: id, token, text });
+                }
+                let tail = s.decoder.finish(&*self.tokenizer);
+                s.cached = s.tokens.len() - 1;
+                events.push(Event::Finished {
+                    seq: id,
+                    reason: FinishReason::Stop,
+                    text: tail,
+                    prompt_tokens: s.prompt_len,
+                    cached_tokens: s.reused,
+                    generated_tokens: 0,
+                });
+                finished.push(id);
+                continue;
+            }
+            let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
             s.cached = s.tokens.len();
             let tok = s.sampler.sample(&row);
             s.tokens.push(tok.id);

@@ -21,6 +21,9 @@ pub struct Chunk {
     pub start_pos: usize,
     /// Return logits for every token of the chunk (prompt logprobs), not just the last.
     pub all_logits: bool,
+    /// Without `all_logits`: return logits for this many trailing tokens (0 or 1 = the last
+    /// only). Scoring forced continuation tokens needs exactly those rows.
+    pub tail_logits: usize,
 }
 
 /// Rows of the flattened `[total_tokens, hidden]` batch that belong to each chunk.
@@ -44,6 +47,10 @@ pub fn rows_for_logits(hidden: &Tensor, chunks: &[Chunk]) -> Result<(Tensor, Vec
         if c.all_logits {
             idx.extend(r.start as u32..r.end as u32);
             counts.push(r.len());
+        } else if c.tail_logits > 1 {
+            let n = c.tail_logits.min(r.len());
+            idx.extend((r.end - n) as u32..r.end as u32);
+            counts.push(n);
         } else {
             idx.push(r.end as u32 - 1);
             counts.push(1);

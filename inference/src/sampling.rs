@@ -272,6 +272,12 @@ impl Sampler {
         cands.iter().rev().find(|c| c.1 > 0.0).map_or(cands[0].0, |c| c.0)
     }
 
+    /// `id` as if it had been drawn from `logits`, drawing nothing: its logprob under the raw
+    /// distribution (and the top alternatives when asked for). Scores forced tokens.
+    pub fn score(&self, logits: &[f32], id: u32) -> SampledToken {
+        self.logprobs(logits, id)
+    }
+
     fn logprobs(&self, logits: &[f32], id: u32) -> SampledToken {
         let lse = log_sum_exp(logits);
         let logprob = logits[id as usize] - lse;

@@ -145,8 +145,15 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
     for name in [common::SMOL, common::GEMMA] {
         let (m, tok) = common::load(name, 1);
         let ids = tok.encode("<|im_start|>user\nSay hello to everyone in the room.<|im_end|>\n", true).unwrap();
-        let whole =
-            m.forward(vec![inference::Chunk { seq: 1, tokens: ids.clone(), start_pos: 0, all_logits: false }]).unwrap();
+        let whole = m
+            .forward(vec![inference::Chunk {
+                seq: 1,
+                tokens: ids.clone(),
+                start_pos: 0,
+                all_logits: false,
+                tail_logits: 0,
+            }])
+            .unwrap();
         let n = ids.len();
         for split in [n - 1, n - 3, n / 2] {
             m.forward(vec![inference::Chunk {
@@ -154,6 +161,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                 tokens: ids[..split].to_vec(),
                 start_pos: 0,
                 all_logits: false,
+                tail_logits: 0,
             }])
             .unwrap();
             let rest = m
@@ -162,6 +170,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                     tokens: ids[split..].to_vec(),
                     start_pos: split,
                     all_logits: false,
+                    tail_logits: 0,
                 }])
                 .unwrap();
             let (a, b): (Vec<f32>, Vec<f32>) =

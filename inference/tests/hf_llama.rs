@@ -84,8 +84,15 @@ fn hf_checkpoint_loads_and_matches_candle_llama() {
         let want = reference_logits(dir.path(), &tokens);
         for tp in [1, 2] {
             let model = ShardedModel::load_cpu(files.clone(), tp).unwrap();
-            let got =
-                model.forward(vec![Chunk { seq: 1, tokens: tokens.clone(), start_pos: 0, all_logits: false }]).unwrap();
+            let got = model
+                .forward(vec![Chunk {
+                    seq: 1,
+                    tokens: tokens.clone(),
+                    start_pos: 0,
+                    all_logits: false,
+                    tail_logits: 0,
+                }])
+                .unwrap();
             let got: Vec<f32> = got[0].squeeze(0).unwrap().to_vec1().unwrap();
             let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-3, "tie={tie} tp={tp}: logits differ from candle's llama by {diff}");

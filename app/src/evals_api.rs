@@ -1,0 +1,246 @@
+//! The evals API: test sets, eval runs, comparison, few-shot selection (docs/evals-api.md).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::eval_store::ImportMode;
+use crate::evals::{self, EvalPlan, FileFormat, TestRow};
+use crate::openai::parse_json;
+use crate::store::{Store, VersionRef};
+use crate::template::{FieldError, VersionSpec};
+use crate::templates_api::Caller;
+use crate::AppState;
+
+fn caller(c: Option<Extension<Caller>>) -> String {
+    c.map(|Extension(Caller(n))| n).unwrap_or_else(|| "local".into())
+}
+
+// ---------------------------------------------------------------------- test sets
+
+pub async fn list_tests(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let rows = state.store.list_tests(&name).await?;
+    Ok(Json(json!({ "template": name, "count": rows.len(), "rows": rows })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ImportQuery {
+    pub format: Option<String>,
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRows {
+    rows: Vec<TestRow>,
+}
+
+pub async fn import_tests(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let mode = ImportMode::parse(q.mode.as_deref().unwrap_or("replace"))?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_lowercase();
+    let format = match q.format.as_deref() {
+        Some(f) => Some(FileFormat::parse(f)?),
+        None if content_type.starts_with("text/csv") => Some(FileFormat::Csv),
+        None if content_type.contains("ndjson") || content_type.contains("jsonl") => Some(FileFormat::Jsonl),
+        None if content_type.starts_with("application/json") => None,
+        None => {
+            return Err(FieldError::new(
+                "format",
+                "say the file's format: ?format=csv|jsonl, or content-type text/csv / application/x-ndjson",
+            )
+            .into())
+        }
+    };
+    let rows = match format {
+        Some(f) => {
+            let bytes = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+            evals::parse(f, evals::utf8(&bytes)?)?
+        }
+        None => {
+            let r: JsonRows = parse_json(body)?;
+            if r.rows.is_empty() {
+                return Err(FieldError::new("rows", "no rows").into());
+            }
+            for (i, row) in r.rows.iter().enumerate() {
+                row.validate(i + 1)?;
+            }
+            r.rows
+        }
+    };
+    let count = state.store.import_tests(&name, &rows, mode).await?;
+    Ok(Json(json!({ "template": name, "imported": rows.len(), "count": count })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ExportQuery {
+    pub format: Option<String>,
+}
+
+pub async fn export_tests(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let format = FileFormat::parse(q.format.as_deref().unwrap_or("csv"))?;
+    let rows: Vec<TestRow> = state.store.list_tests(&name).await?.into_iter().map(|c| c.row).collect();
+    let ext = if format == FileFormat::Csv { "csv" } else { "jsonl" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}-tests.{ext}\"")),
+        ],
+        evals::export(format, &rows),
+    )
+        .into_response())
+}
+
+pub async fn delete_tests(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    state.store.delete_tests(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------- runs
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEval {
+    pub template: String,
+    /// A number, `latest` or a label (number or string).
+    pub version: Option<Value>,
+    /// An unsaved draft instead of a saved version.
+    pub spec: Option<VersionSpec>,
+    pub n: Option<usize>,
+    pub temperature: Option<f32>,
+    pub seed: Option<u64>,
+    pub max_tokens: Option<usize>,
+}
+
+/// The version a request names (`version` as number or string), or the draft `spec`.
+pub async fn resolve_spec(
+    store: &Store,
+    name: &str,
+    version: Option<&Value>,
+    spec: Option<VersionSpec>,
+) -> Result<(Option<i64>, VersionSpec), ApiError> {
+    match (version, spec) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("spec", "give either a version or a draft spec, not both")),
+        (None, Some(spec)) => {
+            spec.validate()?;
+            store.get_template(name).await?;
+            Ok((None, spec))
+        }
+        (v, None) => {
+            let reference = match v {
+                None => VersionRef::ProductionOrLatest,
+                Some(Value::Number(n)) => VersionRef::Number(n.as_i64().unwrap_or(-1)),
+                Some(Value::String(s)) => VersionRef::parse(s),
+                Some(other) => {
+                    return Err(ApiError::invalid("version", format!("a number, 'latest' or a label, got {other}")))
+                }
+            };
+            let (_, v) = store.resolve(name, &reference).await?;
+            Ok((Some(v.version), v.spec))
+        }
+    }
+}
+
+pub async fn create_eval(
+    State(state): State<AppState>,
+    who: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let r: CreateEval = parse_json(body)?;
+    let (version, spec) = resolve_spec(&state.store, &r.template, r.version.as_ref(), r.spec).await?;
+    let settings = evals::settings(&state.scheduler, &spec, r.n, r.temperature, r.seed, r.max_tokens)?;
+    let plan = EvalPlan { template: r.template, version, spec, settings };
+    let run = evals::start(&state.scheduler, &state.store, plan, &caller(who)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(run))).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct GetQuery {
+    pub results: Option<bool>,
+}
+
+pub async fn get_eval(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<GetQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state.store.eval_run(id).await?;
+    let mut v = json!(run);
+    if q.results.unwrap_or(true) {
+        v["results"] = json!(state.store.eval_results(id).await?);
+    }
+    Ok(Json(v))
+}
+
+pub async fn cancel_eval(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(state.store.cancel_eval_run(id).await?)))
+}
+
+pub async fn template_evals(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let runs = state.store.list_eval_runs(&name, 200).await?;
+    let evals: Vec<Value> = runs.iter().map(|r| r.summary()).collect();
+    Ok(Json(json!({ "template": name, "evals": evals })))
+}
+
+pub async fn compare(State(state): State<AppState>, Path((a, b)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
+    let (ra, rb) = (state.store.eval_run(a).await?, state.store.eval_run(b).await?);
+    let key = |r: &evals::RowResult| format!("{}\u{0}{:?}", json!(r.variables), r.expected);
+    let a_rows = state.store.eval_results(a).await?;
+    let mut b_rows: BTreeMap<String, evals::RowResult> =
+        state.store.eval_results(b).await?.into_iter().map(|r| (key(&r), r)).collect();
+    let (mut fixed, mut broken, mut unchanged, mut unmatched) = (Vec::new(), Vec::new(), 0, 0);
+    for x in a_rows {
+        let Some(y) = b_rows.remove(&key(&x)) else {
+            unmatched += 1;
+            continue;
+        };
+        let row = json!({
+            "index": y.index, "variables": y.variables, "expected": y.expected,
+            "a": {"index": x.index, "output": x.output, "passed": x.passed},
+            "b": {"index": y.index, "output": y.output, "passed": y.passed},
+        });
+        match (x.passed, y.passed) {
+            (false, true) => fixed.push(row),
+            (true, false) => broken.push(row),
+            _ => unchanged += 1,
+        }
+    }
+    unmatched += b_rows.len();
+    Ok(Json(json!({
+        "a": ra.summary(), "b": rb.summary(),
+        "fixed": fixed, "broken": broken, "unchanged": unchanged, "unmatched": unmatched,
+    })))
+}
+
+// ---------------------------------------------------------------------- few-shot selection
+
+pub async fn select_examples(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r: crate::select::SelectRequest = parse_json(body)?;
+    let (_, spec) = resolve_spec(&state.store, &name, r.version.as_ref(), r.spec.clone()).await?;
+    let tests = state.store.list_tests(&name).await?;
+    let report = crate::select::select(&state.scheduler, &spec, &tests, &r).await?;
+    let mut v = json!(report);
+    v["template"] = json!(name);
+    Ok(Json(v))
+}
