@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
 use crate::error::ApiError;
@@ -38,7 +39,8 @@ pub fn router(site: &Path) -> Router {
     let shell_options = options.clone();
     Router::new()
         .leptos_routes(&options, routes, move || studio_ui::shell(shell_options.clone()))
-        .nest_service("/pkg", ServeDir::new(site.join("pkg")))
+        // The wasm bundle is ~4 MB; gzip brings it to about a quarter over the wire.
+        .nest_service("/pkg", Router::new().fallback_service(ServeDir::new(site.join("pkg"))).layer(CompressionLayer::new()))
         .fallback(not_found)
         .with_state(options)
 }

@@ -21,7 +21,11 @@ page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resourc
 
 let step = 'start';
 const expect = (cond, msg) => { if (!cond) throw new Error(`${step}: ${msg}`); };
-const shot = async (name) => page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: true });
+const shot = async (name) => {
+  // A sticky top bar would be drawn mid-page in a full-page capture of a scrolled page.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: true });
+};
 const hydrated = async () => page.waitForSelector('span.hydration[data-ready="true"]', { state: 'attached', timeout: 30000 });
 const tokenCount = async () => (await page.textContent('[data-testid=token-count]')).trim();
 const waitTokenCountChange = async (before) => {
@@ -235,6 +239,7 @@ try {
   await page.goto(`${base}/t/movie-e2e`);
   await hydrated();
   await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 2'), null, { timeout: 15000 });
+  await page.waitForFunction(() => /^\d+ \/ \d+ tokens$/.test(document.querySelector('[data-testid=token-count]').textContent.trim()), null, { timeout: 15000 });
   await shot('08-playground-phone');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 1, `the page scrolls sideways on a phone (${overflow}px)`);
