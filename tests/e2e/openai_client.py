@@ -110,6 +110,16 @@ def _():
         raise AssertionError("temperature 9 was accepted")
 
 
+@check("a saved template through the client, as the studio's View code shows it")
+def _():
+    template = OpenAI(base_url=base.rstrip("/") + "/templates/news-topic-en@latest", api_key="unused")
+    args = dict(model=model, prompt="", extra_body={"variables": {"headline": "Stocks rally as central bank cuts rates"}})
+    result = template.completions.create(**args)
+    assert result.choices[0].text.strip(), result
+    streamed = "".join(c.choices[0].text for c in template.completions.create(stream=True, **args) if c.choices)
+    assert streamed == result.choices[0].text, (streamed, result.choices[0].text)
+
+
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -50,6 +50,10 @@ try {
   await hydrated();
   expect(await page.isVisible('[data-testid=run]'), 'no Run button');
 
+  step = 'the bundle is served compressed';
+  const wasm = await page.request.get(`${base}/pkg/studio-ui_bg.wasm`, { headers: { 'accept-encoding': 'gzip' } });
+  expect(wasm.ok() && wasm.headers()['content-encoding'] === 'gzip', `wasm not gzipped: ${JSON.stringify(wasm.headers())}`);
+
   step = 'write the instruction and two Korean examples';
   const countEmpty = await page.waitForFunction(() => /^\d+ \/ \d+ tokens$/.test(document.querySelector('[data-testid=token-count]').textContent.trim()), null, { timeout: 15000 }).then(tokenCount);
   await page.fill('[data-testid=title]', '영화 리뷰 감정 (e2e)');
