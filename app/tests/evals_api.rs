@@ -61,9 +61,9 @@ impl Ctx {
         let (s, v) = self.call("POST", "/api/templates", Some(json!({"name": name, "spec": spec}))).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    /// Polls until the run has ended (or `until` holds), at most 240 s.
+    /// Polls until the run has ended (or `until` holds), at most 600 s.
     async fn wait(&self, id: &Value, until: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..2400 {
+        for _ in 0..6000 {
             let (s, run) = self.call("GET", &format!("/api/evals/{id}"), None).await;
             assert_eq!(s, StatusCode::OK, "{run}");
             if until(&run) {
