@@ -40,7 +40,10 @@ pub fn router(site: &Path) -> Router {
     Router::new()
         .leptos_routes(&options, routes, move || studio_ui::shell(shell_options.clone()))
         // The wasm bundle is ~4 MB; gzip brings it to about a quarter over the wire.
-        .nest_service("/pkg", Router::new().fallback_service(ServeDir::new(site.join("pkg"))).layer(CompressionLayer::new()))
+        .nest_service(
+            "/pkg",
+            Router::new().fallback_service(ServeDir::new(site.join("pkg"))).layer(CompressionLayer::new()),
+        )
         .fallback(not_found)
         .with_state(options)
 }

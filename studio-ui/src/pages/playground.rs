@@ -115,7 +115,9 @@ pub fn PlaygroundPage() -> impl IntoView {
                         let title = meta["template"]["title"].as_str().unwrap_or_default();
                         let mut d = Draft::from_version(&name, title, &v["version"]);
                         // The last input typed for this template, kept apart from any version.
-                        if let Some(vars) = draft::storage_get(&vars_key(Some(&name))).and_then(|s| serde_json::from_str(&s).ok()) {
+                        if let Some(vars) =
+                            draft::storage_get(&vars_key(Some(&name))).and_then(|s| serde_json::from_str(&s).ok())
+                        {
                             d.variables = vars;
                         }
                         original.set(Some(d.clone()));
