@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::evals::{EvalPlan, EvalRun, EvalStatus, RowResult, TestCase, TestRow};
-use crate::store::{now_ms, Result, Store, StoreError};
+use crate::store::{finish, json_col, now_ms, Result, Store, StoreError};
 use crate::template::FieldError;
 
 /// Import mode of a test set.
@@ -27,24 +27,6 @@ impl ImportMode {
 
 fn not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("no template named '{name}'"))
-}
-
-fn json_col<T: serde::de::DeserializeOwned>(r: &AnyRow, col: &str) -> Result<T> {
-    let s: String = r.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
-async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Any>, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(v) => {
-            tx.commit().await?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
 }
 
 const RUN_COLUMNS: &str = "r.*, t.name AS template_name";

@@ -760,10 +760,7 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let json = |col: &str| -> Result<Value> {
-                    let s: String = r.try_get(col)?;
-                    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-                };
+                let json = |col: &str| -> Result<Value> { json_col(r, col) };
                 Ok(Run {
                     id: r.try_get("id")?,
                     template: Some(name.to_string()),
@@ -893,9 +890,15 @@ fn is_busy(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A JSON TEXT column, decoded; bad JSON is reported as corrupt data naming the column.
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(r: &sqlx::any::AnyRow, col: &str) -> Result<T> {
+    let s: String = r.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
 /// Commits on success; on failure rolls back now (not lazily when the connection is
 /// reused), so the write lock is released before the error reaches the caller.
-async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Any>, result: Result<T>) -> Result<T> {
+pub(crate) async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Any>, result: Result<T>) -> Result<T> {
     match result {
         Ok(v) => {
             tx.commit().await?;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::api::{self, enc, Abort, ApiError};
 use crate::draft::{self, Draft};
-use crate::pages::ErrorNote;
+use crate::pages::{ErrorNote, VariableField};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Column {
@@ -233,15 +233,12 @@ pub fn ComparePage() -> impl IntoView {
                             children=move |n| {
                                 let (n2, n3) = (n.clone(), n.clone());
                                 view! {
-                                    <div class="variable">
-                                        <label class="label small">{format!("{{{{{n}}}}}")}</label>
-                                        <textarea
-                                            class="grow"
-                                            data-testid="compare-variable"
-                                            prop:value=move || values.with(|v| v.get(&n2).cloned().unwrap_or_default())
-                                            on:input=move |ev| { let v = event_target_value(&ev); let n = n3.clone(); values.update(|m| { m.insert(n, v); }); }
-                                        ></textarea>
-                                    </div>
+                                    <VariableField
+                                        name=n
+                                        value=Signal::derive(move || values.with(|v| v.get(&n2).cloned().unwrap_or_default()))
+                                        on_input=Callback::new(move |v| values.update(|m| { m.insert(n3.clone(), v); }))
+                                        testid="compare-variable"
+                                    />
                                 }
                             }
                         />

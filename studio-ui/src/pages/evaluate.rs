@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::api::{self, enc, ApiError};
 use crate::draft::{self, Draft};
 use crate::fmt_time;
-use crate::pages::ErrorNote;
+use crate::pages::{ErrorNote, VariableField};
 
 /// One column of the matrix: a version's latest completed eval and its results by row.
 #[derive(Debug, Clone, PartialEq)]
@@ -430,10 +430,12 @@ pub fn EvaluatePage() -> impl IntoView {
                             children=move |v| {
                                 let (v2, v3) = (v.clone(), v.clone());
                                 view! {
-                                    <div class="variable">
-                                        <label class="label small">{format!("{{{{{v}}}}}")}</label>
-                                        <textarea class="grow" data-testid="new-row-variable" prop:value=move || new_vars.with(|m| m.get(&v2).cloned().unwrap_or_default()) on:input=move |ev| { let x = event_target_value(&ev); let k = v3.clone(); new_vars.update(|m| { m.insert(k, x); }); }></textarea>
-                                    </div>
+                                    <VariableField
+                                        name=v
+                                        value=Signal::derive(move || new_vars.with(|m| m.get(&v2).cloned().unwrap_or_default()))
+                                        on_input=Callback::new(move |x| new_vars.update(|m| { m.insert(v3.clone(), x); }))
+                                        testid="new-row-variable"
+                                    />
                                 }
                             }
                         />

@@ -25,3 +25,34 @@ pub fn field_error(error: Signal<Option<ApiError>>, field: &'static str) -> impl
         error.get().filter(|e| e.is_about(field)).map(|e| view! { <div class="field-error">{e.message.clone()}</div> })
     }
 }
+
+/// One `{{variable}}` input: its label, a growing text box, and the API error that names
+/// `variables.<name>` if there is one.
+#[component]
+pub fn VariableField(
+    name: String,
+    value: Signal<String>,
+    on_input: Callback<String>,
+    testid: &'static str,
+    #[prop(optional, into)] error: Option<Signal<Option<ApiError>>>,
+) -> impl IntoView {
+    let field = format!("variables.{name}");
+    let err = move || {
+        let e = error?.get().filter(|e| e.is_about(&field))?;
+        Some(view! { <div class="field-error">{e.message.clone()}</div> })
+    };
+    view! {
+        <div class="variable">
+            <label class="label small">{format!("{{{{{name}}}}}")}</label>
+            <textarea
+                class="grow"
+                data-testid=testid
+                data-name=name.clone()
+                placeholder=format!("Value of {name}")
+                prop:value=move || value.get()
+                on:input=move |ev| on_input.run(event_target_value(&ev))
+            ></textarea>
+            {err}
+        </div>
+    }
+}

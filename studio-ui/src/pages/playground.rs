@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::api::{self, enc, Abort, ApiError};
 use crate::code::{CodeTarget, Lang};
 use crate::draft::{self, escape, unescape, Draft, Example};
-use crate::pages::{field_error, ErrorNote};
+use crate::pages::{field_error, ErrorNote, VariableField};
 use crate::tokens::{Piece, PieceBuilder, TokenView};
 
 /// Where the last values typed into a template's variables are kept in this browser.
@@ -534,30 +534,15 @@ pub fn PlaygroundPage() -> impl IntoView {
                             each=move || preview.with(|p| p.variables.clone())
                             key=|n| n.clone()
                             children=move |n| {
-                                let n2 = n.clone();
-                                let n3 = n.clone();
-                                let field = format!("variables.{n}");
-                                let err = move || {
-                                    let field = field.clone();
-                                    any_err.get().filter(|e| e.is_about(&field)).map(|e| view! { <div class="field-error">{e.message.clone()}</div> })
-                                };
+                                let (n2, n3) = (n.clone(), n.clone());
                                 view! {
-                                    <div class="variable">
-                                        <label class="label small">{format!("{{{{{n}}}}}")}</label>
-                                        <textarea
-                                            class="grow"
-                                            data-testid="variable"
-                                            data-name=n.clone()
-                                            placeholder=format!("Value of {n}")
-                                            prop:value=move || draft.with(|d| d.variables.get(&n2).cloned().unwrap_or_default())
-                                            on:input=move |ev| {
-                                                let v = event_target_value(&ev);
-                                                let n = n3.clone();
-                                                draft.update(|d| { d.variables.insert(n, v); });
-                                            }
-                                        ></textarea>
-                                        {err}
-                                    </div>
+                                    <VariableField
+                                        name=n
+                                        value=Signal::derive(move || draft.with(|d| d.variables.get(&n2).cloned().unwrap_or_default()))
+                                        on_input=Callback::new(move |v| draft.update(|d| { d.variables.insert(n3.clone(), v); }))
+                                        testid="variable"
+                                        error=any_err
+                                    />
                                 }
                             }
                         />
