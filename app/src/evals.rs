@@ -858,8 +858,11 @@ pub async fn start(sched: &Scheduler, store: &Store, plan: EvalPlan, actor: &str
         .into());
     }
     let id = store.create_eval_run(&plan, cases.len(), actor).await?;
+    // Read back before the task starts, so the caller gets the run as created (`queued`),
+    // not whatever state the task has already reached.
+    let run = store.eval_run(id).await?;
     tokio::spawn(execute(sched.clone(), store.clone(), id, plan.spec, plan.settings, cases));
-    Ok(store.eval_run(id).await?)
+    Ok(run)
 }
 
 /// Checks the request's sampling overrides against their limits.
