@@ -11,7 +11,8 @@
 //! Numerics: output `(i, j)` is always computed the same way, whatever the tiling, the
 //! thread, or `m`: eight lane-wise FMA chains over `k` in steps of 8 (lane `l` takes
 //! elements `8t + l`), starting from zero, then the fixed sum
-//! `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`. Dequantized weights equal candle's
+//! `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))` (the order two rounds of `hadd` give, so
+//! eight outputs are summed at once). Dequantized weights equal candle's
 //! `dequantize` (Q4_1 up to its second rounding: one FMA here). The portable fallback emulates the same lanes with `mul_add`.
 
 use std::cell::RefCell;
@@ -25,12 +26,16 @@ use crate::tp::Weight;
 const PANEL: usize = 8;
 /// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
 const ROW_BLOCK: usize = 64;
-/// Register tile: `MAIN_ROWS * MAIN_COLS` accumulators must leave room among the 16 ymm
-/// registers for the loaded weight vectors.
-const MAIN_ROWS: usize = 3;
-const MAIN_COLS: usize = 4;
-/// Columns of `x` and `w` per pass over a row block (a multiple of 8).
-const K_CHUNK: usize = 128;
+/// Register tile: `MAIN_ROWS * MAIN_COLS` accumulators plus `MAIN_COLS` weight vectors
+/// and one `x` vector fit the 16 ymm registers (a spilled accumulator turns the loop into
+/// a store-to-load chain and halves its speed), and 12 independent FMA chains cover the
+/// FMA latency on two ports.
+const MAIN_ROWS: usize = 6;
+const MAIN_COLS: usize = 2;
+/// Columns of `x` and `w` per pass over a row block (a multiple of 8): long enough that a
+/// tile call's setup and accumulator round trip stay small next to its FMAs, short enough
+/// that six rows of `x` and the panel's weights stay in a 32 KB L1 (12 + 16 KB).
+const K_CHUNK: usize = 512;
 
 #[derive(Debug, Clone)]
 enum Store {
@@ -51,6 +56,9 @@ pub struct BatchedWeight {
     /// `k` rounded up to the 8-lane step (quantized rows are always a multiple of 32).
     k_pad: usize,
     store: Store,
+    /// Column ranges whose products are kept apart ([`Self::forward_parts`]); one part,
+    /// `0..k`, unless [`Self::with_parts`] set more.
+    parts: Vec<std::ops::Range<usize>>,
 }
 
 impl BatchedWeight {
@@ -88,15 +96,87 @@ impl BatchedWeight {
                 Store::F32(data)
             }
         };
-        Ok(Self { n, k, k_pad, store })
+        Ok(Self { n, k, k_pad, store, parts: vec![0..k] })
+    }
+
+    /// Keeps the products of the column ranges `parts` (consecutive, covering `0..k`, on
+    /// the 8-lane step) apart: each part's outputs are its own lane chains from zero, as
+    /// if each part were a weight of its own, in one pass that dequantizes each panel once.
+    pub fn with_parts(mut self, parts: &[std::ops::Range<usize>]) -> Result<Self> {
+        let mut at = 0;
+        for r in parts {
+            if r.start != at || r.end <= r.start || (r.start % 8 != 0) {
+                candle_core::bail!("batched matmul parts {parts:?} must split 0..{} on multiples of 8", self.k);
+            }
+            at = r.end;
+        }
+        if at != self.k || (parts.len() > 1 && self.k_pad != self.k) {
+            candle_core::bail!("batched matmul parts {parts:?} must split 0..{} on multiples of 8", self.k);
+        }
+        self.parts = parts.to_vec();
+        Ok(self)
+    }
+
+    /// Stacks the output rows of weights with the same input width and storage: one
+    /// matmul gives what `ws` give one after the other (each output computed as before).
+    pub fn concat_rows(ws: &[BatchedWeight]) -> Option<BatchedWeight> {
+        let first = ws.first()?;
+        if ws.iter().any(|w| w.k != first.k || w.parts.len() != 1) {
+            return None;
+        }
+        let n: usize = ws.iter().map(|w| w.n).sum();
+        let store = match &first.store {
+            Store::Q4_1(_) | Store::Q8_0(_) => {
+                let mut bytes = Vec::new();
+                for w in ws {
+                    match (&w.store, &first.store) {
+                        (Store::Q4_1(b), Store::Q4_1(_)) | (Store::Q8_0(b), Store::Q8_0(_)) => {
+                            bytes.extend_from_slice(b)
+                        }
+                        _ => return None,
+                    }
+                }
+                match first.store {
+                    Store::Q4_1(_) => Store::Q4_1(bytes),
+                    _ => Store::Q8_0(bytes),
+                }
+            }
+            Store::F32(_) => {
+                let kp = first.k_pad;
+                let mut data = vec![0f32; n.div_ceil(PANEL) * PANEL * kp];
+                let mut row = 0;
+                for w in ws {
+                    let Store::F32(d) = &w.store else { return None };
+                    data[row * kp..(row + w.n) * kp].copy_from_slice(&d[..w.n * kp]);
+                    row += w.n;
+                }
+                Store::F32(data)
+            }
+        };
+        Some(BatchedWeight { n, k: first.k, k_pad: first.k_pad, store, parts: vec![0..first.k] })
+    }
+
+    /// How many column parts [`Self::forward_parts`] returns.
+    pub fn n_parts(&self) -> usize {
+        self.parts.len()
     }
 
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.k)
     }
 
-    /// `x: [m, k]` f32 on the CPU → `[m, n]`.
+    /// `x: [m, k]` f32 on the CPU → `[m, n]` (a weight of one part).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.parts.len() != 1 {
+            candle_core::bail!("batched matmul: a weight of {} parts needs forward_parts", self.parts.len());
+        }
+        let (y, m) = self.forward_parts(x)?;
+        Tensor::from_vec(y, (m, self.n), &Device::Cpu)
+    }
+
+    /// `x: [m, k]` → `(y, m)`, `y: [parts, m, n]` row-major: part `q` is
+    /// `x[:, part_q] W[:, part_q]^T`.
+    pub fn forward_parts(&self, x: &Tensor) -> Result<(Vec<f32>, usize)> {
         let (m, k) = x.dims2()?;
         if k != self.k {
             candle_core::bail!("batched matmul: x has {k} columns, weight has {}", self.k);
@@ -107,13 +187,12 @@ impl BatchedWeight {
             candle_core::bail!("batched matmul runs on the CPU only");
         };
         let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
-        let mut y = vec![0f32; m * self.n];
+        let mut y = vec![0f32; self.parts.len() * m * self.n];
         self.matmul(xs, m, &mut y);
-        drop(storage);
-        Tensor::from_vec(y, (m, self.n), &Device::Cpu)
+        Ok((y, m))
     }
 
-    /// `y[m, n] = x[m, k] W^T`.
+    /// `y[parts, m, n] = x[m, k] W^T` per part.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
         self.matmul_on(x, m, y, true)
     }
@@ -121,7 +200,7 @@ impl BatchedWeight {
     /// `parallel`: spread the work over candle's CPU thread pool.
     fn matmul_on(&self, x: &[f32], m: usize, y: &mut [f32], parallel: bool) {
         assert_eq!(x.len(), m * self.k);
-        assert_eq!(y.len(), m * self.n);
+        assert_eq!(y.len(), self.parts.len() * m * self.n);
         if m == 0 || self.n == 0 {
             return;
         }
@@ -147,7 +226,7 @@ impl BatchedWeight {
                     let (rb, p) = (item / panels, item % panels);
                     let rows = rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK);
                     // SAFETY: each (row block, panel) item writes only its own outputs.
-                    unsafe { self.panel(x, rows, p, &mut scratch, y_ptr as *mut f32) };
+                    unsafe { self.panel(x, rows, p, &mut scratch, y_ptr as *mut f32, m * self.n) };
                 }
             })
         };
@@ -161,8 +240,16 @@ impl BatchedWeight {
         }
     }
 
-    /// Outputs `rows × panel p`.
-    unsafe fn panel(&self, x: &[f32], rows: std::ops::Range<usize>, p: usize, scratch: &mut Vec<f32>, y: *mut f32) {
+    /// Outputs `rows × panel p` of every part; part `q` starts at `y + q * part_stride`.
+    unsafe fn panel(
+        &self,
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        p: usize,
+        scratch: &mut Vec<f32>,
+        y: *mut f32,
+        part_stride: usize,
+    ) {
         let kp = self.k_pad;
         let j0 = p * PANEL;
         let width = PANEL.min(self.n - j0);
@@ -191,13 +278,14 @@ impl BatchedWeight {
                 &scratch[..PANEL * kp]
             }
         };
-        self.rows_times_panel::<MAIN_ROWS, MAIN_COLS>(x, rows, w, j0, width, y);
+        self.rows_times_panel::<MAIN_ROWS, MAIN_COLS>(x, rows, w, j0, width, y, part_stride);
     }
 
     /// Multiplies `rows` of `x` by the 8 dequantized weight rows `w` in tiles of
     /// `R` rows × `C` weight rows (rows left over one at a time), `K_CHUNK` columns at a
     /// time so that the `x` and `w` slices in use stay in L1; the lane accumulators wait
     /// in `acc` between chunks, which leaves each output's FMA chain unchanged.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_times_panel<const R: usize, const C: usize>(
         &self,
         x: &[f32],
@@ -206,35 +294,71 @@ impl BatchedWeight {
         j0: usize,
         width: usize,
         y: *mut f32,
+        part_stride: usize,
     ) {
         let (n, kp) = (self.n, self.k_pad);
         ACC.with(|a| {
             let mut acc = a.borrow_mut();
-            acc.clear();
-            acc.resize(rows.len() * PANEL * 8, 0.0);
-            let row_stride = PANEL * 8;
-            let mut p0 = 0;
-            while p0 < kp {
-                let p1 = kp.min(p0 + K_CHUNK);
-                let mut i = rows.start;
-                while i + R <= rows.end {
-                    for c0 in (0..PANEL).step_by(C) {
-                        let a = acc.as_mut_ptr().add((i - rows.start) * row_stride + c0 * 8);
-                        tile::<R, C>(x.as_ptr().add(i * kp), w.as_ptr().add(c0 * kp), kp, p0..p1, a, row_stride);
-                    }
-                    i += R;
-                }
-                while i < rows.end {
-                    let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
-                    tile::<1, PANEL>(x.as_ptr().add(i * kp), w.as_ptr(), kp, p0..p1, a, row_stride);
-                    i += 1;
-                }
-                p0 = p1;
+            // No zeroing: each part's first chunk starts its tiles from zero.
+            if acc.len() < rows.len() * PANEL * 8 {
+                acc.resize(rows.len() * PANEL * 8, 0.0);
             }
-            for (r, lanes) in acc.chunks_exact(row_stride).enumerate() {
-                let out = y.add((rows.start + r) * n + j0);
-                for c in 0..width {
-                    *out.add(c) = lane_sum(lanes[c * 8..c * 8 + 8].try_into().expect("8 lanes"));
+            let row_stride = PANEL * 8;
+            let last = self.parts.len() - 1;
+            for (q, part) in self.parts.iter().enumerate() {
+                // The last part takes the lane padding (a single part: `0..k_pad`).
+                let end = if q == last { kp } else { part.end };
+                let mut p0 = part.start;
+                while p0 < end {
+                    let p1 = end.min(p0 + K_CHUNK);
+                    let (cols, fresh) = (p0..p1, p0 == part.start);
+                    let mut i = rows.start;
+                    while i + R <= rows.end {
+                        for c0 in (0..PANEL).step_by(C) {
+                            let a = acc.as_mut_ptr().add((i - rows.start) * row_stride + c0 * 8);
+                            let (xi, wc) = (x.as_ptr().add(i * kp), w.as_ptr().add(c0 * kp));
+                            tile::<R, C>(xi, wc, kp, cols.clone(), fresh, a, row_stride);
+                        }
+                        i += R;
+                    }
+                    // Leftover rows in smaller tiles of the same registers.
+                    while i < rows.end {
+                        let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
+                        let xi = x.as_ptr().add(i * kp);
+                        let cols = cols.clone();
+                        match rows.end - i {
+                            4.. => {
+                                for c0 in (0..PANEL).step_by(2) {
+                                    let wc = w.as_ptr().add(c0 * kp);
+                                    tile::<4, 2>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
+                                }
+                                i += 4;
+                            }
+                            2.. => {
+                                for c0 in (0..PANEL).step_by(4) {
+                                    let wc = w.as_ptr().add(c0 * kp);
+                                    tile::<2, 4>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
+                                }
+                                i += 2;
+                            }
+                            _ => {
+                                tile::<1, PANEL>(xi, w.as_ptr(), kp, cols, fresh, a, row_stride);
+                                i += 1;
+                            }
+                        }
+                    }
+                    p0 = p1;
+                }
+                let yq = y.add(q * part_stride);
+                for (r, lanes) in acc[..rows.len() * row_stride].chunks_exact(row_stride).enumerate() {
+                    let out = yq.add((rows.start + r) * n + j0);
+                    if width == PANEL {
+                        lane_sums(lanes.try_into().expect("a panel of lanes"), &mut *(out as *mut [f32; PANEL]));
+                    } else {
+                        let mut sums = [0f32; PANEL];
+                        lane_sums(lanes.try_into().expect("a panel of lanes"), &mut sums);
+                        std::ptr::copy_nonoverlapping(sums.as_ptr(), out, width);
+                    }
                 }
             }
         })
@@ -250,25 +374,26 @@ thread_local! {
     static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// For `r < R`, `c < C`: lane `l` of `acc[r][c]` (at `acc + r * acc_row + c * 8`) gets
-/// `x[r][p] * w[c][p]` added by FMA for `p` in `cols` with `p % 8 == l`, in increasing
-/// `p`. Rows of `x` and `w` are `k` apart.
+/// For `r < R`, `c < C`: lane `l` of `acc[r][c]` (at `acc + r * acc_row + c * 8`; zero
+/// first when `fresh`) gets `x[r][p] * w[c][p]` added by FMA for `p` in `cols` with
+/// `p % 8 == l`, in increasing `p`. Rows of `x` and `w` are `k` apart.
 #[inline]
 unsafe fn tile<const R: usize, const C: usize>(
     x: *const f32,
     w: *const f32,
     k: usize,
     cols: std::ops::Range<usize>,
+    fresh: bool,
     acc: *mut f32,
     acc_row: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
-            return x86::tile::<R, C>(x, w, k, cols, acc, acc_row);
+            return x86::tile::<R, C>(x, w, k, cols, fresh, acc, acc_row);
         }
     }
-    portable_tile::<R, C>(x, w, k, cols, acc, acc_row)
+    portable_tile::<R, C>(x, w, k, cols, fresh, acc, acc_row)
 }
 
 /// The same lanes as the AVX2 kernel, in scalar code.
@@ -277,12 +402,16 @@ unsafe fn portable_tile<const R: usize, const C: usize>(
     w: *const f32,
     k: usize,
     cols: std::ops::Range<usize>,
+    fresh: bool,
     acc: *mut f32,
     acc_row: usize,
 ) {
     for r in 0..R {
         for c in 0..C {
             let a = acc.add(r * acc_row + c * 8);
+            if fresh {
+                std::ptr::write_bytes(a, 0, 8);
+            }
             for p in cols.clone() {
                 let l = a.add(p % 8);
                 *l = (*x.add(r * k + p)).mul_add(*w.add(c * k + p), *l);
@@ -291,10 +420,18 @@ unsafe fn portable_tile<const R: usize, const C: usize>(
     }
 }
 
-/// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
-fn lane_sum(a: &[f32; 8]) -> f32 {
-    let s: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
-    (s[0] + s[2]) + (s[1] + s[3])
+/// For each of the 8 columns' lanes `l = lanes[8c..8c + 8]`:
+/// `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))`.
+fn lane_sums(lanes: &[f32; 8 * PANEL], out: &mut [f32; PANEL]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return unsafe { x86::lane_sums(lanes, out) };
+        }
+    }
+    for (o, l) in out.iter_mut().zip(lanes.chunks_exact(8)) {
+        *o = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -412,17 +549,20 @@ mod x86 {
         w: *const f32,
         k: usize,
         cols: std::ops::Range<usize>,
+        fresh: bool,
         acc: *mut f32,
         acc_row: usize,
     ) {
         match (R, C) {
-            (3, 4) => tile_3x4(x, w, k, cols, acc, acc_row),
-            (1, 8) => tile_1x8(x, w, k, cols, acc),
+            (6, 2) => tile_6x2(x, w, k, cols, fresh, acc, acc_row),
+            (4, 2) => tile_4x2(x, w, k, cols, fresh, acc, acc_row),
+            (2, 4) => tile_2x4(x, w, k, cols, fresh, acc, acc_row),
+            (1, 8) => tile_1x8(x, w, k, cols, fresh, acc),
             _ => {
                 for r in 0..R {
                     for c in 0..C {
                         let a = acc.add(r * acc_row + c * 8);
-                        let mut v = _mm256_loadu_ps(a);
+                        let mut v = if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(a) };
                         for p in cols.clone().step_by(8) {
                             v = _mm256_fmadd_ps(
                                 _mm256_loadu_ps(x.add(r * k + p)),
@@ -438,12 +578,104 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_3x4(x: *const f32, w: *const f32, k: usize, cols: std::ops::Range<usize>, acc: *mut f32, ar: usize) {
-        let ld = |r: usize, c: usize| _mm256_loadu_ps(acc.add(r * ar + c * 8));
+    unsafe fn tile_6x2(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+        ar: usize,
+    ) {
+        let ld =
+            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
+        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
+        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
+        let (mut a40, mut a41, mut a50, mut a51) = (ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
+        let (w0, w1) = (w, w.add(k));
+        let mut p = cols.start;
+        while p < cols.end {
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let u = _mm256_loadu_ps(x.add(p));
+            a00 = _mm256_fmadd_ps(u, v0, a00);
+            a01 = _mm256_fmadd_ps(u, v1, a01);
+            let u = _mm256_loadu_ps(x.add(k + p));
+            a10 = _mm256_fmadd_ps(u, v0, a10);
+            a11 = _mm256_fmadd_ps(u, v1, a11);
+            let u = _mm256_loadu_ps(x.add(2 * k + p));
+            a20 = _mm256_fmadd_ps(u, v0, a20);
+            a21 = _mm256_fmadd_ps(u, v1, a21);
+            let u = _mm256_loadu_ps(x.add(3 * k + p));
+            a30 = _mm256_fmadd_ps(u, v0, a30);
+            a31 = _mm256_fmadd_ps(u, v1, a31);
+            let u = _mm256_loadu_ps(x.add(4 * k + p));
+            a40 = _mm256_fmadd_ps(u, v0, a40);
+            a41 = _mm256_fmadd_ps(u, v1, a41);
+            let u = _mm256_loadu_ps(x.add(5 * k + p));
+            a50 = _mm256_fmadd_ps(u, v0, a50);
+            a51 = _mm256_fmadd_ps(u, v1, a51);
+            p += 8;
+        }
+        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31], [a40, a41], [a50, a51]].iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_4x2(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+        ar: usize,
+    ) {
+        let ld =
+            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
+        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
+        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
+        let (w0, w1) = (w, w.add(k));
+        let mut p = cols.start;
+        while p < cols.end {
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let u = _mm256_loadu_ps(x.add(p));
+            a00 = _mm256_fmadd_ps(u, v0, a00);
+            a01 = _mm256_fmadd_ps(u, v1, a01);
+            let u = _mm256_loadu_ps(x.add(k + p));
+            a10 = _mm256_fmadd_ps(u, v0, a10);
+            a11 = _mm256_fmadd_ps(u, v1, a11);
+            let u = _mm256_loadu_ps(x.add(2 * k + p));
+            a20 = _mm256_fmadd_ps(u, v0, a20);
+            a21 = _mm256_fmadd_ps(u, v1, a21);
+            let u = _mm256_loadu_ps(x.add(3 * k + p));
+            a30 = _mm256_fmadd_ps(u, v0, a30);
+            a31 = _mm256_fmadd_ps(u, v1, a31);
+            p += 8;
+        }
+        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31]].iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_2x4(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+        ar: usize,
+    ) {
+        let ld =
+            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
         let (mut a00, mut a01, mut a02, mut a03) = (ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3));
         let (mut a10, mut a11, mut a12, mut a13) = (ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3));
-        let (mut a20, mut a21, mut a22, mut a23) = (ld(2, 0), ld(2, 1), ld(2, 2), ld(2, 3));
-        let (x0, x1, x2) = (x, x.add(k), x.add(2 * k));
         let (w0, w1, w2, w3) = (w, w.add(k), w.add(2 * k), w.add(3 * k));
         let mut p = cols.start;
         while p < cols.end {
@@ -453,24 +685,19 @@ mod x86 {
                 _mm256_loadu_ps(w2.add(p)),
                 _mm256_loadu_ps(w3.add(p)),
             );
-            let u = _mm256_loadu_ps(x0.add(p));
+            let u = _mm256_loadu_ps(x.add(p));
             a00 = _mm256_fmadd_ps(u, v0, a00);
             a01 = _mm256_fmadd_ps(u, v1, a01);
             a02 = _mm256_fmadd_ps(u, v2, a02);
             a03 = _mm256_fmadd_ps(u, v3, a03);
-            let u = _mm256_loadu_ps(x1.add(p));
+            let u = _mm256_loadu_ps(x.add(k + p));
             a10 = _mm256_fmadd_ps(u, v0, a10);
             a11 = _mm256_fmadd_ps(u, v1, a11);
             a12 = _mm256_fmadd_ps(u, v2, a12);
             a13 = _mm256_fmadd_ps(u, v3, a13);
-            let u = _mm256_loadu_ps(x2.add(p));
-            a20 = _mm256_fmadd_ps(u, v0, a20);
-            a21 = _mm256_fmadd_ps(u, v1, a21);
-            a22 = _mm256_fmadd_ps(u, v2, a22);
-            a23 = _mm256_fmadd_ps(u, v3, a23);
             p += 8;
         }
-        for (r, row) in [[a00, a01, a02, a03], [a10, a11, a12, a13], [a20, a21, a22, a23]].iter().enumerate() {
+        for (r, row) in [[a00, a01, a02, a03], [a10, a11, a12, a13]].iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
                 _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
             }
@@ -478,8 +705,15 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_1x8(x: *const f32, w: *const f32, k: usize, cols: std::ops::Range<usize>, acc: *mut f32) {
-        let ld = |c: usize| _mm256_loadu_ps(acc.add(c * 8));
+    unsafe fn tile_1x8(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+    ) {
+        let ld = |c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(c * 8)) };
         let (mut a0, mut a1, mut a2, mut a3) = (ld(0), ld(1), ld(2), ld(3));
         let (mut a4, mut a5, mut a6, mut a7) = (ld(4), ld(5), ld(6), ld(7));
         let mut p = cols.start;
@@ -498,6 +732,20 @@ mod x86 {
         for (c, v) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate() {
             _mm256_storeu_ps(acc.add(c * 8), *v);
         }
+    }
+
+    /// Two rounds of `hadd` pair adjacent lanes, then the 128-bit halves are added:
+    /// `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))` for 8 columns at once.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lane_sums(lanes: &[f32; 64], out: &mut [f32; 8]) {
+        let a = |c: usize| _mm256_loadu_ps(lanes.as_ptr().add(8 * c));
+        let (h01, h23) = (_mm256_hadd_ps(a(0), a(1)), _mm256_hadd_ps(a(2), a(3)));
+        let (h45, h67) = (_mm256_hadd_ps(a(4), a(5)), _mm256_hadd_ps(a(6), a(7)));
+        // Per 128-bit half: columns 0..4 (resp. 4..8), lanes 0..4 (low half) or 4..8 (high).
+        let (q0, q1) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
+        let lo = _mm256_permute2f128_ps(q0, q1, 0x20);
+        let hi = _mm256_permute2f128_ps(q0, q1, 0x31);
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(lo, hi));
     }
 
     #[target_feature(enable = "avx2,f16c")]
@@ -609,6 +857,46 @@ mod tests {
     }
 
     #[test]
+    fn parts_equal_separate_weights_and_stacked_rows_equal_a_concatenation() {
+        for dt in [Some(GgmlDType::Q4_1), Some(GgmlDType::Q8_0), None] {
+            let (n, k) = (21, 192);
+            let w = weight(n, k, dt);
+            let x = Tensor::randn(0f32, 1.0, (7, k), &Device::Cpu).unwrap();
+            // Three column parts, as a row-parallel layer with three heads holds them.
+            let ranges = [0..64, 64..160, 160..192];
+            let fused = BatchedWeight::new(&w).unwrap().with_parts(&ranges).unwrap();
+            let (y, m) = fused.forward_parts(&x).unwrap();
+            assert_eq!((m, y.len()), (7, 3 * 7 * n));
+            for (q, r) in ranges.iter().enumerate() {
+                let (part, _) = w.cols(r.clone(), &Device::Cpu).unwrap();
+                let alone =
+                    BatchedWeight::new(&part).unwrap().forward(&x.narrow(1, r.start, r.len()).unwrap()).unwrap();
+                let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let same = alone.iter().zip(&y[q * 7 * n..]).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{dt:?}: part {q}");
+            }
+            // Misaligned parts are refused.
+            assert!(BatchedWeight::new(&w).unwrap().with_parts(&[0..60, 60..192]).is_err());
+
+            let (a, b) = (weight(5, k, dt), weight(11, k, dt));
+            let (a, b) = (BatchedWeight::new(&a).unwrap(), BatchedWeight::new(&b).unwrap());
+            let stacked = BatchedWeight::concat_rows(&[a.clone(), b.clone()]).unwrap();
+            let want = Tensor::cat(&[a.forward(&x).unwrap(), b.forward(&x).unwrap()], 1).unwrap();
+            let got = stacked.forward(&x).unwrap();
+            let (got, want) = (
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{dt:?}: stacked");
+        }
+        // Different storage types do not stack.
+        let (a, b) = (weight(4, 64, Some(GgmlDType::Q4_1)), weight(4, 64, Some(GgmlDType::Q8_0)));
+        assert!(
+            BatchedWeight::concat_rows(&[BatchedWeight::new(&a).unwrap(), BatchedWeight::new(&b).unwrap()]).is_none()
+        );
+    }
+
+    #[test]
     fn dequantization_equals_candles() {
         // Q4_1 by FMA rounds once where candle rounds twice: at most an ulp apart.
         for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
@@ -658,16 +946,45 @@ mod tests {
     #[test]
     fn portable_kernel_equals_the_simd_one() {
         let k = 40;
-        let xs = Tensor::randn(0f32, 1.0, 3 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let xs = Tensor::randn(0f32, 1.0, 6 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
         let ws = Tensor::randn(0f32, 1.0, 8 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
-        let (mut a, mut b) = (vec![0.5f32; 3 * 64], vec![0.5f32; 3 * 64]);
+        // Each tile shape writes its own lanes of one accumulator block (rows 64 apart).
+        let (mut a, mut b) = (vec![0.5f32; 6 * 64 + 64], vec![0.5f32; 6 * 64 + 64]);
         unsafe {
-            tile::<3, 4>(xs.as_ptr(), ws.as_ptr(), k, 8..40, a.as_mut_ptr(), 64);
-            tile::<1, 8>(xs.as_ptr(), ws.as_ptr(), k, 0..16, a.as_mut_ptr().add(128), 64);
-            portable_tile::<3, 4>(xs.as_ptr(), ws.as_ptr(), k, 8..40, b.as_mut_ptr(), 64);
-            portable_tile::<1, 8>(xs.as_ptr(), ws.as_ptr(), k, 0..16, b.as_mut_ptr().add(128), 64);
+            for (i, (r, c)) in [(6, 2), (4, 2), (2, 4), (1, 8)].into_iter().enumerate() {
+                let (a, b) = (a.as_mut_ptr().add(i * 8), b.as_mut_ptr().add(i * 8));
+                let (x, w) = (xs.as_ptr(), ws.as_ptr());
+                match (r, c) {
+                    (6, 2) => (
+                        tile::<6, 2>(x, w, k, 8..40, false, a, 64),
+                        portable_tile::<6, 2>(x, w, k, 8..40, false, b, 64),
+                    ),
+                    (4, 2) => {
+                        (tile::<4, 2>(x, w, k, 0..16, true, a, 64), portable_tile::<4, 2>(x, w, k, 0..16, true, b, 64))
+                    }
+                    (2, 4) => (
+                        tile::<2, 4>(x, w, k, 8..40, false, a, 64),
+                        portable_tile::<2, 4>(x, w, k, 8..40, false, b, 64),
+                    ),
+                    _ => {
+                        (tile::<1, 8>(x, w, k, 8..40, true, a, 64), portable_tile::<1, 8>(x, w, k, 8..40, true, b, 64))
+                    }
+                };
+            }
         }
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn simd_lane_sums_equal_the_scalar_order() {
+        let lanes: [f32; 64] = std::array::from_fn(|i| ((i * 7919) % 101) as f32 * 0.37 - 18.0 + 1e-7 * i as f32);
+        let mut got = [0f32; 8];
+        lane_sums(&lanes, &mut got);
+        for (c, g) in got.iter().enumerate() {
+            let l = &lanes[8 * c..8 * c + 8];
+            let want = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+            assert_eq!(g.to_bits(), want.to_bits(), "column {c}");
+        }
     }
 
     #[test]

@@ -273,6 +273,37 @@ impl Engine {
     }
 
     /// Keeps a copy of a freshly prefilled prompt's KV for later requests.
+    /// Draws the next token of every generating (not scored) sequence in `order`, on the
+    /// matmul pool: a full-vocabulary softmax per sequence is the largest cost left
+    /// outside the forward pass. Each sampler only sees its own row, so the result does
+    /// not depend on the threads.
+    fn sample_all(&mut self, order: &[SeqId], logits: &[candle_core::Tensor]) -> Result<HashMap<SeqId, SampledToken>> {
+        let wanted: HashMap<SeqId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let mut jobs = Vec::new();
+        for (id, s) in self.seqs.iter_mut() {
+            if let Some(&i) = wanted.get(id) {
+                if s.forced == 0 {
+                    let row: Vec<f32> = logits[i].squeeze(0)?.to_vec1()?;
+                    jobs.push(std::sync::Mutex::new((*id, &mut s.sampler, row, None)));
+                }
+            }
+        }
+        crate::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
+            for j in range {
+                let mut job = jobs[j].lock().expect("sampling job");
+                let (_, sampler, row, out) = &mut *job;
+                *out = Some(sampler.sample(row));
+            }
+        });
+        Ok(jobs
+            .into_iter()
+            .filter_map(|j| {
+                let (id, _, _, tok) = j.into_inner().expect("sampling job");
+                tok.map(|t| (id, t))
+            })
+            .collect())
+    }
+
     fn remember_prefix(&mut self, id: SeqId) -> Result<()> {
         let budget = self.cfg.prefix_cache_bytes;
         let per_token = self.model.config().kv_bytes_per_token().max(1);
@@ -403,6 +434,7 @@ impl Engine {
         }
         self.running.extend(admitted);
 
+        let mut sampled = self.sample_all(&order, &logits)?;
         let mut events = Vec::with_capacity(order.len());
         let mut finished = Vec::new();
         let ctx = self.context_length();
@@ -429,9 +461,8 @@ impl Engine {
                 finished.push(id);
                 continue;
             }
-            let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
             s.cached = s.tokens.len();
-            let tok = s.sampler.sample(&row);
+            let tok = sampled.remove(&id).expect("sampled with the others");
             s.tokens.push(tok.id);
             let is_eos = !s.ignore_eos && self.tokenizer.eos_ids().contains(&tok.id);
             let mut reason = None;

@@ -8,10 +8,13 @@ use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::kv_cache::SeqCache;
-use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
+use crate::layers::{
+    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
+    HeadSplit, Rope,
+};
 use crate::tp::{
-    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding,
-    VocabParallelHead, MLP_PARTS,
+    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear,
+    VocabParallelEmbedding, VocabParallelHead, MLP_PARTS,
 };
 use crate::weights::{Metadata, WeightSource};
 
@@ -79,9 +82,8 @@ impl Config {
 
 #[derive(Debug)]
 struct Attention {
-    q_proj: ColumnParallelLinear,
-    k_proj: ColumnParallelLinear,
-    v_proj: ColumnParallelLinear,
+    /// q, k and v projections side by side.
+    qkv_proj: StackedColumnLinear,
     o_proj: RowParallelLinear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -94,11 +96,20 @@ struct Attention {
 impl Attention {
     fn forward(&self, x: &Tensor, chunks: &[Chunk], caches: &mut [&mut SeqCache], layer: usize) -> Result<Tensor> {
         let (d, nq, nkv) = (self.heads.head_dim, self.heads.n_q(), self.heads.n_kv());
-        // One matmul per projection for the whole ragged batch...
-        let q = self.q_proj.forward(x)?;
-        let k = self.k_proj.forward(x)?;
-        let v = self.v_proj.forward(x)?;
-        let qkv = Tensor::cat(&[&q, &k, &v], 1)?;
+        // The projections for the whole ragged batch...
+        let qkv = self.qkv_proj.forward(x)?;
+        let q = qkv.narrow(1, 0, nq * d)?;
+        let k = qkv.narrow(1, nq * d, nkv * d)?;
+        let v = qkv.narrow(1, (nq + nkv) * d, nkv * d)?;
+        if host_attention_for(x.device()) {
+            // Norms over each head's `d` values, for all tokens at once.
+            let tokens = x.dim(0)?;
+            let q = self.q_norm.forward(&q.reshape((tokens * nq, d))?)?.reshape((tokens, nq * d))?;
+            let k = self.k_norm.forward(&k.reshape((tokens * nkv, d))?)?.reshape((tokens, nkv * d))?;
+            let qkv = Tensor::cat(&[&q, &k, &v], 1)?;
+            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, self.window, self.scale)?;
+            return self.o_proj.forward(&y);
+        }
         // ...then attention sequence by sequence, each against its own cache.
         let y = per_chunk(&qkv, chunks, |i, rows| {
             let q = to_heads(&rows.narrow(1, 0, nq * d)?, nq, d)?;
@@ -176,9 +187,11 @@ impl Model {
             layers.push(DecoderLayer {
                 input_layernorm: norm(&p("attn_norm"))?,
                 self_attn: Attention {
-                    q_proj: ColumnParallelLinear::new(&get(&p("attn_q"))?, heads.q_range())?,
-                    k_proj: ColumnParallelLinear::new(&get(&p("attn_k"))?, heads.kv_range())?,
-                    v_proj: ColumnParallelLinear::new(&get(&p("attn_v"))?, heads.kv_range())?,
+                    qkv_proj: StackedColumnLinear::new(&[
+                        (&get(&p("attn_q"))?, heads.q_range()),
+                        (&get(&p("attn_k"))?, heads.kv_range()),
+                        (&get(&p("attn_v"))?, heads.kv_range()),
+                    ])?,
                     o_proj: RowParallelLinear::new(
                         &p("attn_output"),
                         &get(&p("attn_output"))?,

@@ -2,15 +2,31 @@
 //!
 //! Storage is preallocated in chunks and grows by doubling, so appending a decode token
 //! is an in-place write, not a copy of the whole history.
+//!
+//! Two forms: device tensors (candle's attention, any device), or host vectors that the
+//! CPU attention kernel ([`crate::attention`]) reads directly. A cache uses one form for
+//! its whole life; the model picks it when it loads.
 
 use candle_core::{Result, Tensor};
 
-/// Keys and values of one layer: `[n_kv, capacity, head_dim]`, the first `len` valid.
+/// Keys and values of one layer: `[n_kv, capacity, head_dim]`, the first `len` valid
+/// (device form), or `[len, n_kv, head_dim]` vectors (host form).
 #[derive(Debug, Clone, Default)]
 pub struct LayerKv {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    host: Option<HostKv>,
     len: usize,
+}
+
+/// Position-major keys and values: position `t`, head `h` at `(t * n_kv + h) * d`.
+/// Growing is a `Vec` append (amortized doubling), never a re-layout.
+#[derive(Debug, Clone, Default)]
+pub struct HostKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Floats per position: `n_kv * head_dim`.
+    pub width: usize,
 }
 
 const MIN_CAPACITY: usize = 64;
@@ -23,12 +39,48 @@ impl LayerKv {
         self.len == 0
     }
 
+    /// The host form, if this cache has it.
+    pub fn host(&self) -> Option<&HostKv> {
+        self.host.as_ref()
+    }
+
+    /// Appends `n` positions to the host form. Row `r` of the new keys is
+    /// `src[r * stride + k_off..][..width]`, of the values the same at `v_off`.
+    pub fn append_host(
+        &mut self,
+        src: &[f32],
+        stride: usize,
+        k_off: usize,
+        v_off: usize,
+        n: usize,
+        width: usize,
+    ) -> Result<()> {
+        if self.k.is_some() {
+            candle_core::bail!("this KV cache holds device tensors");
+        }
+        let host = self.host.get_or_insert_with(|| HostKv { width, ..HostKv::default() });
+        if host.width != width {
+            candle_core::bail!("KV cache rows are {} wide, got {width}", host.width);
+        }
+        host.k.truncate(self.len * width);
+        host.v.truncate(self.len * width);
+        for r in 0..n {
+            host.k.extend_from_slice(&src[r * stride + k_off..][..width]);
+            host.v.extend_from_slice(&src[r * stride + v_off..][..width]);
+        }
+        self.len += n;
+        Ok(())
+    }
+
     fn capacity(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dim(1).unwrap_or(0))
     }
 
     /// Appends `k`, `v: [n_kv, n, d]`; returns views of all cached keys and values.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.host.is_some() {
+            candle_core::bail!("this KV cache holds host vectors");
+        }
         let n = k.dim(1)?;
         let need = self.len + n;
         if need > self.capacity() {
@@ -53,16 +105,28 @@ impl LayerKv {
     /// Forgets everything after the first `len` positions.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+        if let Some(h) = &mut self.host {
+            h.k.truncate(self.len * h.width);
+            h.v.truncate(self.len * h.width);
+        }
     }
 
     pub fn bytes(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.elem_count() * k.dtype().size_in_bytes()) * 2
+        let device = self.k.as_ref().map_or(0, |k| k.elem_count() * k.dtype().size_in_bytes()) * 2;
+        let host = self.host.as_ref().map_or(0, |h| (h.k.capacity() + h.v.capacity()) * 4);
+        device + host
     }
 
     /// A copy of the first `len` positions (for sharing a cached prefix).
     pub fn prefix(&self, len: usize) -> Result<LayerKv> {
         let len = len.min(self.len);
         let mut out = LayerKv::default();
+        if let Some(h) = &self.host {
+            let n = len * h.width;
+            out.host = Some(HostKv { k: h.k[..n].to_vec(), v: h.v[..n].to_vec(), width: h.width });
+            out.len = len;
+            return Ok(out);
+        }
         if let (Some(k), Some(v)) = (&self.k, &self.v) {
             if len > 0 {
                 out.append(&k.narrow(1, 0, len)?, &v.narrow(1, 0, len)?)?;
@@ -125,5 +189,33 @@ mod tests {
         assert_eq!(p.len(), 7);
         kv.truncate(10);
         assert_eq!(kv.len(), 10);
+    }
+
+    #[test]
+    fn host_form_appends_truncates_and_copies_prefixes() {
+        // Rows of [k(4) | v(4) | junk(2)]: width 4, stride 10.
+        let rows = |n: usize, base: f32| -> Vec<f32> { (0..n * 10).map(|i| base + i as f32).collect() };
+        let mut kv = LayerKv::default();
+        kv.append_host(&rows(3, 0.0), 10, 0, 4, 3, 4).unwrap();
+        kv.append_host(&rows(1, 100.0), 10, 0, 4, 1, 4).unwrap();
+        assert_eq!(kv.len(), 4);
+        let h = kv.host().unwrap();
+        assert_eq!(&h.k[..4], &[0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(&h.v[4..8], &[14.0, 15.0, 16.0, 17.0]);
+        assert_eq!(&h.k[12..16], &[100.0, 101.0, 102.0, 103.0]);
+        let p = kv.prefix(2).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.host().unwrap().k, h.k[..8].to_vec());
+        // A rewind then an append overwrites the dropped positions.
+        kv.truncate(1);
+        kv.append_host(&rows(1, 500.0), 10, 0, 4, 1, 4).unwrap();
+        assert_eq!(kv.len(), 2);
+        assert_eq!(&kv.host().unwrap().v[4..8], &[504.0, 505.0, 506.0, 507.0]);
+        assert!(kv
+            .append(
+                &Tensor::zeros((1, 1, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                &Tensor::zeros((1, 1, 4), candle_core::DType::F32, &Device::Cpu).unwrap()
+            )
+            .is_err());
     }
 }

@@ -5,7 +5,8 @@ use std::ops::Range;
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::kv_cache::LayerKv;
+use crate::attention::{first_visible, Heads as AttnHeads, Query};
+use crate::kv_cache::{LayerKv, SeqCache};
 use crate::tp::Shard;
 
 /// Identifies a sequence across the engine, the scheduler and the KV caches.
@@ -78,6 +79,9 @@ pub fn split_logits(logits: &Tensor, counts: &[usize]) -> Result<Vec<Tensor>> {
 pub struct Rope {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables in host memory, `[max_pos, head_dim / 2]`, for [`Rope::apply_row`].
+    cos_host: Vec<f32>,
+    sin_host: Vec<f32>,
     /// GGUF llama weights are permuted for the interleaved (GPT-J) rotation; HF weights
     /// and Gemma use the half-split (GPT-NeoX) rotation.
     interleaved: bool,
@@ -92,7 +96,28 @@ impl Rope {
             .to_dtype(DType::F32)?
             .reshape((max_pos, 1))?
             .matmul(&inv_freq.reshape((1, head_dim / 2))?)?;
-        Ok(Self { cos: angles.cos()?, sin: angles.sin()?, interleaved })
+        let (cos, sin) = (angles.cos()?, angles.sin()?);
+        let (cos_host, sin_host) = if device.is_cpu() {
+            (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Self { cos, sin, cos_host, sin_host, interleaved })
+    }
+
+    /// Rotates `heads` heads of `head_dim` in `x` (one token, host memory) to `pos`, with
+    /// candle's formulas for either layout.
+    pub fn apply_row(&self, x: &mut [f32], heads: usize, head_dim: usize, pos: usize) {
+        let half = head_dim / 2;
+        let (cos, sin) = (&self.cos_host[pos * half..][..half], &self.sin_host[pos * half..][..half]);
+        for h in x[..heads * head_dim].chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = if self.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (x0, x1) = (h[a], h[b]);
+                h[a] = x0 * cos[i] - x1 * sin[i];
+                h[b] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
     }
 
     pub fn max_positions(&self) -> usize {
@@ -123,6 +148,8 @@ pub struct HeadSplit {
     pub kv_heads: Range<usize>,
     /// For each local query head, the index of its KV head among the local KV heads.
     pub kv_of_q: Tensor,
+    /// The same on the host.
+    pub kv_of_q_host: Vec<usize>,
     pub head_dim: usize,
 }
 
@@ -136,7 +163,8 @@ impl HeadSplit {
         let kv_heads = q_heads.start / group..(q_heads.end - 1) / group + 1;
         let map: Vec<u32> = q_heads.clone().map(|h| (h / group - kv_heads.start) as u32).collect();
         let kv_of_q = Tensor::new(map.as_slice(), device)?;
-        Ok(Self { q_heads, kv_heads, kv_of_q, head_dim })
+        let kv_of_q_host = map.iter().map(|&g| g as usize).collect();
+        Ok(Self { q_heads, kv_heads, kv_of_q, kv_of_q_host, head_dim })
     }
     pub fn q_range(&self) -> Range<usize> {
         self.q_heads.start * self.head_dim..self.q_heads.end * self.head_dim
@@ -150,6 +178,62 @@ impl HeadSplit {
     pub fn n_kv(&self) -> usize {
         self.kv_heads.len()
     }
+}
+
+/// Whether attention runs on host KV caches with [`crate::attention`]: on the CPU with
+/// invariant numerics. (Otherwise candle's ops, sequence by sequence.)
+pub fn host_attention_for(device: &Device) -> bool {
+    device.is_cpu() && crate::tp::invariant()
+}
+
+/// Attention of the whole ragged batch on the CPU. `qkv: [tokens, (n_q + 2 n_kv) d]`
+/// holds each token's queries, keys and values before rotation; the keys and values are
+/// appended to each sequence's host cache, and `[tokens, n_q d]` comes back.
+#[allow(clippy::too_many_arguments)]
+pub fn host_attention(
+    qkv: &Tensor,
+    chunks: &[Chunk],
+    caches: &mut [&mut SeqCache],
+    layer: usize,
+    heads: &HeadSplit,
+    rope: &Rope,
+    window: Option<usize>,
+    scale: f64,
+) -> Result<Tensor> {
+    let (tokens, stride) = qkv.dims2()?;
+    let (d, nq, nkv) = (heads.head_dim, heads.n_q(), heads.n_kv());
+    if stride != (nq + 2 * nkv) * d {
+        candle_core::bail!("qkv rows are {stride} wide, expected {}", (nq + 2 * nkv) * d);
+    }
+    let mut buf = qkv.flatten_all()?.to_vec1::<f32>()?;
+    let rows = chunk_rows(chunks);
+    for (c, r) in chunks.iter().zip(&rows) {
+        for (i, row) in buf[r.start * stride..r.end * stride].chunks_exact_mut(stride).enumerate() {
+            let (q, k) = row.split_at_mut(nq * d);
+            rope.apply_row(q, nq, d, c.start_pos + i);
+            rope.apply_row(k, nkv, d, c.start_pos + i);
+        }
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let kv = &mut caches[i].layers[layer];
+        if kv.len() != chunks[i].start_pos {
+            candle_core::bail!("KV cache holds {} positions, chunk starts at {}", kv.len(), chunks[i].start_pos);
+        }
+        kv.append_host(&buf[r.start * stride..r.end * stride], stride, nq * d, (nq + nkv) * d, r.len(), nkv * d)?;
+    }
+    let queries: Vec<Query> = chunks
+        .iter()
+        .zip(&rows)
+        .zip(caches.iter())
+        .map(|((c, r), cache)| {
+            let host = cache.layers[layer].host().expect("just appended");
+            Query { rows: r.clone(), start_pos: c.start_pos, cache: host }
+        })
+        .collect();
+    let attn = AttnHeads { n_q: nq, head_dim: d, kv_of_q: heads.kv_of_q_host.clone(), window, scale: scale as f32 };
+    let mut out = vec![0f32; tokens * nq * d];
+    crate::attention::attend(&buf, stride, &queries, &attn, &mut out);
+    Tensor::from_vec(out, (tokens, nq * d), qkv.device())
 }
 
 /// Causal attention of one chunk against its sequence's cache.
@@ -194,14 +278,6 @@ pub fn causal_attention(
     };
     let (n_q, _, d) = out.dims3()?;
     out.transpose(0, 1)?.reshape((len, n_q * d))
-}
-
-/// The oldest key position a query at `pos` may see with a sliding `window`.
-fn first_visible(pos: usize, window: Option<usize>) -> usize {
-    match window {
-        Some(w) if pos + 1 > w => pos + 1 - w,
-        _ => 0,
-    }
 }
 
 /// Attention one query row at a time, each over exactly the keys it may see, through the

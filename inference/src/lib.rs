@@ -3,6 +3,7 @@
 //! with per-sequence KV caches, a batched `step()` API, seeded sampling and UTF-8-safe
 //! streaming.
 
+pub mod attention;
 pub mod batched;
 pub mod bench;
 pub mod comm;

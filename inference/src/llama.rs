@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::kv_cache::SeqCache;
-use crate::layers::{causal_attention, per_chunk, rows_for_logits, split_logits, to_heads, Chunk, HeadSplit, Rope};
+use crate::layers::{
+    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
+    HeadSplit, Rope,
+};
 use crate::tp::{
-    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, VocabParallelEmbedding,
+    block_parts, head_parts, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear, VocabParallelEmbedding,
     VocabParallelHead, MLP_PARTS,
 };
 use crate::weights::{Metadata, WeightSource};
@@ -127,9 +130,8 @@ impl Config {
 
 #[derive(Debug)]
 struct Attention {
-    q_proj: ColumnParallelLinear,
-    k_proj: ColumnParallelLinear,
-    v_proj: ColumnParallelLinear,
+    /// q, k and v projections side by side.
+    qkv_proj: StackedColumnLinear,
     o_proj: RowParallelLinear,
     heads: HeadSplit,
     rope: Arc<Rope>,
@@ -138,8 +140,12 @@ struct Attention {
 impl Attention {
     fn forward(&self, x: &Tensor, chunks: &[Chunk], caches: &mut [&mut SeqCache], layer: usize) -> Result<Tensor> {
         let (d, nq, nkv) = (self.heads.head_dim, self.heads.n_q(), self.heads.n_kv());
-        let qkv = Tensor::cat(&[self.q_proj.forward(x)?, self.k_proj.forward(x)?, self.v_proj.forward(x)?], 1)?;
+        let qkv = self.qkv_proj.forward(x)?;
         let scale = 1.0 / (d as f64).sqrt();
+        if host_attention_for(x.device()) {
+            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, None, scale)?;
+            return self.o_proj.forward(&y);
+        }
         let y = per_chunk(&qkv, chunks, |i, rows| {
             let pos = chunks[i].start_pos;
             let q = self.rope.apply(&to_heads(&rows.narrow(1, 0, nq * d)?, nq, d)?, pos)?;
@@ -153,15 +159,17 @@ impl Attention {
 
 #[derive(Debug)]
 struct Mlp {
-    gate_proj: ColumnParallelLinear,
-    up_proj: ColumnParallelLinear,
+    /// gate and up projections side by side, `ff` columns each.
+    gate_up_proj: StackedColumnLinear,
+    ff: usize,
     down_proj: RowParallelLinear,
 }
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, self.ff)?)?;
+        self.down_proj.forward(&(gate * gate_up.narrow(1, self.ff, self.ff)?)?)
     }
 }
 
@@ -205,9 +213,11 @@ impl Model {
             layers.push(DecoderLayer {
                 input_layernorm: norm(l, "attn_norm")?,
                 self_attn: Attention {
-                    q_proj: ColumnParallelLinear::new(&get(l, "attn_q")?, heads.q_range())?,
-                    k_proj: ColumnParallelLinear::new(&get(l, "attn_k")?, heads.kv_range())?,
-                    v_proj: ColumnParallelLinear::new(&get(l, "attn_v")?, heads.kv_range())?,
+                    qkv_proj: StackedColumnLinear::new(&[
+                        (&get(l, "attn_q")?, heads.q_range()),
+                        (&get(l, "attn_k")?, heads.kv_range()),
+                        (&get(l, "attn_v")?, heads.kv_range()),
+                    ])?,
                     o_proj: RowParallelLinear::new(
                         &cfg.name(l, "attn_output"),
                         &get(l, "attn_output")?,
@@ -220,8 +230,11 @@ impl Model {
                 },
                 post_attention_layernorm: norm(l, "ffn_norm")?,
                 mlp: Mlp {
-                    gate_proj: ColumnParallelLinear::new(&get(l, "ffn_gate")?, ff_range.clone())?,
-                    up_proj: ColumnParallelLinear::new(&get(l, "ffn_up")?, ff_range.clone())?,
+                    gate_up_proj: StackedColumnLinear::new(&[
+                        (&get(l, "ffn_gate")?, ff_range.clone()),
+                        (&get(l, "ffn_up")?, ff_range.clone()),
+                    ])?,
+                    ff: ff_range.len(),
                     down_proj: RowParallelLinear::new(&cfg.name(l, "ffn_down"), &down, &mlp_parts, shard, device)?,
                 },
             });

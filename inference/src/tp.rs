@@ -225,6 +225,44 @@ impl ColumnParallelLinear {
     }
 }
 
+/// Several column-parallel projections of the same input (q, k, v; or gate, up) as one
+/// layer: `[tokens, Σ widths]`, the outputs side by side in order. Batched weights of one
+/// storage type are stacked into a single matmul (one pass over the input, one pool
+/// hand-off); others run one by one and are concatenated. Each output is computed exactly
+/// as its own projection would compute it.
+#[derive(Debug, Clone)]
+pub struct StackedColumnLinear {
+    stacked: Option<Linear>,
+    parts: Vec<ColumnParallelLinear>,
+}
+
+impl StackedColumnLinear {
+    /// `ws`: each weight with the output rows this rank holds.
+    pub fn new(ws: &[(&Weight, Range<usize>)]) -> Result<Self> {
+        let parts: Vec<ColumnParallelLinear> =
+            ws.iter().map(|(w, r)| ColumnParallelLinear::new(w, r.clone())).collect::<Result<_>>()?;
+        let batched: Option<Vec<BatchedWeight>> = parts
+            .iter()
+            .map(|p| match &p.linear {
+                Linear::Batched(b) => Some(b.clone()),
+                Linear::Candle { .. } => None,
+            })
+            .collect();
+        match batched.as_deref().and_then(BatchedWeight::concat_rows) {
+            Some(b) => Ok(Self { stacked: Some(Linear::Batched(b)), parts: Vec::new() }),
+            None => Ok(Self { stacked: None, parts }),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(l) = &self.stacked {
+            return l.forward(x);
+        }
+        let outs: Vec<Tensor> = self.parts.iter().map(|p| p.forward(x)).collect::<Result<_>>()?;
+        Tensor::cat(&outs, 1)
+    }
+}
+
 /// Holds a slice of the input columns of `W`: each rank multiplies its slice of the input
 /// features, and the partial outputs are summed over the ranks.
 ///
@@ -237,6 +275,8 @@ impl ColumnParallelLinear {
 pub struct RowParallelLinear {
     /// One linear per owned part, with its offset and width in this rank's input.
     parts: Vec<(Linear, usize, usize)>,
+    /// Or all owned parts in one batched weight that keeps their products apart.
+    fused: Option<BatchedWeight>,
     shard: Shard,
 }
 
@@ -249,8 +289,17 @@ impl RowParallelLinear {
             candle_core::bail!("{name}: {} parts cannot be split over {} ranks", parts.len(), shard.world());
         }
         let base = parts[owned.start].start;
-        let fused = [base..parts[owned.end - 1].end];
-        let mine = if invariant() { &parts[owned] } else { &fused[..] };
+        let all = [base..parts[owned.end - 1].end];
+        let mine = if invariant() { &parts[owned.clone()] } else { &all[..] };
+        if mine.len() > 1 && batched_matmul() && w.device().is_cpu() {
+            let (pw, dequantized) = w.cols(all[0].clone(), device)?;
+            if !dequantized && BatchedWeight::supports(&pw) {
+                let local: Vec<Range<usize>> = mine.iter().map(|r| r.start - base..r.end - base).collect();
+                if let Ok(b) = BatchedWeight::new(&pw)?.with_parts(&local) {
+                    return Ok(Self { parts: Vec::new(), fused: Some(b), shard: shard.clone() });
+                }
+            }
+        }
         let mut linears = Vec::with_capacity(mine.len());
         for range in mine {
             let (pw, dequantized) = w.cols(range.clone(), device)?;
@@ -262,7 +311,7 @@ impl RowParallelLinear {
             }
             linears.push((Linear::new(pw)?, range.start - base, range.len()));
         }
-        Ok(Self { parts: linears, shard: shard.clone() })
+        Ok(Self { parts: linears, fused: None, shard: shard.clone() })
     }
 
     /// The input columns this rank holds for a canonical partition.
@@ -272,6 +321,24 @@ impl RowParallelLinear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(b) = &self.fused {
+            let (y, m) = b.forward_parts(x)?;
+            let n = b.dims().0;
+            if self.shard.world() == 1 {
+                // The canonical sum `((p0 + p1) + p2) + ...`, as `sum_in_order` adds.
+                let (first, rest) = y.split_at(m * n);
+                let mut acc = first.to_vec();
+                for part in rest.chunks_exact(m * n) {
+                    acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+                }
+                return Tensor::from_vec(acc, (m, n), x.device());
+            }
+            let partials: Vec<Tensor> = y
+                .chunks_exact(m * n)
+                .map(|part| Tensor::from_slice(part, (m, n), x.device()))
+                .collect::<Result<_>>()?;
+            return self.shard.comm.reduce_parts(&partials);
+        }
         let partials: Vec<Tensor> = self
             .parts
             .iter()
