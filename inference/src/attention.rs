@@ -58,32 +58,22 @@ pub fn attend(q: &[f32], q_stride: usize, queries: &[Query], heads: &Heads, out:
     for (i, c) in queries.iter().enumerate() {
         owner[c.rows.clone()].fill(i);
     }
-    // The query heads that read each KV head share every key and value load.
-    let n_kv = heads.kv_of_q.iter().max().map_or(0, |g| g + 1);
-    let groups: Vec<Vec<usize>> = (0..n_kv).map(|g| (0..n_q).filter(|&h| heads.kv_of_q[h] == g).collect()).collect();
     let out_ptr = out.as_mut_ptr() as usize;
     let work = |items: Range<usize>| {
         SCORES.with(|s| {
             let mut scores = s.borrow_mut();
-            for item in items {
-                let (row, g) = (item / n_kv, item % n_kv);
+            for row in items {
                 let Some(c) = queries.get(owner[row]) else { continue };
                 let pos = c.start_pos + (row - c.rows.start);
-                let mut outs: Vec<&mut [f32]> = groups[g]
-                    .iter()
-                    // SAFETY: each (row, KV head) item writes only the outputs of its own
-                    // query heads, `d` floats each.
-                    .map(|&h| unsafe {
-                        std::slice::from_raw_parts_mut((out_ptr as *mut f32).add((row * n_q + h) * d), d)
-                    })
-                    .collect();
-                let qs: Vec<&[f32]> = groups[g].iter().map(|&h| &q[row * q_stride + h * d..][..d]).collect();
+                // SAFETY: each row item writes only its own row of outputs.
+                let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * n_q * d), n_q * d) };
                 let positions = first_visible(pos, heads.window)..pos + 1;
-                one_group(&qs, c.cache, g, positions, heads.scale, &mut scores, &mut outs);
+                let q = &q[row * q_stride..][..n_q * d];
+                one_row(q, c.cache, &heads.kv_of_q, positions, heads.scale, &mut scores, o);
             }
         })
     };
-    let items = rows * n_kv;
+    let items = rows;
     // Decode items are a few microseconds each: small batches are not worth a hand-off.
     let keys: usize = queries.iter().map(|c| c.rows.len() * (c.start_pos + c.rows.len())).sum();
     if keys * n_q * d < 1 << 15 {
@@ -98,53 +88,53 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The query heads `qs` (all reading KV head `g`) over the keys at `positions`, into
-/// `outs`. Each head's arithmetic is what it would be alone: scores in key order, the
-/// softmax with its maximum subtracted, then the weighted values in key order.
-fn one_group(
-    qs: &[&[f32]],
+/// Every query head of one row (`q`, head `h` at `h * d`) over the keys at `positions`,
+/// into `out` (the same layout). Keys, then values, are read once per row, in position
+/// order (a sequential stream of the cache). Each head's arithmetic is what it would be
+/// alone: scores in key order, the softmax with its maximum subtracted, then the
+/// weighted values in key order.
+fn one_row(
+    q: &[f32],
     cache: &HostKv,
-    g: usize,
+    kv_of_q: &[usize],
     positions: Range<usize>,
     scale: f32,
     scores: &mut Vec<f32>,
-    outs: &mut [&mut [f32]],
+    out: &mut [f32],
 ) {
-    let (w, n) = (cache.width, positions.len());
-    let d = qs.first().map_or(0, |q| q.len());
+    let (w, n, n_q) = (cache.width, positions.len(), kv_of_q.len());
+    let d = q.len() / n_q.max(1);
     scores.clear();
-    scores.resize(qs.len() * n, 0.0);
+    // Scores `[n_q, n]`, then one reciprocal sum per head.
+    scores.resize(n_q * n + n_q, 0.0);
     for (i, t) in positions.clone().enumerate() {
-        let k = &cache.k[t * w + g * d..][..d];
-        for (j, q) in qs.iter().enumerate() {
-            scores[j * n + i] = dot(q, k) * scale;
+        let k = &cache.k[t * w..][..w];
+        for (h, &g) in kv_of_q.iter().enumerate() {
+            scores[h * n + i] = dot(&q[h * d..][..d], &k[g * d..][..d]) * scale;
         }
     }
-    let mut sums = Vec::with_capacity(qs.len());
-    for s in scores.chunks_exact_mut(n.max(1)) {
+    let (s, inv) = scores.split_at_mut(n_q * n);
+    for (s, inv) in s.chunks_exact_mut(n.max(1)).zip(inv.iter_mut()) {
         let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
         for x in s.iter_mut() {
             *x = (*x - max).exp();
             sum += *x;
         }
-        sums.push(sum);
+        *inv = 1.0 / sum;
     }
-    for o in outs.iter_mut() {
-        o.fill(0.0);
-    }
+    out.fill(0.0);
     for (i, t) in positions.enumerate() {
-        let v = &cache.v[t * w + g * d..][..d];
-        for (j, o) in outs.iter_mut().enumerate() {
-            let p = scores[j * n + i];
-            for (o, x) in o.iter_mut().zip(v) {
+        let v = &cache.v[t * w..][..w];
+        for (h, &g) in kv_of_q.iter().enumerate() {
+            let p = s[h * n + i];
+            for (o, x) in out[h * d..(h + 1) * d].iter_mut().zip(&v[g * d..][..d]) {
                 *o += p * x;
             }
         }
     }
-    for (o, sum) in outs.iter_mut().zip(sums) {
-        let inv = 1.0 / sum;
-        for o in o.iter_mut() {
+    for (o, inv) in out.chunks_exact_mut(d.max(1)).zip(inv.iter()) {
+        for o in o {
             *o *= inv;
         }
     }

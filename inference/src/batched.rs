@@ -26,12 +26,32 @@ use crate::tp::Weight;
 const PANEL: usize = 8;
 /// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
 const ROW_BLOCK: usize = 64;
-/// Register tile: `MAIN_ROWS * MAIN_COLS` accumulators plus `MAIN_COLS` weight vectors
-/// and one `x` vector fit the 16 ymm registers (a spilled accumulator turns the loop into
-/// a store-to-load chain and halves its speed), and 12 independent FMA chains cover the
-/// FMA latency on two ports.
-const MAIN_ROWS: usize = 6;
-const MAIN_COLS: usize = 2;
+/// Most rows of `x` in one register tile (of 2 weight rows): 12 accumulators, 2 weight
+/// vectors and one `x` vector fit the 16 ymm registers (a spilled accumulator turns the
+/// loop into a store-to-load chain and halves its speed), and 10 to 12 independent FMA
+/// chains cover the FMA latency on two ports.
+const MAX_TILE_ROWS: usize = 6;
+
+/// `(first row, rows)` of each register tile of a row block: as few tiles as possible,
+/// as even as possible (16 rows: 6 + 5 + 5, every tile with 10+ FMA chains); 3 rows
+/// become 2 + 1.
+fn row_tiles(rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
+    let m = rows.len();
+    let t = m.div_ceil(MAX_TILE_ROWS);
+    let mut out = Vec::with_capacity(t);
+    let mut i = rows.start;
+    for j in 0..t {
+        let r = m / t + usize::from(j < m % t);
+        if r == 3 {
+            // No 3-row kernel: 6 chains would leave the FMA ports idle half the time.
+            out.extend([(i, 2), (i + 2, 1)]);
+        } else {
+            out.push((i, r));
+        }
+        i += r;
+    }
+    out
+}
 /// Columns of `x` and `w` per pass over a row block (a multiple of 8): long enough that a
 /// tile call's setup and accumulator round trip stay small next to its FMAs, short enough
 /// that six rows of `x` and the panel's weights stay in a 32 KB L1 (12 + 16 KB).
@@ -278,15 +298,15 @@ impl BatchedWeight {
                 &scratch[..PANEL * kp]
             }
         };
-        self.rows_times_panel::<MAIN_ROWS, MAIN_COLS>(x, rows, w, j0, width, y, part_stride);
+        self.rows_times_panel(x, rows, w, j0, width, y, part_stride);
     }
 
-    /// Multiplies `rows` of `x` by the 8 dequantized weight rows `w` in tiles of
-    /// `R` rows × `C` weight rows (rows left over one at a time), `K_CHUNK` columns at a
+    /// Multiplies `rows` of `x` by the 8 dequantized weight rows `w` in register tiles
+    /// ([`row_tiles`]), `K_CHUNK` columns at a
     /// time so that the `x` and `w` slices in use stay in L1; the lane accumulators wait
     /// in `acc` between chunks, which leaves each output's FMA chain unchanged.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows_times_panel<const R: usize, const C: usize>(
+    unsafe fn rows_times_panel(
         &self,
         x: &[f32],
         rows: std::ops::Range<usize>,
@@ -304,6 +324,7 @@ impl BatchedWeight {
                 acc.resize(rows.len() * PANEL * 8, 0.0);
             }
             let row_stride = PANEL * 8;
+            let tiles = row_tiles(rows.clone());
             let last = self.parts.len() - 1;
             for (q, part) in self.parts.iter().enumerate() {
                 // The last part takes the lane padding (a single part: `0..k_pad`).
@@ -312,39 +333,23 @@ impl BatchedWeight {
                 while p0 < end {
                     let p1 = end.min(p0 + K_CHUNK);
                     let (cols, fresh) = (p0..p1, p0 == part.start);
-                    let mut i = rows.start;
-                    while i + R <= rows.end {
-                        for c0 in (0..PANEL).step_by(C) {
-                            let a = acc.as_mut_ptr().add((i - rows.start) * row_stride + c0 * 8);
-                            let (xi, wc) = (x.as_ptr().add(i * kp), w.as_ptr().add(c0 * kp));
-                            tile::<R, C>(xi, wc, kp, cols.clone(), fresh, a, row_stride);
-                        }
-                        i += R;
-                    }
-                    // Leftover rows in smaller tiles of the same registers.
-                    while i < rows.end {
+                    for &(i, r) in &tiles {
                         let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
                         let xi = x.as_ptr().add(i * kp);
-                        let cols = cols.clone();
-                        match rows.end - i {
-                            4.. => {
-                                for c0 in (0..PANEL).step_by(2) {
+                        macro_rules! tiles {
+                            ($r:literal, $c:literal) => {
+                                for c0 in (0..PANEL).step_by($c) {
                                     let wc = w.as_ptr().add(c0 * kp);
-                                    tile::<4, 2>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
+                                    tile::<$r, $c>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
                                 }
-                                i += 4;
-                            }
-                            2.. => {
-                                for c0 in (0..PANEL).step_by(4) {
-                                    let wc = w.as_ptr().add(c0 * kp);
-                                    tile::<2, 4>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
-                                }
-                                i += 2;
-                            }
-                            _ => {
-                                tile::<1, PANEL>(xi, w.as_ptr(), kp, cols, fresh, a, row_stride);
-                                i += 1;
-                            }
+                            };
+                        }
+                        match r {
+                            6 => tiles!(6, 2),
+                            5 => tiles!(5, 2),
+                            4 => tiles!(4, 2),
+                            2 => tiles!(2, 4),
+                            _ => tiles!(1, 8),
                         }
                     }
                     p0 = p1;
@@ -555,6 +560,7 @@ mod x86 {
     ) {
         match (R, C) {
             (6, 2) => tile_6x2(x, w, k, cols, fresh, acc, acc_row),
+            (5, 2) => tile_5x2(x, w, k, cols, fresh, acc, acc_row),
             (4, 2) => tile_4x2(x, w, k, cols, fresh, acc, acc_row),
             (2, 4) => tile_2x4(x, w, k, cols, fresh, acc, acc_row),
             (1, 8) => tile_1x8(x, w, k, cols, fresh, acc),
@@ -617,6 +623,49 @@ mod x86 {
             p += 8;
         }
         for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31], [a40, a41], [a50, a51]].iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_5x2(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+        ar: usize,
+    ) {
+        let ld =
+            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
+        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
+        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
+        let (mut a40, mut a41) = (ld(4, 0), ld(4, 1));
+        let (w0, w1) = (w, w.add(k));
+        let mut p = cols.start;
+        while p < cols.end {
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let u = _mm256_loadu_ps(x.add(p));
+            a00 = _mm256_fmadd_ps(u, v0, a00);
+            a01 = _mm256_fmadd_ps(u, v1, a01);
+            let u = _mm256_loadu_ps(x.add(k + p));
+            a10 = _mm256_fmadd_ps(u, v0, a10);
+            a11 = _mm256_fmadd_ps(u, v1, a11);
+            let u = _mm256_loadu_ps(x.add(2 * k + p));
+            a20 = _mm256_fmadd_ps(u, v0, a20);
+            a21 = _mm256_fmadd_ps(u, v1, a21);
+            let u = _mm256_loadu_ps(x.add(3 * k + p));
+            a30 = _mm256_fmadd_ps(u, v0, a30);
+            a31 = _mm256_fmadd_ps(u, v1, a31);
+            let u = _mm256_loadu_ps(x.add(4 * k + p));
+            a40 = _mm256_fmadd_ps(u, v0, a40);
+            a41 = _mm256_fmadd_ps(u, v1, a41);
+            p += 8;
+        }
+        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31], [a40, a41]].iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
                 _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
             }
@@ -951,7 +1000,7 @@ mod tests {
         // Each tile shape writes its own lanes of one accumulator block (rows 64 apart).
         let (mut a, mut b) = (vec![0.5f32; 6 * 64 + 64], vec![0.5f32; 6 * 64 + 64]);
         unsafe {
-            for (i, (r, c)) in [(6, 2), (4, 2), (2, 4), (1, 8)].into_iter().enumerate() {
+            for (i, (r, c)) in [(6, 2), (5, 2), (4, 2), (2, 4), (1, 8)].into_iter().enumerate() {
                 let (a, b) = (a.as_mut_ptr().add(i * 8), b.as_mut_ptr().add(i * 8));
                 let (x, w) = (xs.as_ptr(), ws.as_ptr());
                 match (r, c) {
@@ -959,6 +1008,9 @@ mod tests {
                         tile::<6, 2>(x, w, k, 8..40, false, a, 64),
                         portable_tile::<6, 2>(x, w, k, 8..40, false, b, 64),
                     ),
+                    (5, 2) => {
+                        (tile::<5, 2>(x, w, k, 8..40, true, a, 64), portable_tile::<5, 2>(x, w, k, 8..40, true, b, 64))
+                    }
                     (4, 2) => {
                         (tile::<4, 2>(x, w, k, 0..16, true, a, 64), portable_tile::<4, 2>(x, w, k, 0..16, true, b, 64))
                     }
@@ -973,6 +1025,22 @@ mod tests {
             }
         }
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn row_tiles_are_few_and_even() {
+        let sizes = |m: usize| row_tiles(10..10 + m).into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+        assert_eq!(sizes(16), vec![6, 5, 5]);
+        assert_eq!(sizes(12), vec![6, 6]);
+        assert_eq!(sizes(3), vec![2, 1]);
+        assert_eq!(sizes(7), vec![4, 2, 1]);
+        assert_eq!(sizes(1), vec![1]);
+        for m in 1..70 {
+            let t = row_tiles(10..10 + m);
+            assert_eq!(t.iter().map(|(_, r)| r).sum::<usize>(), m);
+            assert!(t.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0) && t[0].0 == 10);
+            assert!(t.iter().all(|&(_, r)| (1..=6).contains(&r) && r != 3));
+        }
     }
 
     #[test]
