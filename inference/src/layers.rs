@@ -205,8 +205,15 @@ pub fn host_attention(
     if stride != (nq + 2 * nkv) * d {
         candle_core::bail!("qkv rows are {stride} wide, expected {}", (nq + 2 * nkv) * d);
     }
-    let mut buf = qkv.flatten_all()?.to_vec1::<f32>()?;
     let rows = chunk_rows(chunks);
+    if let Some(c) = chunks.iter().find(|c| c.start_pos + c.tokens.len() > rope.max_positions()) {
+        candle_core::bail!(
+            "positions up to {} exceed the model's {} rotary positions",
+            c.start_pos + c.tokens.len(),
+            rope.max_positions()
+        );
+    }
+    let mut buf = qkv.flatten_all()?.to_vec1::<f32>()?;
     for (c, r) in chunks.iter().zip(&rows) {
         for (i, row) in buf[r.start * stride..r.end * stride].chunks_exact_mut(stride).enumerate() {
             let (q, k) = row.split_at_mut(nq * d);
