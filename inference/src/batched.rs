@@ -22,7 +22,10 @@ use candle_core::{DType, Device, Result, Storage, Tensor};
 
 use crate::tp::Weight;
 
-/// Weight rows dequantized together; the scratch for one panel stays in L1/L2.
+/// Weight rows dequantized together; the scratch for one panel stays in L1/L2. A panel
+/// is stored interleaved: element `(c, p)` at `(p / 8) * 64 + c * 8 + p % 8`, so that the
+/// 8 rows' lanes for one step of 8 columns are 256 contiguous bytes (4 AVX-512 vectors,
+/// each holding two weight rows' lanes).
 const PANEL: usize = 8;
 /// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
 const ROW_BLOCK: usize = 64;
@@ -57,10 +60,60 @@ fn row_tiles(rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
 /// that six rows of `x` and the panel's weights stay in a 32 KB L1 (12 + 16 KB).
 const K_CHUNK: usize = 512;
 
+/// 64-byte aligned f32 storage: a panel's vector loads never straddle two cache lines.
+#[derive(Debug, Clone, Default)]
+struct Aligned(Vec<Line>);
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl Aligned {
+    fn zeros(len: usize) -> Self {
+        Aligned(vec![Line([0.0; 16]); len.div_ceil(16)])
+    }
+    fn resize(&mut self, len: usize) {
+        self.0.resize(len.div_ceil(16), Line([0.0; 16]));
+    }
+    fn as_slice(&self) -> &[f32] {
+        // SAFETY: `Line` is 16 f32s with no padding.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const f32, self.0.len() * 16) }
+    }
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut f32, self.0.len() * 16) }
+    }
+}
+
+/// Row-major `[n, kp]` rows as interleaved panels ([`PANEL`]), zero padded to whole panels.
+fn interleave(rows: &[f32], n: usize, kp: usize) -> Aligned {
+    let mut out = Aligned::zeros(n.div_ceil(PANEL) * PANEL * kp);
+    let o = out.as_mut_slice();
+    for (r, row) in rows.chunks_exact(kp).take(n).enumerate() {
+        let base = (r / PANEL) * PANEL * kp + (r % PANEL) * 8;
+        for (t, lanes) in row.chunks_exact(8).enumerate() {
+            o[base + t * PANEL * 8..][..8].copy_from_slice(lanes);
+        }
+    }
+    out
+}
+
+/// The inverse of [`interleave`]: `[n, kp]` row-major.
+fn deinterleave(data: &[f32], n: usize, kp: usize) -> Vec<f32> {
+    let mut rows = vec![0f32; n * kp];
+    for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
+        let base = (r / PANEL) * PANEL * kp + (r % PANEL) * 8;
+        for (t, lanes) in row.chunks_exact_mut(8).enumerate() {
+            lanes.copy_from_slice(&data[base + t * PANEL * 8..][..8]);
+        }
+    }
+    rows
+}
+
 #[derive(Debug, Clone)]
 enum Store {
-    /// Row-major `[n_pad, k_pad]`, zero padded.
-    F32(Vec<f32>),
+    /// `[n_pad, k_pad]`, zero padded, as interleaved panels ([`PANEL`]).
+    F32(Aligned),
     /// GGUF Q4_1 blocks (f16 d, f16 m, 16 bytes of nibbles), each row laid out by
     /// [`scales_first`].
     Q4_1(Vec<u8>),
@@ -108,12 +161,11 @@ impl BatchedWeight {
             }
             _ => {
                 let dense = w.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-                let n_pad = n.div_ceil(PANEL) * PANEL;
-                let mut data = vec![0f32; n_pad * k_pad];
+                let mut rows = vec![0f32; n * k_pad];
                 for (r, row) in dense.iter().enumerate() {
-                    data[r * k_pad..r * k_pad + k].copy_from_slice(row);
+                    rows[r * k_pad..r * k_pad + k].copy_from_slice(row);
                 }
-                Store::F32(data)
+                Store::F32(interleave(&rows, n, k_pad))
             }
         };
         Ok(Self { n, k, k_pad, store, parts: vec![0..k] })
@@ -163,14 +215,12 @@ impl BatchedWeight {
             }
             Store::F32(_) => {
                 let kp = first.k_pad;
-                let mut data = vec![0f32; n.div_ceil(PANEL) * PANEL * kp];
-                let mut row = 0;
+                let mut rows = Vec::with_capacity(n * kp);
                 for w in ws {
                     let Store::F32(d) = &w.store else { return None };
-                    data[row * kp..(row + w.n) * kp].copy_from_slice(&d[..w.n * kp]);
-                    row += w.n;
+                    rows.extend(deinterleave(d.as_slice(), w.n, kp));
                 }
-                Store::F32(data)
+                Store::F32(interleave(&rows, n, kp))
             }
         };
         Some(BatchedWeight { n, k: first.k, k_pad: first.k_pad, store, parts: vec![0..first.k] })
@@ -266,7 +316,7 @@ impl BatchedWeight {
         x: &[f32],
         rows: std::ops::Range<usize>,
         p: usize,
-        scratch: &mut Vec<f32>,
+        scratch: &mut Aligned,
         y: *mut f32,
         part_stride: usize,
     ) {
@@ -274,28 +324,34 @@ impl BatchedWeight {
         let j0 = p * PANEL;
         let width = PANEL.min(self.n - j0);
         let w: &[f32] = match &self.store {
-            Store::F32(data) => &data[j0 * kp..(j0 + PANEL) * kp],
+            Store::F32(data) => &data.as_slice()[j0 * kp..(j0 + PANEL) * kp],
             quant => {
-                scratch.resize(PANEL * kp, 0.0);
+                scratch.resize(PANEL * kp);
+                let scratch = &mut scratch.as_mut_slice()[..PANEL * kp];
                 for c in 0..PANEL {
-                    let dst = &mut scratch[c * kp..(c + 1) * kp];
+                    // Row c's lanes: 8 floats every 64, from `c * 8`.
+                    let dst = &mut scratch[c * 8..];
                     if c >= width {
-                        dst.fill(0.0);
+                        for lanes in dst.chunks_mut(PANEL * 8) {
+                            lanes[..8].fill(0.0);
+                        }
                         continue;
                     }
                     match quant {
                         Store::Q4_1(data) => dequant_q4_1(
                             &data[row_bytes(kp, Q4_1_BYTES) * (j0 + c)..][..row_bytes(kp, Q4_1_BYTES)],
                             dst,
+                            PANEL * 8,
                         ),
                         Store::Q8_0(data) => dequant_q8_0(
                             &data[row_bytes(kp, Q8_0_BYTES) * (j0 + c)..][..row_bytes(kp, Q8_0_BYTES)],
                             dst,
+                            PANEL * 8,
                         ),
                         Store::F32(_) => unreachable!(),
                     }
                 }
-                &scratch[..PANEL * kp]
+                scratch
             }
         };
         self.rows_times_panel(x, rows, w, j0, width, y, part_stride);
@@ -336,10 +392,22 @@ impl BatchedWeight {
                     for &(i, r) in &tiles {
                         let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
                         let xi = x.as_ptr().add(i * kp);
+                        #[cfg(target_arch = "x86_64")]
+                        if has_avx512() {
+                            // The same lanes, two weight rows per vector: a whole panel per tile.
+                            match r {
+                                6 => x512::tile::<6>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
+                                5 => x512::tile::<5>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
+                                4 => x512::tile::<4>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
+                                2 => x512::tile::<2>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
+                                _ => x512::tile::<1>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
+                            }
+                            continue;
+                        }
                         macro_rules! tiles {
                             ($r:literal, $c:literal) => {
                                 for c0 in (0..PANEL).step_by($c) {
-                                    let wc = w.as_ptr().add(c0 * kp);
+                                    let wc = w.as_ptr().add(c0 * 8);
                                     tile::<$r, $c>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
                                 }
                             };
@@ -375,13 +443,14 @@ fn row_bytes(k: usize, block_bytes: usize) -> usize {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Aligned> = const { RefCell::new(Aligned(Vec::new())) };
     static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// For `r < R`, `c < C`: lane `l` of `acc[r][c]` (at `acc + r * acc_row + c * 8`; zero
 /// first when `fresh`) gets `x[r][p] * w[c][p]` added by FMA for `p` in `cols` with
-/// `p % 8 == l`, in increasing `p`. Rows of `x` and `w` are `k` apart.
+/// `p % 8 == l`, in increasing `p`. Rows of `x` are `k` apart; `w` is a panel
+/// ([`PANEL`]) from its column `c0`: `w[c][p]` at `(p / 8) * 64 + c * 8 + p % 8`.
 #[inline]
 unsafe fn tile<const R: usize, const C: usize>(
     x: *const f32,
@@ -419,7 +488,7 @@ unsafe fn portable_tile<const R: usize, const C: usize>(
             }
             for p in cols.clone() {
                 let l = a.add(p % 8);
-                *l = (*x.add(r * k + p)).mul_add(*w.add(c * k + p), *l);
+                *l = (*x.add(r * k + p)).mul_add(*w.add((p / 8) * 64 + c * 8 + p % 8), *l);
             }
         }
     }
@@ -442,6 +511,19 @@ fn lane_sums(lanes: &[f32; 8 * PANEL], out: &mut [f32; PANEL]) {
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// AVX-512 tiles, unless `STUDIO_NO_AVX512` is set (to compare the two; they give the
+/// same bits).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
+            && has_avx2()
+            && std::env::var_os("STUDIO_NO_AVX512").is_none()
+    })
 }
 
 fn f16_to_f32(bits: u16) -> f32 {
@@ -493,52 +575,66 @@ fn scales_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Writes one block's 32 values as 4 groups of 8, `stride` apart.
+fn put_block(vals: &[f32; 32], dst: &mut [f32], stride: usize) {
+    for (i, g) in vals.chunks_exact(8).enumerate() {
+        dst[i * stride..i * stride + 8].copy_from_slice(g);
+    }
+}
+
 /// One [`scales_first`] row of Q4_1: `q * d + m` by FMA (one rounding; candle rounds
-/// twice), low nibbles first.
-fn dequant_q4_1(src: &[u8], dst: &mut [f32]) {
-    let nb = dst.len() / 32;
+/// twice), low nibbles first. Value `e` goes to `dst[(e / 8) * stride + e % 8]`.
+fn dequant_q4_1(src: &[u8], dst: &mut [f32], stride: usize) {
+    let nb = src.len() / Q4_1_BYTES;
+    assert!(nb > 0 && stride >= 8 && dst.len() >= (4 * nb - 1) * stride + 8);
     let (scales, quants) = src.split_at(nb * 4);
     let mut sf = [0f32; 2 * SCALE_GROUP];
     for g in (0..nb).step_by(SCALE_GROUP) {
         let n = SCALE_GROUP.min(nb - g);
         scales_to_f32(&scales[g * 4..(g + n) * 4], &mut sf[..2 * n]);
-        let (qs, out) = (&quants[g * 16..(g + n) * 16], &mut dst[g * 32..(g + n) * 32]);
+        let qs = &quants[g * 16..(g + n) * 16];
+        let out = &mut dst[4 * g * stride..];
         #[cfg(target_arch = "x86_64")]
         {
             if has_avx2() {
-                unsafe { x86::dequant_q4_1(&sf[..2 * n], qs, out) };
+                // SAFETY: the assert above bounds every group written.
+                unsafe { x86::dequant_q4_1(&sf[..2 * n], qs, out.as_mut_ptr(), stride) };
                 continue;
             }
         }
-        for ((dm, q), out) in sf[..2 * n].chunks_exact(2).zip(qs.chunks_exact(16)).zip(out.chunks_exact_mut(32)) {
+        for (b, (dm, q)) in sf[..2 * n].chunks_exact(2).zip(qs.chunks_exact(16)).enumerate() {
+            let mut vals = [0f32; 32];
             for j in 0..16 {
-                out[j] = ((q[j] & 0x0f) as f32).mul_add(dm[0], dm[1]);
-                out[j + 16] = ((q[j] >> 4) as f32).mul_add(dm[0], dm[1]);
+                vals[j] = ((q[j] & 0x0f) as f32).mul_add(dm[0], dm[1]);
+                vals[j + 16] = ((q[j] >> 4) as f32).mul_add(dm[0], dm[1]);
             }
+            put_block(&vals, &mut out[4 * b * stride..], stride);
         }
     }
 }
 
-/// One [`scales_first`] row of Q8_0: `q * d`.
-fn dequant_q8_0(src: &[u8], dst: &mut [f32]) {
-    let nb = dst.len() / 32;
+/// One [`scales_first`] row of Q8_0: `q * d`, laid out as [`dequant_q4_1`]'s.
+fn dequant_q8_0(src: &[u8], dst: &mut [f32], stride: usize) {
+    let nb = src.len() / Q8_0_BYTES;
+    assert!(nb > 0 && stride >= 8 && dst.len() >= (4 * nb - 1) * stride + 8);
     let (scales, quants) = src.split_at(nb * 2);
     let mut sf = [0f32; SCALE_GROUP];
     for g in (0..nb).step_by(SCALE_GROUP) {
         let n = SCALE_GROUP.min(nb - g);
         scales_to_f32(&scales[g * 2..(g + n) * 2], &mut sf[..n]);
-        let (qs, out) = (&quants[g * 32..(g + n) * 32], &mut dst[g * 32..(g + n) * 32]);
+        let qs = &quants[g * 32..(g + n) * 32];
+        let out = &mut dst[4 * g * stride..];
         #[cfg(target_arch = "x86_64")]
         {
             if has_avx2() {
-                unsafe { x86::dequant_q8_0(&sf[..n], qs, out) };
+                // SAFETY: the assert above bounds every group written.
+                unsafe { x86::dequant_q8_0(&sf[..n], qs, out.as_mut_ptr(), stride) };
                 continue;
             }
         }
-        for ((d, q), out) in sf[..n].iter().zip(qs.chunks_exact(32)).zip(out.chunks_exact_mut(32)) {
-            for j in 0..32 {
-                out[j] = (q[j] as i8) as f32 * d;
-            }
+        for (b, (d, q)) in sf[..n].iter().zip(qs.chunks_exact(32)).enumerate() {
+            let vals: [f32; 32] = std::array::from_fn(|j| (q[j] as i8) as f32 * d);
+            put_block(&vals, &mut out[4 * b * stride..], stride);
         }
     }
 }
@@ -563,7 +659,7 @@ mod x86 {
             (5, 2) => tile_5x2(x, w, k, cols, fresh, acc, acc_row),
             (4, 2) => tile_4x2(x, w, k, cols, fresh, acc, acc_row),
             (2, 4) => tile_2x4(x, w, k, cols, fresh, acc, acc_row),
-            (1, 8) => tile_1x8(x, w, k, cols, fresh, acc),
+            (1, 8) => tile_1x8(x, w, cols, fresh, acc),
             _ => {
                 for r in 0..R {
                     for c in 0..C {
@@ -572,7 +668,7 @@ mod x86 {
                         for p in cols.clone().step_by(8) {
                             v = _mm256_fmadd_ps(
                                 _mm256_loadu_ps(x.add(r * k + p)),
-                                _mm256_loadu_ps(w.add(c * k + p)),
+                                _mm256_loadu_ps(w.add(p * 8 + c * 8)),
                                 v,
                             );
                         }
@@ -598,10 +694,10 @@ mod x86 {
         let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
         let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
         let (mut a40, mut a41, mut a50, mut a51) = (ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
-        let (w0, w1) = (w, w.add(k));
+        let (w0, w1) = (w, w.add(8));
         let mut p = cols.start;
         while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
             let u = _mm256_loadu_ps(x.add(p));
             a00 = _mm256_fmadd_ps(u, v0, a00);
             a01 = _mm256_fmadd_ps(u, v1, a01);
@@ -644,10 +740,10 @@ mod x86 {
         let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
         let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
         let (mut a40, mut a41) = (ld(4, 0), ld(4, 1));
-        let (w0, w1) = (w, w.add(k));
+        let (w0, w1) = (w, w.add(8));
         let mut p = cols.start;
         while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
             let u = _mm256_loadu_ps(x.add(p));
             a00 = _mm256_fmadd_ps(u, v0, a00);
             a01 = _mm256_fmadd_ps(u, v1, a01);
@@ -686,10 +782,10 @@ mod x86 {
             |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
         let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
         let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
-        let (w0, w1) = (w, w.add(k));
+        let (w0, w1) = (w, w.add(8));
         let mut p = cols.start;
         while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p)), _mm256_loadu_ps(w1.add(p)));
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
             let u = _mm256_loadu_ps(x.add(p));
             a00 = _mm256_fmadd_ps(u, v0, a00);
             a01 = _mm256_fmadd_ps(u, v1, a01);
@@ -725,14 +821,14 @@ mod x86 {
             |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
         let (mut a00, mut a01, mut a02, mut a03) = (ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3));
         let (mut a10, mut a11, mut a12, mut a13) = (ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3));
-        let (w0, w1, w2, w3) = (w, w.add(k), w.add(2 * k), w.add(3 * k));
+        let (w0, w1, w2, w3) = (w, w.add(8), w.add(16), w.add(24));
         let mut p = cols.start;
         while p < cols.end {
             let (v0, v1, v2, v3) = (
-                _mm256_loadu_ps(w0.add(p)),
-                _mm256_loadu_ps(w1.add(p)),
-                _mm256_loadu_ps(w2.add(p)),
-                _mm256_loadu_ps(w3.add(p)),
+                _mm256_loadu_ps(w0.add(p * 8)),
+                _mm256_loadu_ps(w1.add(p * 8)),
+                _mm256_loadu_ps(w2.add(p * 8)),
+                _mm256_loadu_ps(w3.add(p * 8)),
             );
             let u = _mm256_loadu_ps(x.add(p));
             a00 = _mm256_fmadd_ps(u, v0, a00);
@@ -754,28 +850,21 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_1x8(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-    ) {
+    unsafe fn tile_1x8(x: *const f32, w: *const f32, cols: std::ops::Range<usize>, fresh: bool, acc: *mut f32) {
         let ld = |c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(c * 8)) };
         let (mut a0, mut a1, mut a2, mut a3) = (ld(0), ld(1), ld(2), ld(3));
         let (mut a4, mut a5, mut a6, mut a7) = (ld(4), ld(5), ld(6), ld(7));
         let mut p = cols.start;
         while p < cols.end {
             let u = _mm256_loadu_ps(x.add(p));
-            a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p)), a0);
-            a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(k + p)), a1);
-            a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(2 * k + p)), a2);
-            a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(3 * k + p)), a3);
-            a4 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(4 * k + p)), a4);
-            a5 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(5 * k + p)), a5);
-            a6 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(6 * k + p)), a6);
-            a7 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(7 * k + p)), a7);
+            a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8)), a0);
+            a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 1 * 8)), a1);
+            a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 2 * 8)), a2);
+            a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 3 * 8)), a3);
+            a4 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 4 * 8)), a4);
+            a5 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 5 * 8)), a5);
+            a6 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 6 * 8)), a6);
+            a7 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 7 * 8)), a7);
             p += 8;
         }
         for (c, v) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate() {
@@ -815,28 +904,81 @@ mod x86 {
 
     /// `dm`: (d, m) per block; `qs`: 16 bytes of nibbles per block.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dequant_q4_1(dm: &[f32], qs: &[u8], dst: &mut [f32]) {
+    pub(super) unsafe fn dequant_q4_1(dm: &[f32], qs: &[u8], dst: *mut f32, stride: usize) {
         let mask = _mm_set1_epi8(0x0f);
-        for ((dm, q), out) in dm.chunks_exact(2).zip(qs.chunks_exact(16)).zip(dst.chunks_exact_mut(32)) {
+        for (b, (dm, q)) in dm.chunks_exact(2).zip(qs.chunks_exact(16)).enumerate() {
+            let out = dst.add(4 * b * stride);
             let (d, m) = (_mm256_set1_ps(dm[0]), _mm256_set1_ps(dm[1]));
             let q = _mm_loadu_si128(q.as_ptr() as *const __m128i);
             let lo = _mm_and_si128(q, mask);
             let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
             for (i, q) in [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)].into_iter().enumerate() {
                 let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-                _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), _mm256_fmadd_ps(f, d, m));
+                _mm256_storeu_ps(out.add(i * stride), _mm256_fmadd_ps(f, d, m));
             }
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dequant_q8_0(ds: &[f32], qs: &[u8], dst: &mut [f32]) {
-        for ((d, q), out) in ds.iter().zip(qs.chunks_exact(32)).zip(dst.chunks_exact_mut(32)) {
+    pub(super) unsafe fn dequant_q8_0(ds: &[f32], qs: &[u8], dst: *mut f32, stride: usize) {
+        for (b, (d, q)) in ds.iter().zip(qs.chunks_exact(32)).enumerate() {
+            let out = dst.add(4 * b * stride);
             let d = _mm256_set1_ps(*d);
             for i in 0..4 {
                 let q = _mm_loadl_epi64(q.as_ptr().add(i * 8) as *const __m128i);
                 let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-                _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), _mm256_mul_ps(f, d));
+                _mm256_storeu_ps(out.add(i * stride), _mm256_mul_ps(f, d));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x512 {
+    use std::arch::x86_64::*;
+
+    /// `R` rows of `x` times a whole panel: vector `j` of a step holds weight rows `2j` and
+    /// `2j + 1` (8 lanes each), `x`'s 8 lanes are repeated in both halves, so each lane
+    /// runs the same FMA chain as [`super::tile`]'s. `4R` accumulators, 4 weight vectors
+    /// and one `x` vector fit the 32 zmm registers up to `R = 6`.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn tile<const R: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        cols: std::ops::Range<usize>,
+        fresh: bool,
+        acc: *mut f32,
+        acc_row: usize,
+    ) {
+        let mut a = [[_mm512_setzero_ps(); 4]; R];
+        if !fresh {
+            for (r, row) in a.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(acc.add(r * acc_row + 16 * j));
+                }
+            }
+        }
+        let mut p = cols.start;
+        while p < cols.end {
+            let wp = w.add(p * 8);
+            let v = [
+                _mm512_loadu_ps(wp),
+                _mm512_loadu_ps(wp.add(16)),
+                _mm512_loadu_ps(wp.add(32)),
+                _mm512_loadu_ps(wp.add(48)),
+            ];
+            for (r, row) in a.iter_mut().enumerate() {
+                let u = _mm512_broadcast_f32x8(_mm256_loadu_ps(x.add(r * k + p)));
+                for (j, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(u, v[j], *acc);
+                }
+            }
+            p += 8;
+        }
+        for (r, row) in a.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                _mm512_storeu_ps(acc.add(r * acc_row + 16 * j), *v);
             }
         }
     }
@@ -964,8 +1106,8 @@ mod tests {
                 for r in 0..rows {
                     let (src, dst) = (&packed[r * nb * block..(r + 1) * nb * block], &mut got[r * k..(r + 1) * k]);
                     match dt {
-                        GgmlDType::Q4_1 => dequant_q4_1(src, dst),
-                        _ => dequant_q8_0(src, dst),
+                        GgmlDType::Q4_1 => dequant_q4_1(src, dst, 8),
+                        _ => dequant_q8_0(src, dst, 8),
                     }
                 }
             }
@@ -1025,6 +1167,55 @@ mod tests {
             }
         }
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+
+        // AVX-512 tiles cover a whole panel: compare each with the portable lanes.
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            for r in [1, 2, 4, 5, 6] {
+                for (cols, fresh) in [(8..40, false), (0..16, true)] {
+                    let (mut a, mut b) = (vec![0.25f32; 6 * 64], vec![0.25f32; 6 * 64]);
+                    let (x, w) = (xs.as_ptr(), ws.as_ptr());
+                    unsafe {
+                        let (ap, bp) = (a.as_mut_ptr(), b.as_mut_ptr());
+                        match r {
+                            6 => (
+                                x512::tile::<6>(x, w, k, cols.clone(), fresh, ap, 64),
+                                portable_tile::<6, 8>(x, w, k, cols, fresh, bp, 64),
+                            ),
+                            5 => (
+                                x512::tile::<5>(x, w, k, cols.clone(), fresh, ap, 64),
+                                portable_tile::<5, 8>(x, w, k, cols, fresh, bp, 64),
+                            ),
+                            4 => (
+                                x512::tile::<4>(x, w, k, cols.clone(), fresh, ap, 64),
+                                portable_tile::<4, 8>(x, w, k, cols, fresh, bp, 64),
+                            ),
+                            2 => (
+                                x512::tile::<2>(x, w, k, cols.clone(), fresh, ap, 64),
+                                portable_tile::<2, 8>(x, w, k, cols, fresh, bp, 64),
+                            ),
+                            _ => (
+                                x512::tile::<1>(x, w, k, cols.clone(), fresh, ap, 64),
+                                portable_tile::<1, 8>(x, w, k, cols, fresh, bp, 64),
+                            ),
+                        };
+                    }
+                    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "avx-512 {r} rows");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_panels_round_trip() {
+        let (n, kp) = (13, 24);
+        let rows: Vec<f32> = (0..n * kp).map(|i| i as f32).collect();
+        let panels = interleave(&rows, n, kp);
+        assert_eq!(panels.as_slice().len(), 16 * kp);
+        assert_eq!(panels.as_slice().as_ptr() as usize % 64, 0);
+        // Row 9, column 17: panel 1, row 1 of it, step 2, lane 1.
+        assert_eq!(panels.as_slice()[8 * kp + 2 * 64 + 8 + 1], (9 * kp + 17) as f32);
+        assert_eq!(deinterleave(panels.as_slice(), n, kp), rows);
     }
 
     #[test]
