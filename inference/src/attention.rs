@@ -89,10 +89,9 @@ thread_local! {
 }
 
 /// Every query head of one row (`q`, head `h` at `h * d`) over the keys at `positions`,
-/// into `out` (the same layout). Keys, then values, are read once per row, in position
-/// order (a sequential stream of the cache). Each head's arithmetic is what it would be
-/// alone: scores in key order, the softmax with its maximum subtracted, then the
-/// weighted values in key order.
+/// into `out` (the same layout), head by head: scores in key order (four keys at a time,
+/// each its own chain), the softmax with its maximum subtracted, then the weighted values
+/// in key order with the sums in registers.
 fn one_row(
     q: &[f32],
     cache: &HostKv,
@@ -107,11 +106,8 @@ fn one_row(
     scores.clear();
     // Scores `[n_q, n]`, then one reciprocal sum per head.
     scores.resize(n_q * n + n_q, 0.0);
-    for (i, t) in positions.clone().enumerate() {
-        let k = &cache.k[t * w..][..w];
-        for (h, &g) in kv_of_q.iter().enumerate() {
-            scores[h * n + i] = dot(&q[h * d..][..d], &k[g * d..][..d]) * scale;
-        }
+    for (h, &g) in kv_of_q.iter().enumerate() {
+        head_scores(&q[h * d..][..d], &cache.k, w, g * d, positions.clone(), scale, &mut scores[h * n..(h + 1) * n]);
     }
     let (s, inv) = scores.split_at_mut(n_q * n);
     for (s, inv) in s.chunks_exact_mut(n.max(1)).zip(inv.iter_mut()) {
@@ -123,20 +119,128 @@ fn one_row(
         }
         *inv = 1.0 / sum;
     }
-    out.fill(0.0);
-    for (i, t) in positions.enumerate() {
-        let v = &cache.v[t * w..][..w];
-        for (h, &g) in kv_of_q.iter().enumerate() {
-            let p = s[h * n + i];
-            for (o, x) in out[h * d..(h + 1) * d].iter_mut().zip(&v[g * d..][..d]) {
-                *o += p * x;
-            }
-        }
+    for (h, &g) in kv_of_q.iter().enumerate() {
+        weighted_values(&s[h * n..(h + 1) * n], &cache.v, w, g * d, positions.start, &mut out[h * d..(h + 1) * d]);
     }
     for (o, inv) in out.chunks_exact_mut(d.max(1)).zip(inv.iter()) {
         for o in o {
             *o *= inv;
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx() -> bool {
+    is_x86_feature_detected!("avx")
+}
+
+/// `out[i] = dot(q, key at positions.start + i) * scale`, keys `w` apart in `k` from
+/// offset `off`: [`dot`]'s bits, four keys at a time (independent chains).
+fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usize>, scale: f32, out: &mut [f32]) {
+    let d = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if d % 8 == 0 && has_avx() {
+        assert!(positions.end == positions.start || (positions.end - 1) * w + off + d <= k.len());
+        assert!(out.len() >= positions.len());
+        // SAFETY: AVX is present; the asserts bound every key read and score written.
+        unsafe { avx_scores(q, k.as_ptr().add(positions.start * w + off), w, positions.len(), scale, out) };
+        return;
+    }
+    for (i, t) in positions.enumerate() {
+        out[i] = dot(q, &k[t * w + off..][..d]) * scale;
+    }
+}
+
+/// [`dot`]'s fixed sum of its eight lanes (no tail: `d % 8 == 0`).
+fn lane_total(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn avx_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = q.len();
+    let total = |v: __m256| {
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), v);
+        lane_total(&l) * scale
+    };
+    let mut i = 0;
+    while i + 4 <= n {
+        let (k0, k1, k2, k3) = (k.add(i * w), k.add((i + 1) * w), k.add((i + 2) * w), k.add((i + 3) * w));
+        let (mut a0, mut a1, mut a2, mut a3) =
+            (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in (0..d).step_by(8) {
+            let u = _mm256_loadu_ps(q.as_ptr().add(c));
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(u, _mm256_loadu_ps(k0.add(c))));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(u, _mm256_loadu_ps(k1.add(c))));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(u, _mm256_loadu_ps(k2.add(c))));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(u, _mm256_loadu_ps(k3.add(c))));
+        }
+        out[i] = total(a0);
+        out[i + 1] = total(a1);
+        out[i + 2] = total(a2);
+        out[i + 3] = total(a3);
+        i += 4;
+    }
+    while i < n {
+        let ki = k.add(i * w);
+        let mut a = _mm256_setzero_ps();
+        for c in (0..d).step_by(8) {
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_loadu_ps(ki.add(c))));
+        }
+        out[i] = total(a);
+        i += 1;
+    }
+}
+
+/// `out[j] = sum over i of p[i] * v[(first + i) * w + off + j]`, from zero, in increasing
+/// `i` (a rounded product, then a rounded sum), with the sums kept in registers.
+fn weighted_values(p: &[f32], v: &[f32], w: usize, off: usize, first: usize, out: &mut [f32]) {
+    let d = out.len();
+    #[cfg(target_arch = "x86_64")]
+    if d % 8 == 0 && has_avx() {
+        assert!(p.is_empty() || (first + p.len() - 1) * w + off + d <= v.len());
+        // SAFETY: AVX is present; the assert bounds every value read.
+        unsafe { avx_values(p, v.as_ptr().add(first * w + off), w, out) };
+        return;
+    }
+    out.fill(0.0);
+    for (i, p) in p.iter().enumerate() {
+        for (o, x) in out.iter_mut().zip(&v[(first + i) * w + off..][..d]) {
+            *o += p * x;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn avx_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = out.len();
+    let mut c = 0;
+    // 64 columns (8 chains) at a time, then 8.
+    while c + 64 <= d {
+        let mut a = [_mm256_setzero_ps(); 8];
+        for (i, p) in p.iter().enumerate() {
+            let (pv, row) = (_mm256_set1_ps(*p), v.add(i * w + c));
+            for (j, a) in a.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(pv, _mm256_loadu_ps(row.add(8 * j))));
+            }
+        }
+        for (j, a) in a.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * j), *a);
+        }
+        c += 64;
+    }
+    while c < d {
+        let mut a = _mm256_setzero_ps();
+        for (i, p) in p.iter().enumerate() {
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(v.add(i * w + c))));
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(c), a);
+        c += 8;
     }
 }
 
@@ -250,6 +354,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn vector_scores_and_values_equal_the_scalar_forms() {
+        let (d, w, off, n) = (64, 3 * 64, 64, 11);
+        let (q, k, p) = (randn(d), randn(n * w), randn(n));
+        let mut got = vec![0f32; n];
+        head_scores(&q, &k, w, off, 0..n, 0.125, &mut got);
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(g.to_bits(), (dot(&q, &k[i * w + off..][..d]) * 0.125).to_bits(), "score {i}");
+        }
+        let (mut fast, mut plain) = (vec![1f32; d], vec![0f32; d]);
+        weighted_values(&p[..n - 1], &k, w, off, 1, &mut fast);
+        for (i, p) in p[..n - 1].iter().enumerate() {
+            for (o, x) in plain.iter_mut().zip(&k[(1 + i) * w + off..][..d]) {
+                *o += p * x;
+            }
+        }
+        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]
