@@ -55,29 +55,48 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 pub async fn run(addr: String, label: &str) -> Result<()> {
     println!("server {label} at {addr}; machine: {}", inference::bench::machine());
 
-    // 1. Aggregate generated tokens/s at concurrency 1, 4, 16 (greedy streams, 48 tokens).
+    // 1. Aggregate generated tokens/s at concurrency 1, 4, 16 (greedy streams, 48 tokens
+    // each, timed from the first request sent to the last token received): the median of
+    // three rounds per level, after one warm-up stream.
+    let round = |c: usize, r: usize| {
+        let addr = addr.clone();
+        async move {
+            let t0 = Instant::now();
+            let tasks: Vec<_> = (0..c)
+                .map(|i| {
+                    let addr = addr.clone();
+                    tokio::spawn(async move {
+                        let body = json!({"prompt": format!("Story {r}.{i}: Once upon a time in a faraway kingdom,"),
+                            "max_tokens": 48, "temperature": 0, "stream": true});
+                        post(&addr, "/v1/completions", &body).await.map(|(_, b)| completion_tokens(&b))
+                    })
+                })
+                .collect();
+            let mut tokens = 0;
+            for t in tasks {
+                tokens += t.await??;
+            }
+            anyhow::Ok((tokens, tokens as f64 / t0.elapsed().as_secs_f64()))
+        }
+    };
+    round(1, 99).await?;
     let mut base = 0.0;
     for c in [1usize, 4, 16] {
-        let t0 = Instant::now();
-        let tasks: Vec<_> = (0..c)
-            .map(|i| {
-                let addr = addr.clone();
-                tokio::spawn(async move {
-                    let body = json!({"prompt": format!("Story {i}: Once upon a time in a faraway kingdom,"),
-                        "max_tokens": 48, "temperature": 0, "stream": true});
-                    post(&addr, "/v1/completions", &body).await.map(|(_, b)| completion_tokens(&b))
-                })
-            })
-            .collect();
-        let mut tokens = 0;
-        for t in tasks {
-            tokens += t.await??;
+        let mut rounds = Vec::new();
+        for r in 0..3 {
+            rounds.push(round(c, r).await?);
         }
-        let tps = tokens as f64 / t0.elapsed().as_secs_f64();
+        let tokens = rounds[0].0;
+        let mut tps: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+        let median = percentile(&mut tps, 0.5);
         if c == 1 {
-            base = tps;
+            base = median;
         }
-        println!("concurrency {c:>2}: {tokens:>4} tokens, {tps:>7.1} tok/s aggregate ({:.2}x one stream)", tps / base);
+        println!(
+            "concurrency {c:>2}: {tokens:>4} tokens/round, {median:>7.1} tok/s aggregate ({:.2}x one stream; rounds {})",
+            median / base,
+            tps.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(" ")
+        );
     }
 
     // 2. TTFT of a ~400-token few-shot prompt: a new prefix each time vs the same prefix.
