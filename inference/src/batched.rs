@@ -288,6 +288,9 @@ impl BatchedWeight {
         };
         let panels = self.n.div_ceil(PANEL);
         let row_blocks = m.div_ceil(ROW_BLOCK);
+        // Each row block's register tiles, worked out once for all its panels.
+        let tiles: Vec<Vec<(usize, usize)>> =
+            (0..row_blocks).map(|rb| row_tiles(rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK))).collect();
         let y_ptr = y.as_mut_ptr() as usize;
         let work = |range: std::ops::Range<usize>| {
             SCRATCH.with(|s| {
@@ -296,7 +299,7 @@ impl BatchedWeight {
                     let (rb, p) = (item / panels, item % panels);
                     let rows = rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK);
                     // SAFETY: each (row block, panel) item writes only its own outputs.
-                    unsafe { self.panel(x, rows, p, &mut scratch, y_ptr as *mut f32, m * self.n) };
+                    unsafe { self.panel(x, rows, &tiles[rb], p, &mut scratch, y_ptr as *mut f32, m * self.n) };
                 }
             })
         };
@@ -311,10 +314,12 @@ impl BatchedWeight {
     }
 
     /// Outputs `rows × panel p` of every part; part `q` starts at `y + q * part_stride`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn panel(
         &self,
         x: &[f32],
         rows: std::ops::Range<usize>,
+        tiles: &[(usize, usize)],
         p: usize,
         scratch: &mut Aligned,
         y: *mut f32,
@@ -328,13 +333,33 @@ impl BatchedWeight {
             quant => {
                 scratch.resize(PANEL * kp);
                 let scratch = &mut scratch.as_mut_slice()[..PANEL * kp];
-                for c in 0..PANEL {
+                let mut c = 0;
+                while c < PANEL {
+                    #[cfg(target_arch = "x86_64")]
+                    if c + 1 < width && has_avx512() {
+                        // Rows c and c + 1 at once: their lanes are neighbours in the panel.
+                        let dst = &mut scratch[c * 8..];
+                        match quant {
+                            Store::Q4_1(data) => {
+                                let rb = row_bytes(kp, Q4_1_BYTES);
+                                dequant_pair(&data[rb * (j0 + c)..][..2 * rb], dst, GgmlDType::Q4_1)
+                            }
+                            Store::Q8_0(data) => {
+                                let rb = row_bytes(kp, Q8_0_BYTES);
+                                dequant_pair(&data[rb * (j0 + c)..][..2 * rb], dst, GgmlDType::Q8_0)
+                            }
+                            Store::F32(_) => unreachable!(),
+                        }
+                        c += 2;
+                        continue;
+                    }
                     // Row c's lanes: 8 floats every 64, from `c * 8`.
                     let dst = &mut scratch[c * 8..];
                     if c >= width {
                         for lanes in dst.chunks_mut(PANEL * 8) {
                             lanes[..8].fill(0.0);
                         }
+                        c += 1;
                         continue;
                     }
                     match quant {
@@ -350,11 +375,12 @@ impl BatchedWeight {
                         ),
                         Store::F32(_) => unreachable!(),
                     }
+                    c += 1;
                 }
                 scratch
             }
         };
-        self.rows_times_panel(x, rows, w, j0, width, y, part_stride);
+        self.rows_times_panel(x, rows, tiles, w, j0, width, y, part_stride);
     }
 
     /// Multiplies `rows` of `x` by the 8 dequantized weight rows `w` in register tiles
@@ -366,6 +392,7 @@ impl BatchedWeight {
         &self,
         x: &[f32],
         rows: std::ops::Range<usize>,
+        tiles: &[(usize, usize)],
         w: &[f32],
         j0: usize,
         width: usize,
@@ -380,7 +407,6 @@ impl BatchedWeight {
                 acc.resize(rows.len() * PANEL * 8, 0.0);
             }
             let row_stride = PANEL * 8;
-            let tiles = row_tiles(rows.clone());
             let last = self.parts.len() - 1;
             for (q, part) in self.parts.iter().enumerate() {
                 // The last part takes the lane padding (a single part: `0..k_pad`).
@@ -389,7 +415,7 @@ impl BatchedWeight {
                 while p0 < end {
                     let p1 = end.min(p0 + K_CHUNK);
                     let (cols, fresh) = (p0..p1, p0 == part.start);
-                    for &(i, r) in &tiles {
+                    for &(i, r) in tiles {
                         let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
                         let xi = x.as_ptr().add(i * kp);
                         #[cfg(target_arch = "x86_64")]
@@ -635,6 +661,36 @@ fn dequant_q8_0(src: &[u8], dst: &mut [f32], stride: usize) {
         for (b, (d, q)) in sf[..n].iter().zip(qs.chunks_exact(32)).enumerate() {
             let vals: [f32; 32] = std::array::from_fn(|j| (q[j] as i8) as f32 * d);
             put_block(&vals, &mut out[4 * b * stride..], stride);
+        }
+    }
+}
+
+/// Two consecutive [`scales_first`] rows of `dtype` (Q4_1 or Q8_0) into a panel from the
+/// first row's lanes (`dst[0..8]` of each group of 64): the values and bits of
+/// [`dequant_q4_1`] / [`dequant_q8_0`] at stride 64, both rows with each AVX-512 vector.
+#[cfg(target_arch = "x86_64")]
+fn dequant_pair(src: &[u8], dst: &mut [f32], dtype: GgmlDType) {
+    let (block, head) = if dtype == GgmlDType::Q4_1 { (Q4_1_BYTES, 4) } else { (Q8_0_BYTES, 2) };
+    let rb = src.len() / 2;
+    let nb = rb / block;
+    assert!(has_avx512() && nb > 0 && rb % block == 0 && dst.len() >= (4 * nb - 1) * PANEL * 8 + 16);
+    let (r0, r1) = src.split_at(rb);
+    let ((s0, q0), (s1, q1)) = (r0.split_at(nb * head), r1.split_at(nb * head));
+    let per = head / 2; // f16 scales per block
+    let (mut f0, mut f1) = ([0f32; 2 * SCALE_GROUP], [0f32; 2 * SCALE_GROUP]);
+    let qb = block - head;
+    for g in (0..nb).step_by(SCALE_GROUP) {
+        let n = SCALE_GROUP.min(nb - g);
+        scales_to_f32(&s0[g * head..(g + n) * head], &mut f0[..per * n]);
+        scales_to_f32(&s1[g * head..(g + n) * head], &mut f1[..per * n]);
+        let (a, b) = (&q0[g * qb..(g + n) * qb], &q1[g * qb..(g + n) * qb]);
+        let out = dst[4 * g * PANEL * 8..].as_mut_ptr();
+        // SAFETY: AVX-512 is present; the assert bounds every group written.
+        unsafe {
+            match dtype {
+                GgmlDType::Q4_1 => x512::dequant_pair_q4_1(&f0[..2 * n], &f1[..2 * n], a, b, out),
+                _ => x512::dequant_pair_q8_0(&f0[..n], &f1[..n], a, b, out),
+            }
         }
     }
 }
@@ -937,6 +993,60 @@ mod x86 {
 mod x512 {
     use std::arch::x86_64::*;
 
+    /// Row 0's scale in lanes 0..8, row 1's in lanes 8..16.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pair(a: f32, b: f32) -> __m512 {
+        _mm512_mask_mov_ps(_mm512_set1_ps(a), 0xff00, _mm512_set1_ps(b))
+    }
+
+    /// Q4_1 blocks of two rows (`dm*`: (d, m) per block; `q*`: 16 bytes of nibbles per
+    /// block): group `i` of block `b` (values `8i..8i + 8`, low nibbles first) of both
+    /// rows as one vector at `out + (4b + i) * 64`, each value `q * d + m` by FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn dequant_pair_q4_1(dm0: &[f32], dm1: &[f32], q0: &[u8], q1: &[u8], out: *mut f32) {
+        let mask = _mm_set1_epi8(0x0f);
+        for b in 0..dm0.len() / 2 {
+            let (d, m) = (pair(dm0[2 * b], dm1[2 * b]), pair(dm0[2 * b + 1], dm1[2 * b + 1]));
+            let x = _mm_loadu_si128(q0.as_ptr().add(16 * b) as *const __m128i);
+            let y = _mm_loadu_si128(q1.as_ptr().add(16 * b) as *const __m128i);
+            let (xl, xh) = (_mm_and_si128(x, mask), _mm_and_si128(_mm_srli_epi16(x, 4), mask));
+            let (yl, yh) = (_mm_and_si128(y, mask), _mm_and_si128(_mm_srli_epi16(y, 4), mask));
+            let groups = [
+                _mm_unpacklo_epi64(xl, yl),
+                _mm_unpackhi_epi64(xl, yl),
+                _mm_unpacklo_epi64(xh, yh),
+                _mm_unpackhi_epi64(xh, yh),
+            ];
+            for (i, g) in groups.into_iter().enumerate() {
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(g));
+                _mm512_storeu_ps(out.add((4 * b + i) * 64), _mm512_fmadd_ps(f, d, m));
+            }
+        }
+    }
+
+    /// Q8_0 blocks of two rows (`d*`: scale per block; `q*`: 32 bytes per block), laid out
+    /// as [`dequant_pair_q4_1`]'s, each value `q * d`.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub(super) unsafe fn dequant_pair_q8_0(d0: &[f32], d1: &[f32], q0: &[u8], q1: &[u8], out: *mut f32) {
+        for b in 0..d0.len() {
+            let d = pair(d0[b], d1[b]);
+            let (x, y) = (q0.as_ptr().add(32 * b), q1.as_ptr().add(32 * b));
+            let (xl, xh) = (_mm_loadu_si128(x as *const __m128i), _mm_loadu_si128(x.add(16) as *const __m128i));
+            let (yl, yh) = (_mm_loadu_si128(y as *const __m128i), _mm_loadu_si128(y.add(16) as *const __m128i));
+            let groups = [
+                _mm_unpacklo_epi64(xl, yl),
+                _mm_unpackhi_epi64(xl, yl),
+                _mm_unpacklo_epi64(xh, yh),
+                _mm_unpackhi_epi64(xh, yh),
+            ];
+            for (i, g) in groups.into_iter().enumerate() {
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(g));
+                _mm512_storeu_ps(out.add((4 * b + i) * 64), _mm512_mul_ps(f, d));
+            }
+        }
+    }
+
     /// `R` rows of `x` times a whole panel: vector `j` of a step holds weight rows `2j` and
     /// `2j + 1` (8 lanes each), `x`'s 8 lanes are repeated in both halves, so each lane
     /// runs the same FMA chain as [`super::tile`]'s. `4R` accumulators, 4 weight vectors
@@ -1202,6 +1312,34 @@ mod tests {
                     }
                     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "avx-512 {r} rows");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn pair_dequantization_equals_the_row_form() {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // 38 blocks a row: a full scale group and a partial one.
+            let k = 1216;
+            for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+                let w = weight(2, k, Some(dt));
+                let Weight::Quant(q) = &w else { unreachable!() };
+                let (block, head) = if dt == GgmlDType::Q4_1 { (Q4_1_BYTES, 4) } else { (Q8_0_BYTES, 2) };
+                let packed = scales_first(&q.data().unwrap(), k / 32, block, head);
+                let (mut rows, mut pair) = (vec![0f32; PANEL * k], vec![0f32; PANEL * k]);
+                let rb = packed.len() / 2;
+                for r in 0..2 {
+                    match dt {
+                        GgmlDType::Q4_1 => dequant_q4_1(&packed[r * rb..(r + 1) * rb], &mut rows[r * 8..], 64),
+                        _ => dequant_q8_0(&packed[r * rb..(r + 1) * rb], &mut rows[r * 8..], 64),
+                    }
+                }
+                dequant_pair(&packed, &mut pair, dt);
+                assert!(rows.iter().zip(&pair).all(|(a, b)| a.to_bits() == b.to_bits()), "{dt:?}");
+                assert!(pair
+                    .chunks(64)
+                    .all(|g| g[..16].iter().any(|v| *v != 0.0) && g[16..].iter().all(|v| *v == 0.0)));
             }
         }
     }
