@@ -151,7 +151,7 @@ fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usiz
     }
 }
 
-/// [`dot`]'s fixed sum of its eight lanes (no tail: `d % 8 == 0`).
+/// [`dot`]'s fixed sum of its eight lanes (before any tail).
 fn lane_total(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
@@ -251,7 +251,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx") {
+        if has_avx() {
             // SAFETY: AVX is present; both slices hold `n8` floats.
             unsafe { avx_lanes(&a[..n8], &b[..n8], &mut acc) };
         } else {
@@ -260,7 +260,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     scalar_lanes(&a[..n8], &b[..n8], &mut acc);
-    let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    let mut s = lane_total(&acc);
     for i in n8..a.len() {
         s += a[i] * b[i];
     }

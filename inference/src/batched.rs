@@ -330,52 +330,31 @@ impl BatchedWeight {
         let width = PANEL.min(self.n - j0);
         let w: &[f32] = match &self.store {
             Store::F32(data) => &data.as_slice()[j0 * kp..(j0 + PANEL) * kp],
-            quant => {
+            Store::Q4_1(data) | Store::Q8_0(data) => {
+                let (dtype, rb) = match &self.store {
+                    Store::Q4_1(_) => (GgmlDType::Q4_1, row_bytes(kp, Q4_1_BYTES)),
+                    _ => (GgmlDType::Q8_0, row_bytes(kp, Q8_0_BYTES)),
+                };
                 scratch.resize(PANEL * kp);
                 let scratch = &mut scratch.as_mut_slice()[..PANEL * kp];
                 let mut c = 0;
                 while c < PANEL {
-                    #[cfg(target_arch = "x86_64")]
-                    if c + 1 < width && has_avx512() {
-                        // Rows c and c + 1 at once: their lanes are neighbours in the panel.
-                        let dst = &mut scratch[c * 8..];
-                        match quant {
-                            Store::Q4_1(data) => {
-                                let rb = row_bytes(kp, Q4_1_BYTES);
-                                dequant_pair(&data[rb * (j0 + c)..][..2 * rb], dst, GgmlDType::Q4_1)
-                            }
-                            Store::Q8_0(data) => {
-                                let rb = row_bytes(kp, Q8_0_BYTES);
-                                dequant_pair(&data[rb * (j0 + c)..][..2 * rb], dst, GgmlDType::Q8_0)
-                            }
-                            Store::F32(_) => unreachable!(),
-                        }
-                        c += 2;
-                        continue;
-                    }
                     // Row c's lanes: 8 floats every 64, from `c * 8`.
                     let dst = &mut scratch[c * 8..];
+                    let rows_of = |r: usize| &data[rb * (j0 + c)..][..r * rb];
                     if c >= width {
                         for lanes in dst.chunks_mut(PANEL * 8) {
                             lanes[..8].fill(0.0);
                         }
                         c += 1;
-                        continue;
+                    } else if c + 1 < width && has_avx512() {
+                        // Rows c and c + 1 at once: their lanes are neighbours in the panel.
+                        dequant_pair(rows_of(2), dst, dtype);
+                        c += 2;
+                    } else {
+                        dequant_row(rows_of(1), dst, PANEL * 8, dtype);
+                        c += 1;
                     }
-                    match quant {
-                        Store::Q4_1(data) => dequant_q4_1(
-                            &data[row_bytes(kp, Q4_1_BYTES) * (j0 + c)..][..row_bytes(kp, Q4_1_BYTES)],
-                            dst,
-                            PANEL * 8,
-                        ),
-                        Store::Q8_0(data) => dequant_q8_0(
-                            &data[row_bytes(kp, Q8_0_BYTES) * (j0 + c)..][..row_bytes(kp, Q8_0_BYTES)],
-                            dst,
-                            PANEL * 8,
-                        ),
-                        Store::F32(_) => unreachable!(),
-                    }
-                    c += 1;
                 }
                 scratch
             }
@@ -541,15 +520,19 @@ fn has_avx2() -> bool {
 
 /// AVX-512 tiles, unless `STUDIO_NO_AVX512` is set (to compare the two; they give the
 /// same bits).
-#[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512dq")
-            && has_avx2()
-            && std::env::var_os("STUDIO_NO_AVX512").is_none()
-    })
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512dq")
+                && has_avx2()
+                && std::env::var_os("STUDIO_NO_AVX512").is_none()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn f16_to_f32(bits: u16) -> f32 {
@@ -665,10 +648,17 @@ fn dequant_q8_0(src: &[u8], dst: &mut [f32], stride: usize) {
     }
 }
 
+/// One [`scales_first`] row of `dtype` (Q4_1 or Q8_0), as [`dequant_q4_1`] lays it out.
+fn dequant_row(src: &[u8], dst: &mut [f32], stride: usize, dtype: GgmlDType) {
+    match dtype {
+        GgmlDType::Q4_1 => dequant_q4_1(src, dst, stride),
+        _ => dequant_q8_0(src, dst, stride),
+    }
+}
+
 /// Two consecutive [`scales_first`] rows of `dtype` (Q4_1 or Q8_0) into a panel from the
 /// first row's lanes (`dst[0..8]` of each group of 64): the values and bits of
 /// [`dequant_q4_1`] / [`dequant_q8_0`] at stride 64, both rows with each AVX-512 vector.
-#[cfg(target_arch = "x86_64")]
 fn dequant_pair(src: &[u8], dst: &mut [f32], dtype: GgmlDType) {
     let (block, head) = if dtype == GgmlDType::Q4_1 { (Q4_1_BYTES, 4) } else { (Q8_0_BYTES, 2) };
     let rb = src.len() / 2;
@@ -686,6 +676,7 @@ fn dequant_pair(src: &[u8], dst: &mut [f32], dtype: GgmlDType) {
         let (a, b) = (&q0[g * qb..(g + n) * qb], &q1[g * qb..(g + n) * qb]);
         let out = dst[4 * g * PANEL * 8..].as_mut_ptr();
         // SAFETY: AVX-512 is present; the assert bounds every group written.
+        #[cfg(target_arch = "x86_64")]
         unsafe {
             match dtype {
                 GgmlDType::Q4_1 => x512::dequant_pair_q4_1(&f0[..2 * n], &f1[..2 * n], a, b, out),
@@ -1000,6 +991,14 @@ mod x512 {
         _mm512_mask_mov_ps(_mm512_set1_ps(a), 0xff00, _mm512_set1_ps(b))
     }
 
+    /// Bytes `8i..8i + 8` of row x's 16-byte halves (`xl`, `xh`) beside row y's, for
+    /// groups `i = 0..4`: the two rows' values for one lane step, one vector each.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn groups(xl: __m128i, xh: __m128i, yl: __m128i, yh: __m128i) -> [__m128i; 4] {
+        [_mm_unpacklo_epi64(xl, yl), _mm_unpackhi_epi64(xl, yl), _mm_unpacklo_epi64(xh, yh), _mm_unpackhi_epi64(xh, yh)]
+    }
+
     /// Q4_1 blocks of two rows (`dm*`: (d, m) per block; `q*`: 16 bytes of nibbles per
     /// block): group `i` of block `b` (values `8i..8i + 8`, low nibbles first) of both
     /// rows as one vector at `out + (4b + i) * 64`, each value `q * d + m` by FMA.
@@ -1012,13 +1011,7 @@ mod x512 {
             let y = _mm_loadu_si128(q1.as_ptr().add(16 * b) as *const __m128i);
             let (xl, xh) = (_mm_and_si128(x, mask), _mm_and_si128(_mm_srli_epi16(x, 4), mask));
             let (yl, yh) = (_mm_and_si128(y, mask), _mm_and_si128(_mm_srli_epi16(y, 4), mask));
-            let groups = [
-                _mm_unpacklo_epi64(xl, yl),
-                _mm_unpackhi_epi64(xl, yl),
-                _mm_unpacklo_epi64(xh, yh),
-                _mm_unpackhi_epi64(xh, yh),
-            ];
-            for (i, g) in groups.into_iter().enumerate() {
+            for (i, g) in groups(xl, xh, yl, yh).into_iter().enumerate() {
                 let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(g));
                 _mm512_storeu_ps(out.add((4 * b + i) * 64), _mm512_fmadd_ps(f, d, m));
             }
@@ -1034,13 +1027,7 @@ mod x512 {
             let (x, y) = (q0.as_ptr().add(32 * b), q1.as_ptr().add(32 * b));
             let (xl, xh) = (_mm_loadu_si128(x as *const __m128i), _mm_loadu_si128(x.add(16) as *const __m128i));
             let (yl, yh) = (_mm_loadu_si128(y as *const __m128i), _mm_loadu_si128(y.add(16) as *const __m128i));
-            let groups = [
-                _mm_unpacklo_epi64(xl, yl),
-                _mm_unpackhi_epi64(xl, yl),
-                _mm_unpacklo_epi64(xh, yh),
-                _mm_unpackhi_epi64(xh, yh),
-            ];
-            for (i, g) in groups.into_iter().enumerate() {
+            for (i, g) in groups(xl, xh, yl, yh).into_iter().enumerate() {
                 let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(g));
                 _mm512_storeu_ps(out.add((4 * b + i) * 64), _mm512_mul_ps(f, d));
             }
