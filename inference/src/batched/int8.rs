@@ -1,0 +1,589 @@
+//! Integer kernels for quantized weights: each row of `x` is quantized to 8 bits per
+//! block of 32 (a scale `d` and 32 `i8`, as ggml's Q8_1), and each (row, weight row,
+//! block) product is an exact integer dot product, scaled into an f32 accumulator.
+//!
+//! This is the arithmetic of candle's and llama.cpp's Q4_1 × Q8_1 and Q8_0 × Q8_0 dot
+//! products, with the weights laid out for `vpdpbusd`: a panel of [`ROWS`] weight rows
+//! holds, per block, 8 vectors of 64 bytes, vector `s` holding the 4 values `4s..4s + 4`
+//! of each of the 16 rows. One `vpdpbusd` against 4 bytes of a row of `x` broadcast
+//! adds 64 products into 16 lanes, one lane per weight row, so no lane is ever summed
+//! across: the output `(i, c)` is lane `c`'s chain.
+//!
+//! Numerics (every kernel, every tile, any `m`): for the blocks `b` of a part in order,
+//! `acc = fma(f32(Σ w·q), d_w · d_x, acc)`, then for Q4_1 `acc = fma(m_w, d_x · Σq, acc)`,
+//! from `acc = 0`. The integer sum is exact, whatever order a kernel adds in.
+
+use std::ops::Range;
+
+use super::f16_to_f32;
+
+/// Weight rows per panel: one lane of an AVX-512 vector each.
+pub(super) const ROWS: usize = 16;
+/// Values per quant block (of the weight and of `x`).
+pub(super) const BLOCK: usize = 32;
+
+/// The weight formats the integer kernels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// GGUF block: f16 d, f16 m, 16 bytes of nibbles (value `j` low nibble of byte `j`,
+    /// value `j + 16` its high nibble); `w = q · d + m`, `q` in `0..16`.
+    Q4_1,
+    /// GGUF block: f16 d, 32 `i8`; `w = q · d`.
+    Q8_0,
+}
+
+impl Format {
+    /// Bytes of one block of one row in GGUF.
+    pub(super) fn gguf_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of one block of a whole panel: the 16 rows' f16 scales (`d` at 0, Q4_1's `m`
+    /// at 32), then the quants (at 64 for Q4_1: 4 vectors of nibbles, vector `t` holding
+    /// steps `t` (low nibbles) and `t + 4` (high); at 32 for Q8_0: 8 vectors).
+    pub(super) fn panel_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 64 + 4 * 64,
+            Format::Q8_0 => 32 + 8 * 64,
+        }
+    }
+
+    /// Where byte `i` of row `c`'s GGUF block goes in its panel block.
+    fn place(self, c: usize, i: usize) -> usize {
+        match (self, i) {
+            (_, 0 | 1) => 2 * c + i,
+            (Format::Q4_1, 2 | 3) => 32 + 2 * c + i - 2,
+            (Format::Q4_1, _) => {
+                let j = i - 4;
+                64 + (j / 4) * 64 + 4 * c + j % 4
+            }
+            (Format::Q8_0, _) => {
+                let e = i - 2;
+                32 + (e / 4) * 64 + 4 * c + e % 4
+            }
+        }
+    }
+}
+
+/// GGUF rows (`n` rows of `nb` blocks) as panels of [`ROWS`] rows, zero padded; block `b`
+/// of panel `p` at `(p * nb + b) * panel_bytes`.
+pub(super) fn pack(fmt: Format, gguf: &[u8], n: usize, nb: usize, out: &mut [u8]) {
+    let (gb, pb) = (fmt.gguf_bytes(), fmt.panel_bytes());
+    assert!(gguf.len() >= n * nb * gb && out.len() >= n.div_ceil(ROWS) * nb * pb);
+    for r in 0..n {
+        let (p, c) = (r / ROWS, r % ROWS);
+        for b in 0..nb {
+            let src = &gguf[(r * nb + b) * gb..][..gb];
+            let dst = &mut out[(p * nb + b) * pb..][..pb];
+            for (i, v) in src.iter().enumerate() {
+                dst[fmt.place(c, i)] = *v;
+            }
+        }
+    }
+}
+
+/// The inverse of [`pack`]: `n` GGUF rows.
+pub(super) fn unpack(fmt: Format, panels: &[u8], n: usize, nb: usize) -> Vec<u8> {
+    let (gb, pb) = (fmt.gguf_bytes(), fmt.panel_bytes());
+    let mut rows = vec![0u8; n * nb * gb];
+    for r in 0..n {
+        let (p, c) = (r / ROWS, r % ROWS);
+        for b in 0..nb {
+            let src = &panels[(p * nb + b) * pb..][..pb];
+            for (i, v) in rows[(r * nb + b) * gb..][..gb].iter_mut().enumerate() {
+                *v = src[fmt.place(c, i)];
+            }
+        }
+    }
+    rows
+}
+
+/// Rows of `x` quantized per block of 32: `q = round(x / d)` (ties to even) with
+/// `d = max|x| / 127`, as ggml's Q8_1 (which rounds ties away from zero).
+#[derive(Debug, Default)]
+pub(super) struct QuantRows {
+    /// Blocks per row.
+    pub nb: usize,
+    /// `[m, nb * 32]`.
+    pub q: Vec<i8>,
+    /// `[m, nb]`: the scale `d`.
+    pub d: Vec<f32>,
+    /// `[m, nb]`: `d · Σq` (Q4_1's offset term).
+    pub ds: Vec<f32>,
+    /// `[m, nb]`: `Σq`.
+    pub sum: Vec<i32>,
+}
+
+impl QuantRows {
+    /// `x: [m, nb * 32]`, reusing this buffer's allocations.
+    pub fn quantize(&mut self, x: &[f32], m: usize, nb: usize) {
+        let k = nb * BLOCK;
+        assert_eq!(x.len(), m * k);
+        self.nb = nb;
+        self.q.resize(m * k, 0);
+        self.d.resize(m * nb, 0.0);
+        self.ds.resize(m * nb, 0.0);
+        self.sum.resize(m * nb, 0);
+        for (j, xb) in x.chunks_exact(BLOCK).enumerate() {
+            let q: &mut [i8; BLOCK] = (&mut self.q[j * BLOCK..][..BLOCK]).try_into().expect("a block");
+            let (d, sum) = quantize_block(xb.try_into().expect("a block"), q);
+            self.d[j] = d;
+            self.sum[j] = sum;
+            self.ds[j] = d * sum as f32;
+        }
+    }
+}
+
+/// One block: returns `(d, Σq)`.
+fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ are present.
+        return unsafe { x512::quantize_block(x, q) };
+    }
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0;
+    for (q, v) in q.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even() as i32;
+        *q = r as i8;
+        sum += r;
+    }
+    (d, sum)
+}
+
+/// Which kernel family runs: AVX-512 VNNI, AVX2, or portable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni512,
+}
+
+impl Kernel {
+    /// The fastest this machine runs (`STUDIO_NO_AVX512` turns AVX-512 off).
+    pub(super) fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_avx512() && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+                return Kernel::Vnni512;
+            }
+            if super::has_avx2() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+}
+
+/// Most rows of `x` in one register tile: R accumulators, the panel's 8 weight vectors,
+/// its scales and two integer sums fit the 32 zmm registers.
+pub(super) const MAX_TILE_ROWS: usize = 8;
+
+/// Outputs `(i0 + r, c)` for `r < rows`, `c < width` (at `y + r * ldy + c`) over blocks
+/// `blocks` of one panel (`w`: the panel's first block) for rows `i0..` of `x`.
+///
+/// # Safety
+/// `w` holds the panel's blocks `blocks`, `x` holds rows `i0..i0 + rows`, and `y` has
+/// room for every output written; `kernel` runs on this machine; `rows <= 8`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(
+    kernel: Kernel,
+    fmt: Format,
+    x: &QuantRows,
+    i0: usize,
+    rows: usize,
+    w: *const u8,
+    blocks: Range<usize>,
+    y: *mut f32,
+    ldy: usize,
+    width: usize,
+) {
+    macro_rules! by_rows {
+        ($($f:ident)::+, $q4:literal) => {
+            match rows {
+                1 => $($f)::+::<1, $q4>(x, i0, w, blocks, y, ldy, width),
+                2 => $($f)::+::<2, $q4>(x, i0, w, blocks, y, ldy, width),
+                3 => $($f)::+::<3, $q4>(x, i0, w, blocks, y, ldy, width),
+                4 => $($f)::+::<4, $q4>(x, i0, w, blocks, y, ldy, width),
+                5 => $($f)::+::<5, $q4>(x, i0, w, blocks, y, ldy, width),
+                6 => $($f)::+::<6, $q4>(x, i0, w, blocks, y, ldy, width),
+                7 => $($f)::+::<7, $q4>(x, i0, w, blocks, y, ldy, width),
+                _ => $($f)::+::<8, $q4>(x, i0, w, blocks, y, ldy, width),
+            }
+        };
+    }
+    debug_assert!((1..=MAX_TILE_ROWS).contains(&rows));
+    match (kernel, fmt) {
+        (Kernel::Portable, Format::Q4_1) => by_rows!(portable, true),
+        (Kernel::Portable, Format::Q8_0) => by_rows!(portable, false),
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2, Format::Q4_1) => by_rows!(x86::tile, true),
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2, Format::Q8_0) => by_rows!(x86::tile, false),
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Vnni512, Format::Q4_1) => by_rows!(x512::tile, true),
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Vnni512, Format::Q8_0) => by_rows!(x512::tile, false),
+    }
+}
+
+/// The reference arithmetic, one lane at a time.
+unsafe fn portable<const R: usize, const Q4: bool>(
+    x: &QuantRows,
+    i0: usize,
+    w: *const u8,
+    blocks: Range<usize>,
+    y: *mut f32,
+    ldy: usize,
+    width: usize,
+) {
+    let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+    let pb = fmt.panel_bytes();
+    let nb = x.nb;
+    for r in 0..R {
+        let i = i0 + r;
+        for c in 0..width {
+            let mut acc = 0f32;
+            for b in blocks.clone() {
+                let wb = std::slice::from_raw_parts(w.add(b * pb), pb);
+                let at = |i: usize| wb[fmt.place(c, i)];
+                let scale = |i: usize| f16_to_f32(u16::from_le_bytes([at(i), at(i + 1)]));
+                let xq = &x.q[(i * nb + b) * BLOCK..][..BLOCK];
+                let mut dot = 0i32;
+                for (e, xv) in xq.iter().enumerate() {
+                    let wq = if Q4 {
+                        let byte = at(4 + e % 16);
+                        i32::from(if e < 16 { byte & 0x0f } else { byte >> 4 })
+                    } else {
+                        i32::from(at(2 + e) as i8)
+                    };
+                    dot += wq * i32::from(*xv);
+                }
+                acc = (dot as f32).mul_add(scale(0) * x.d[i * nb + b], acc);
+                if Q4 {
+                    acc = scale(2).mul_add(x.ds[i * nb + b], acc);
+                }
+            }
+            *y.add(r * ldy + c) = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// The 8 weight rows of one half of a panel, one ymm per 4-value step: 4 bytes per
+    /// row. Q8_0 values stay signed (`maddubs` takes `|w|` and `x` with `w`'s sign).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(
+        x: &QuantRows,
+        i0: usize,
+        w: *const u8,
+        blocks: Range<usize>,
+        y: *mut f32,
+        ldy: usize,
+        width: usize,
+    ) {
+        let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+        let pb = fmt.panel_bytes();
+        let nb = x.nb;
+        let (lo, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for b in blocks.clone() {
+                let wb = w.add(b * pb);
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
+                let mn = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i));
+                let mut v = [_mm256_setzero_si256(); 8];
+                if Q4 {
+                    for t in 0..4 {
+                        let p = _mm256_loadu_si256(wb.add(64 + 64 * t + 32 * h) as *const __m256i);
+                        v[t] = _mm256_and_si256(p, lo);
+                        v[t + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), lo);
+                    }
+                } else {
+                    for (s, v) in v.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
+                    }
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let i = i0 + r;
+                    let xp = x.q.as_ptr().add((i * nb + b) * BLOCK) as *const i32;
+                    let mut isum = _mm256_setzero_si256();
+                    for (s, v) in v.iter().enumerate() {
+                        let xb = _mm256_set1_epi32(xp.add(s).read_unaligned());
+                        let prod = if Q4 {
+                            _mm256_maddubs_epi16(*v, xb)
+                        } else {
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(*v), _mm256_sign_epi8(xb, *v))
+                        };
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(prod, ones));
+                    }
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.d[i * nb + b]));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
+                    if Q4 {
+                        *acc = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.ds[i * nb + b]), *acc);
+                    }
+                }
+            }
+            let cols = width.saturating_sub(8 * h).min(8);
+            for (r, acc) in acc.iter().enumerate() {
+                let mut out = [0f32; 8];
+                _mm256_storeu_ps(out.as_mut_ptr(), *acc);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r * ldy + 8 * h), cols);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// A whole panel per vector. `vpdpbusd` multiplies unsigned by signed bytes: Q8_0's
+    /// signed weights are flipped to `w + 128` and `128 · Σq` taken off the sum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(
+        x: &QuantRows,
+        i0: usize,
+        w: *const u8,
+        blocks: Range<usize>,
+        y: *mut f32,
+        ldy: usize,
+        width: usize,
+    ) {
+        let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+        let pb = fmt.panel_bytes();
+        let nb = x.nb;
+        let (lo, flip) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(-128));
+        let mut acc = [_mm512_setzero_ps(); R];
+        for b in blocks {
+            let wb = w.add(b * pb);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i));
+            let mut v = [_mm512_setzero_si512(); 8];
+            let mut mn = _mm512_setzero_ps();
+            if Q4 {
+                mn = _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(32) as *const __m256i));
+                for t in 0..4 {
+                    let p = _mm512_loadu_si512(wb.add(64 + 64 * t) as *const __m512i);
+                    v[t] = _mm512_and_si512(p, lo);
+                    v[t + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), lo);
+                }
+            } else {
+                for (s, v) in v.iter_mut().enumerate() {
+                    *v = _mm512_xor_si512(_mm512_loadu_si512(wb.add(32 + 64 * s) as *const __m512i), flip);
+                }
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let i = i0 + r;
+                let xp = x.q.as_ptr().add((i * nb + b) * BLOCK) as *const i32;
+                // Two chains: a single one would wait on each `vpdpbusd` in turn.
+                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for s in (0..8).step_by(2) {
+                    s0 = _mm512_dpbusd_epi32(s0, v[s], _mm512_set1_epi32(xp.add(s).read_unaligned()));
+                    s1 = _mm512_dpbusd_epi32(s1, v[s + 1], _mm512_set1_epi32(xp.add(s + 1).read_unaligned()));
+                }
+                let mut isum = _mm512_add_epi32(s0, s1);
+                if !Q4 {
+                    isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(x.sum[i * nb + b] << 7));
+                }
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.d[i * nb + b]));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
+                if Q4 {
+                    *acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(x.ds[i * nb + b]), *acc);
+                }
+            }
+        }
+        let mask = if width >= ROWS { 0xffff } else { (1u16 << width) - 1 };
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(y.add(r * ldy), mask, *acc);
+        }
+    }
+
+    /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
+    /// ties-to-even rounding (the default MXCSR mode).
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+    pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+        let (a, b) = (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16)));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        let d = amax / 127.0;
+        let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let (qa, qb) = (_mm512_cvtps_epi32(_mm512_mul_ps(a, id)), _mm512_cvtps_epi32(_mm512_mul_ps(b, id)));
+        _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(q.as_mut_ptr().add(16) as *mut __m128i, _mm512_cvtepi32_epi8(qb));
+        (d, _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_gguf(fmt: Format, n: usize, nb: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let mut out = Vec::new();
+        for _ in 0..n * nb {
+            // Small positive and negative f16 scales (exponent 8..13, random mantissa).
+            let mut scale = || ((next() % 2) << 15 | (8 + next() % 6) << 10 | (next() % 1024)) as u16;
+            out.extend(scale().to_le_bytes());
+            if fmt == Format::Q4_1 {
+                out.extend(scale().to_le_bytes());
+                out.extend((0..16).map(|_| next() as u8));
+            } else {
+                // GGUF's Q8_0 quants are in -127..=127.
+                out.extend((0..32).map(|_| (next() % 255) as i32 - 127).map(|v| v as i8 as u8));
+            }
+        }
+        out
+    }
+
+    fn random_x(m: usize, k: usize) -> Vec<f32> {
+        (0..m * k).map(|i| ((i * 7919 + 13) % 1000) as f32 / 250.0 - 2.0 + (i % 7) as f32 * 1e-3).collect()
+    }
+
+    fn kernels() -> Vec<Kernel> {
+        let mut ks = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::batched::has_avx2() {
+                ks.push(Kernel::Avx2);
+            }
+            if Kernel::best() == Kernel::Vnni512 {
+                ks.push(Kernel::Vnni512);
+            }
+        }
+        ks
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        for fmt in [Format::Q4_1, Format::Q8_0] {
+            let (n, nb) = (21, 3);
+            let gguf = random_gguf(fmt, n, nb, 5);
+            let mut panels = vec![0u8; 2 * nb * fmt.panel_bytes()];
+            pack(fmt, &gguf, n, nb, &mut panels);
+            assert_eq!(unpack(fmt, &panels, n, nb), gguf);
+            // Every byte of a full panel block is used exactly once.
+            let mut seen = vec![0; fmt.panel_bytes()];
+            for c in 0..ROWS {
+                for i in 0..fmt.gguf_bytes() {
+                    seen[fmt.place(c, i)] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{fmt:?}");
+        }
+    }
+
+    #[test]
+    fn quantized_rows_follow_ggml() {
+        let x = random_x(3, 64);
+        let mut q = QuantRows::default();
+        q.quantize(&x, 3, 2);
+        for (j, xb) in x.chunks_exact(32).enumerate() {
+            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            assert_eq!(q.d[j], d);
+            let qs = &q.q[j * 32..][..32];
+            assert!(qs.iter().any(|v| v.abs() == 127));
+            for (v, qv) in xb.iter().zip(qs) {
+                assert!((v / d - *qv as f32).abs() <= 0.5 + 1e-4, "{v} {qv}");
+            }
+            assert_eq!(q.sum[j], qs.iter().map(|v| *v as i32).sum::<i32>());
+            assert_eq!(q.ds[j], d * q.sum[j] as f32);
+        }
+        // The vector and scalar quantizers agree bit for bit, ties included.
+        let mut ties = [0f32; 32];
+        ties[0] = 127.0;
+        for (i, t) in ties.iter_mut().enumerate().skip(1) {
+            *t = i as f32 - 15.5;
+        }
+        for xb in x.chunks_exact(32).chain([&ties[..], &[0f32; 32][..]]) {
+            let xb: &[f32; 32] = xb.try_into().unwrap();
+            let mut a = [0i8; 32];
+            let got = quantize_block(xb, &mut a);
+            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let b: Vec<i8> = xb.iter().map(|v| (v * id).round_ties_even() as i8).collect();
+            assert_eq!(a.to_vec(), b);
+            assert_eq!(got, (d, b.iter().map(|v| *v as i32).sum()));
+        }
+    }
+
+    /// Every kernel and tile height gives the portable kernel's bits, and the portable
+    /// kernel is the documented formula over dequantized values.
+    #[test]
+    fn every_kernel_gives_the_reference_bits() {
+        for fmt in [Format::Q4_1, Format::Q8_0] {
+            let (n, nb, m) = (19, 5, 8);
+            let gguf = random_gguf(fmt, n, nb, 11);
+            let mut panels = vec![0u8; 2 * nb * fmt.panel_bytes()];
+            pack(fmt, &gguf, n, nb, &mut panels);
+            let mut xq = QuantRows::default();
+            xq.quantize(&random_x(m, nb * 32), m, nb);
+            // The formula, from the GGUF bytes.
+            let gb = fmt.gguf_bytes();
+            let half = |b: &[u8], i: usize| f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+            let want = |i: usize, j: usize, blocks: Range<usize>| {
+                let mut acc = 0f32;
+                for b in blocks {
+                    let g = &gguf[(j * nb + b) * gb..][..gb];
+                    let xs = &xq.q[(i * nb + b) * 32..][..32];
+                    let dot: i32 = (0..32)
+                        .map(|e| {
+                            let w = match fmt {
+                                Format::Q4_1 => i32::from(if e < 16 { g[4 + e] & 15 } else { g[4 + e - 16] >> 4 }),
+                                Format::Q8_0 => i32::from(g[2 + e] as i8),
+                            };
+                            w * i32::from(xs[e])
+                        })
+                        .sum();
+                    acc = (dot as f32).mul_add(half(g, 0) * xq.d[i * nb + b], acc);
+                    if fmt == Format::Q4_1 {
+                        acc = half(g, 2).mul_add(xq.ds[i * nb + b], acc);
+                    }
+                }
+                acc
+            };
+            for kernel in kernels() {
+                for rows in 1..=MAX_TILE_ROWS {
+                    for (p, blocks) in [(0, 0..nb), (1, 1..4)] {
+                        let width = if p == 0 { 16 } else { n - 16 };
+                        let ldy = 20;
+                        let mut y = vec![f32::NAN; rows * ldy];
+                        let i0 = m - rows;
+                        unsafe {
+                            let w = panels.as_ptr().add(p * nb * fmt.panel_bytes());
+                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), y.as_mut_ptr(), ldy, width);
+                        }
+                        for r in 0..rows {
+                            for c in 0..ldy {
+                                let got = y[r * ldy + c];
+                                if c < width {
+                                    let w = want(i0 + r, 16 * p + c, blocks.clone());
+                                    assert_eq!(got.to_bits(), w.to_bits(), "{kernel:?} {fmt:?} {rows} rows ({r},{c})");
+                                } else {
+                                    assert!(got.is_nan(), "{kernel:?} wrote past the panel's width");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
