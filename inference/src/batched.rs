@@ -270,6 +270,31 @@ impl BatchedWeight {
     /// `x: [m, k]` → `(y, m)`, `y: [parts, m, n]` row-major: part `q` is
     /// `x[:, part_q] W[:, part_q]^T`.
     pub fn forward_parts(&self, x: &Tensor) -> Result<(Vec<f32>, usize)> {
+        self.products(x, false)
+    }
+
+    /// `x: [m, k]` → `[m, n]`: the parts' products added in their order,
+    /// `((p0 + p1) + p2) + ...`, bit for bit what adding [`Self::forward_parts`]'s
+    /// parts in that order gives (quantized weights add each part as it is done).
+    pub fn forward_summed(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, m) = match self.store {
+            Store::Quant(..) => self.products(x, true)?,
+            Store::F32(_) => {
+                let (y, m) = self.products(x, false)?;
+                let (first, rest) = y.split_at(m * self.n);
+                let mut acc = first.to_vec();
+                for part in rest.chunks_exact(m * self.n) {
+                    acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+                }
+                (acc, m)
+            }
+        };
+        Tensor::from_vec(y, (m, self.n), &Device::Cpu)
+    }
+
+    /// `summed`: `[m, n]` with the parts added in order (quantized weights only), else
+    /// `[parts, m, n]`.
+    fn products(&self, x: &Tensor, summed: bool) -> Result<(Vec<f32>, usize)> {
         let (m, k) = x.dims2()?;
         if k != self.k {
             candle_core::bail!("batched matmul: x has {k} columns, weight has {}", self.k);
@@ -280,26 +305,30 @@ impl BatchedWeight {
             candle_core::bail!("batched matmul runs on the CPU only");
         };
         let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
-        let mut y = vec![0f32; self.parts.len() * m * self.n];
-        self.matmul(xs, m, &mut y);
+        let len = if summed { 1 } else { self.parts.len() } * m * self.n;
+        // Every output is written (a step's logits are megabytes: no zeroing pass first).
+        let mut y = Vec::with_capacity(len);
+        // SAFETY: `y` has room for `len` outputs and the matmul writes each of them.
+        unsafe {
+            self.matmul(xs, m, y.as_mut_ptr(), summed);
+            y.set_len(len);
+        }
         Ok((y, m))
     }
 
-    /// `y[parts, m, n] = x[m, k] W^T` per part.
-    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        self.matmul_on(x, m, y, true)
-    }
-
-    /// `parallel`: spread the work over candle's CPU thread pool.
-    fn matmul_on(&self, x: &[f32], m: usize, y: &mut [f32], parallel: bool) {
+    /// `y[parts, m, n] = x[m, k] W^T` per part, or the parts' sum (`summed`).
+    ///
+    /// # Safety
+    /// `y` has room for `[parts, m, n]` (or `[m, n]` when `summed`) f32s.
+    unsafe fn matmul(&self, x: &[f32], m: usize, y: *mut f32, summed: bool) {
         assert_eq!(x.len(), m * self.k);
-        assert_eq!(y.len(), self.parts.len() * m * self.n);
         if m == 0 || self.n == 0 {
             return;
         }
         if let Store::Quant(fmt, panels) = &self.store {
-            return self.matmul_int(*fmt, panels, x, m, y, parallel);
+            return self.matmul_int(*fmt, panels, x, m, y, summed);
         }
+        assert!(!summed, "dense weights add their parts after the matmul");
         // Rows of x padded to the lane step (only when k is not a multiple of 8).
         let padded;
         let x: &[f32] = if self.k_pad == self.k {
@@ -317,7 +346,7 @@ impl BatchedWeight {
         // Each row block's register tiles, worked out once for all its panels.
         let tiles: Vec<Vec<(usize, usize)>> =
             (0..row_blocks).map(|rb| row_tiles(rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK))).collect();
-        let y_ptr = y.as_mut_ptr() as usize;
+        let y_ptr = y as usize;
         let work = |range: std::ops::Range<usize>| {
             for item in range {
                 let (rb, p) = (item / panels, item % panels);
@@ -326,12 +355,12 @@ impl BatchedWeight {
                 unsafe { self.panel(x, rows, &tiles[rb], p, y_ptr as *mut f32, m * self.n) };
             }
         };
-        self.run(row_blocks * panels, m, parallel, &work);
+        self.run(row_blocks * panels, m, &work);
     }
 
     /// Runs `items` work items here or on the pool.
-    fn run(&self, items: usize, m: usize, parallel: bool, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
-        if !parallel || m * self.n * self.k < 1 << 16 {
+    fn run(&self, items: usize, m: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        if m * self.n * self.k < 1 << 16 {
             work(0..items);
         } else {
             let pool = crate::pool::pool();
@@ -340,9 +369,9 @@ impl BatchedWeight {
         }
     }
 
-    /// [`Self::matmul_on`] for a quantized weight: `x` quantized once per call, then
+    /// [`Self::matmul`] for a quantized weight: `x` quantized once per call, then
     /// integer tiles of up to 8 rows × one panel of 16 weight rows.
-    fn matmul_int(&self, fmt: int8::Format, panels: &Aligned, x: &[f32], m: usize, y: &mut [f32], parallel: bool) {
+    unsafe fn matmul_int(&self, fmt: int8::Format, panels: &Aligned, x: &[f32], m: usize, y: *mut f32, summed: bool) {
         let (n, nb) = (self.n, self.k / int8::BLOCK);
         let kernel = int8_kernel();
         let n_panels = n.div_ceil(int8::ROWS);
@@ -353,9 +382,19 @@ impl BatchedWeight {
         let panel_stride = nb * fmt.panel_bytes();
         XQ.with(|xq| {
             let mut xq = xq.borrow_mut();
-            xq.quantize(x, m, nb);
+            xq.resize(m, nb);
+            let rows = xq.rows();
+            let quantize = |range: std::ops::Range<usize>| {
+                // SAFETY: each item quantizes only its own rows.
+                unsafe { rows.quantize(x, range) }
+            };
+            if m * self.k >= 1 << 14 {
+                crate::pool::pool().run(m, m.div_ceil(2 * crate::pool::pool().threads()), &quantize);
+            } else {
+                quantize(0..m);
+            }
             let xq = &*xq;
-            let (y_ptr, w_ptr) = (y.as_mut_ptr() as usize, panels.bytes().as_ptr() as usize);
+            let (y_ptr, w_ptr) = (y as usize, panels.bytes().as_ptr() as usize);
             let work = |range: std::ops::Range<usize>| {
                 for item in range {
                     let (rb, p) = (item / n_panels, item % n_panels);
@@ -363,16 +402,18 @@ impl BatchedWeight {
                     let width = int8::ROWS.min(n - j0);
                     for (q, part) in self.parts.iter().enumerate() {
                         let blocks = part.start / int8::BLOCK..part.end / int8::BLOCK;
+                        // Summed: part 0 is stored, each later part added to the total.
+                        let (at, add) = if summed { (0, q > 0) } else { (q * m * n, false) };
                         for &(i, r) in &tiles[rb] {
-                            let out = (y_ptr as *mut f32).wrapping_add(q * m * n + i * n + j0);
+                            let out = (y_ptr as *mut f32).wrapping_add(at + i * n + j0);
                             // SAFETY: the panel holds every block, `x` rows `i..i + r`, and
                             // each (row block, panel) item writes only its own outputs.
-                            unsafe { int8::tile(kernel, fmt, xq, i, r, w, blocks.clone(), out, n, width) };
+                            unsafe { int8::tile(kernel, fmt, xq, i, r, w, blocks.clone(), out, n, width, add) };
                         }
                     }
                 }
             };
-            self.run(row_blocks * n_panels, m, parallel, &work);
+            self.run(row_blocks * n_panels, m, &work);
         })
     }
 
@@ -1005,6 +1046,13 @@ mod tests {
                 let same = alone.iter().zip(&y[q * 7 * n..]).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{dt:?}: part {q}");
             }
+            // Summed: the parts added in order, bit for bit.
+            let mut fold = y[..7 * n].to_vec();
+            for part in y[7 * n..].chunks_exact(7 * n) {
+                fold.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+            }
+            let summed = fused.forward_summed(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(summed.iter().zip(&fold).all(|(a, b)| a.to_bits() == b.to_bits()), "{dt:?}: summed");
             // Misaligned parts are refused.
             assert!(BatchedWeight::new(&w).unwrap().with_parts(&[0..60, 60..192]).is_err());
 

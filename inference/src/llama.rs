@@ -168,6 +168,10 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up_proj.forward(x)?;
+        if crate::layers::host_attention_for(x.device()) {
+            // Invariant numerics on the CPU: one pass on the pool.
+            return self.down_proj.forward(&crate::layers::silu_mul(&gate_up, self.ff)?);
+        }
         let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, self.ff)?)?;
         self.down_proj.forward(&(gate * gate_up.narrow(1, self.ff, self.ff)?)?)
     }

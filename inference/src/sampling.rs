@@ -160,7 +160,7 @@ const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_
 /// `exp(x)` for `x <= 0` (a logit minus the row's maximum), within 2 ulp of libm:
 /// `2^n * p(r)` with `r = x - n ln 2`. Below -87 (and for -inf) the result is 0; NaN stays
 /// NaN. Separate multiplies and adds, so [`avx2_exp_sums`] gives the same bits.
-fn exp_shifted(x: f32) -> f32 {
+pub(crate) fn exp_shifted(x: f32) -> f32 {
     if x.is_nan() {
         return x;
     }
@@ -177,32 +177,39 @@ fn exp_shifted(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// [`exp_shifted`] on 8 lanes, with the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn avx2_exp_shifted(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let floor_at = _mm256_set1_ps(-87.0);
+    // Lanes below -87 (and -inf) give 0; NaN lanes stay NaN through the arithmetic.
+    let under = _mm256_cmp_ps(v, floor_at, _CMP_LT_OQ);
+    let vc = _mm256_blendv_ps(v, floor_at, under);
+    let n =
+        _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(vc, _mm256_set1_ps(std::f32::consts::LOG2_E)), _mm256_set1_ps(0.5)));
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(vc, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
+        _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
+    );
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for k in &EXP_POLY[1..] {
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(*k));
+    }
+    let p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
+    let bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn avx2_exp_sums(x: &[f32], max: f32, acc: &mut [f64; 8]) {
     use std::arch::x86_64::*;
     let (mut lo, mut hi) = (_mm256_loadu_pd(acc.as_ptr()), _mm256_loadu_pd(acc.as_ptr().add(4)));
-    let (m, floor_at) = (_mm256_set1_ps(max), _mm256_set1_ps(-87.0));
+    let m = _mm256_set1_ps(max);
     for c in x.chunks_exact(8) {
-        let v = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m);
-        // Lanes below -87 (and -inf) give 0; NaN lanes stay NaN through the arithmetic.
-        let under = _mm256_cmp_ps(v, floor_at, _CMP_LT_OQ);
-        let vc = _mm256_blendv_ps(v, floor_at, under);
-        let n = _mm256_floor_ps(_mm256_add_ps(
-            _mm256_mul_ps(vc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            _mm256_set1_ps(0.5),
-        ));
-        let r = _mm256_sub_ps(
-            _mm256_sub_ps(vc, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
-            _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
-        );
-        let mut p = _mm256_set1_ps(EXP_POLY[0]);
-        for k in &EXP_POLY[1..] {
-            p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(*k));
-        }
-        let p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
-        let bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
-        let e = _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+        let e = avx2_exp_shifted(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
         lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }

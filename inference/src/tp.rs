@@ -322,17 +322,12 @@ impl RowParallelLinear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(b) = &self.fused {
-            let (y, m) = b.forward_parts(x)?;
-            let n = b.dims().0;
             if self.shard.world() == 1 {
                 // The canonical sum `((p0 + p1) + p2) + ...`, as `sum_in_order` adds.
-                let (first, rest) = y.split_at(m * n);
-                let mut acc = first.to_vec();
-                for part in rest.chunks_exact(m * n) {
-                    acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
-                }
-                return Tensor::from_vec(acc, (m, n), x.device());
+                return b.forward_summed(x);
             }
+            let (y, m) = b.forward_parts(x)?;
+            let n = b.dims().0;
             let partials: Vec<Tensor> = y
                 .chunks_exact(m * n)
                 .map(|part| Tensor::from_slice(part, (m, n), x.device()))

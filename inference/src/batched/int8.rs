@@ -119,20 +119,60 @@ pub(super) struct QuantRows {
 
 impl QuantRows {
     /// `x: [m, nb * 32]`, reusing this buffer's allocations.
+    #[cfg(test)]
     pub fn quantize(&mut self, x: &[f32], m: usize, nb: usize) {
-        let k = nb * BLOCK;
-        assert_eq!(x.len(), m * k);
+        self.resize(m, nb);
+        // SAFETY: sized for `m` rows just above.
+        unsafe { self.rows().quantize(x, 0..m) }
+    }
+
+    /// Room for `m` rows of `nb` blocks (keeping the allocations).
+    pub fn resize(&mut self, m: usize, nb: usize) {
         self.nb = nb;
-        self.q.resize(m * k, 0);
+        self.q.resize(m * nb * BLOCK, 0);
         self.d.resize(m * nb, 0.0);
         self.ds.resize(m * nb, 0.0);
         self.sum.resize(m * nb, 0);
-        for (j, xb) in x.chunks_exact(BLOCK).enumerate() {
-            let q: &mut [i8; BLOCK] = (&mut self.q[j * BLOCK..][..BLOCK]).try_into().expect("a block");
-            let (d, sum) = quantize_block(xb.try_into().expect("a block"), q);
-            self.d[j] = d;
-            self.sum[j] = sum;
-            self.ds[j] = d * sum as f32;
+    }
+
+    /// A handle that threads quantize disjoint rows through.
+    pub fn rows(&mut self) -> RowWriter {
+        RowWriter {
+            nb: self.nb,
+            q: self.q.as_mut_ptr(),
+            d: self.d.as_mut_ptr(),
+            ds: self.ds.as_mut_ptr(),
+            sum: self.sum.as_mut_ptr(),
+        }
+    }
+}
+
+/// Raw access to a [`QuantRows`]'s rows, for quantizing them on several threads.
+pub(super) struct RowWriter {
+    nb: usize,
+    q: *mut i8,
+    d: *mut f32,
+    ds: *mut f32,
+    sum: *mut i32,
+}
+
+// SAFETY: callers write disjoint rows (see `quantize`).
+unsafe impl Sync for RowWriter {}
+
+impl RowWriter {
+    /// Quantizes rows `rows` of `x` (`[m, nb * 32]`).
+    ///
+    /// # Safety
+    /// The [`QuantRows`] is sized for these rows and outlives this handle, and no other
+    /// thread writes them meanwhile.
+    pub unsafe fn quantize(&self, x: &[f32], rows: Range<usize>) {
+        let nb = self.nb;
+        for j in rows.start * nb..rows.end * nb {
+            let xb: &[f32; BLOCK] = x[j * BLOCK..][..BLOCK].try_into().expect("a block");
+            let (d, sum) = quantize_block(xb, &mut *(self.q.add(j * BLOCK) as *mut [i8; BLOCK]));
+            *self.d.add(j) = d;
+            *self.sum.add(j) = sum;
+            *self.ds.add(j) = d * sum as f32;
         }
     }
 }
@@ -187,7 +227,8 @@ impl Kernel {
 pub(super) const MAX_TILE_ROWS: usize = 8;
 
 /// Outputs `(i0 + r, c)` for `r < rows`, `c < width` (at `y + r * ldy + c`) over blocks
-/// `blocks` of one panel (`w`: the panel's first block) for rows `i0..` of `x`.
+/// `blocks` of one panel (`w`: the panel's first block) for rows `i0..` of `x`; with
+/// `add`, each is added to what `y` holds (`y + out`).
 ///
 /// # Safety
 /// `w` holds the panel's blocks `blocks`, `x` holds rows `i0..i0 + rows`, and `y` has
@@ -204,18 +245,19 @@ pub(super) unsafe fn tile(
     y: *mut f32,
     ldy: usize,
     width: usize,
+    add: bool,
 ) {
     macro_rules! by_rows {
         ($($f:ident)::+, $q4:literal) => {
             match rows {
-                1 => $($f)::+::<1, $q4>(x, i0, w, blocks, y, ldy, width),
-                2 => $($f)::+::<2, $q4>(x, i0, w, blocks, y, ldy, width),
-                3 => $($f)::+::<3, $q4>(x, i0, w, blocks, y, ldy, width),
-                4 => $($f)::+::<4, $q4>(x, i0, w, blocks, y, ldy, width),
-                5 => $($f)::+::<5, $q4>(x, i0, w, blocks, y, ldy, width),
-                6 => $($f)::+::<6, $q4>(x, i0, w, blocks, y, ldy, width),
-                7 => $($f)::+::<7, $q4>(x, i0, w, blocks, y, ldy, width),
-                _ => $($f)::+::<8, $q4>(x, i0, w, blocks, y, ldy, width),
+                1 => $($f)::+::<1, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                2 => $($f)::+::<2, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                3 => $($f)::+::<3, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                4 => $($f)::+::<4, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                5 => $($f)::+::<5, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                6 => $($f)::+::<6, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                7 => $($f)::+::<7, $q4>(x, i0, w, blocks, y, ldy, width, add),
+                _ => $($f)::+::<8, $q4>(x, i0, w, blocks, y, ldy, width, add),
             }
         };
     }
@@ -243,6 +285,7 @@ unsafe fn portable<const R: usize, const Q4: bool>(
     y: *mut f32,
     ldy: usize,
     width: usize,
+    add: bool,
 ) {
     let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
     let pb = fmt.panel_bytes();
@@ -271,7 +314,8 @@ unsafe fn portable<const R: usize, const Q4: bool>(
                     acc = scale(2).mul_add(x.ds[i * nb + b], acc);
                 }
             }
-            *y.add(r * ldy + c) = acc;
+            let out = y.add(r * ldy + c);
+            *out = if add { *out + acc } else { acc };
         }
     }
 }
@@ -292,6 +336,7 @@ mod x86 {
         y: *mut f32,
         ldy: usize,
         width: usize,
+        add: bool,
     ) {
         let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
         let pb = fmt.panel_bytes();
@@ -339,7 +384,10 @@ mod x86 {
             for (r, acc) in acc.iter().enumerate() {
                 let mut out = [0f32; 8];
                 _mm256_storeu_ps(out.as_mut_ptr(), *acc);
-                std::ptr::copy_nonoverlapping(out.as_ptr(), y.add(r * ldy + 8 * h), cols);
+                let dst = y.add(r * ldy + 8 * h);
+                for (c, v) in out[..cols].iter().enumerate() {
+                    *dst.add(c) = if add { *dst.add(c) + v } else { *v };
+                }
             }
         }
     }
@@ -361,6 +409,7 @@ mod x512 {
         y: *mut f32,
         ldy: usize,
         width: usize,
+        add: bool,
     ) {
         let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
         let pb = fmt.panel_bytes();
@@ -406,7 +455,9 @@ mod x512 {
         }
         let mask = if width >= ROWS { 0xffff } else { (1u16 << width) - 1 };
         for (r, acc) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(y.add(r * ldy), mask, *acc);
+            let out = y.add(r * ldy);
+            let v = if add { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), *acc) } else { *acc };
+            _mm512_mask_storeu_ps(out, mask, v);
         }
     }
 
@@ -568,7 +619,15 @@ mod tests {
                         let i0 = m - rows;
                         unsafe {
                             let w = panels.as_ptr().add(p * nb * fmt.panel_bytes());
-                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), y.as_mut_ptr(), ldy, width);
+                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), y.as_mut_ptr(), ldy, width, false);
+                            // Adding to a total: `total + out`.
+                            let mut t: Vec<f32> = (0..rows * ldy).map(|i| i as f32 * 0.1).collect();
+                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), t.as_mut_ptr(), ldy, width, true);
+                            for (i, t) in t.iter().enumerate() {
+                                if i % ldy < width {
+                                    assert_eq!(t.to_bits(), (i as f32 * 0.1 + y[i]).to_bits(), "{kernel:?} add");
+                                }
+                            }
                         }
                         for r in 0..rows {
                             for c in 0..ldy {
