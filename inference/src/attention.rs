@@ -9,8 +9,9 @@
 //! per-sequence tensor ops are left: at 16 sequences, candle's small ops (narrow, copy,
 //! matmul, softmax per sequence and layer) took a large share of a decode step.
 //!
-//! Plain Rust: `a * b + c` is never contracted into an FMA, so the vectorized and the
-//! scalar forms of every loop give the same bits.
+//! Products are added by FMA (`mul_add` in the scalar forms, which are the fallback
+//! without AVX2/FMA) and the softmax uses [`crate::sampling::exp_shifted`], so the
+//! vectorized and the scalar forms of every loop give the same bits.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -112,12 +113,8 @@ fn one_row(
     let (s, inv) = scores.split_at_mut(n_q * n);
     for (s, inv) in s.chunks_exact_mut(n.max(1)).zip(inv.iter_mut()) {
         let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for x in s.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        *inv = 1.0 / sum;
+        crate::sampling::exp_shifted_in_place(s, max);
+        *inv = 1.0 / s.iter().fold(0f32, |a, &x| a + x);
     }
     for (h, &g) in kv_of_q.iter().enumerate() {
         weighted_values(&s[h * n..(h + 1) * n], &cache.v, w, g * d, positions.start, &mut out[h * d..(h + 1) * d]);
@@ -130,20 +127,21 @@ fn one_row(
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx() -> bool {
-    is_x86_feature_detected!("avx")
+fn has_fma() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// `out[i] = dot(q, key at positions.start + i) * scale`, keys `w` apart in `k` from
-/// offset `off`: [`dot`]'s bits, four keys at a time (independent chains).
+/// offset `off`: [`dot`]'s bits, eight keys at a time (independent chains, their lane
+/// totals taken together).
 fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usize>, scale: f32, out: &mut [f32]) {
     let d = q.len();
     #[cfg(target_arch = "x86_64")]
-    if d % 8 == 0 && has_avx() {
+    if d % 8 == 0 && has_fma() {
         assert!(positions.end == positions.start || (positions.end - 1) * w + off + d <= k.len());
         assert!(out.len() >= positions.len());
-        // SAFETY: AVX is present; the asserts bound every key read and score written.
-        unsafe { avx_scores(q, k.as_ptr().add(positions.start * w + off), w, positions.len(), scale, out) };
+        // SAFETY: AVX2/FMA are present; the asserts bound every key read and score written.
+        unsafe { fma_scores(q, k.as_ptr().add(positions.start * w + off), w, positions.len(), scale, out) };
         return;
     }
     for (i, t) in positions.enumerate() {
@@ -151,72 +149,84 @@ fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usiz
     }
 }
 
-/// [`dot`]'s fixed sum of its eight lanes (before any tail).
+/// [`dot`]'s fixed sum of its eight lanes (before any tail): the order two rounds of
+/// `hadd` and a sum of the 128-bit halves give.
 fn lane_total(l: &[f32; 8]) -> f32 {
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// [`lane_total`] of eight accumulators at once: lane `j` of the result is `a[j]`'s.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lane_totals(a: &[std::arch::x86_64::__m256; 8]) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let (h01, h23) = (_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    let (h45, h67) = (_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    // Per 128-bit half: keys 0..4 (resp. 4..8), lanes 0..4 (low half) or 4..8 (high).
+    let (q0, q1) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
+    _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31))
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn avx_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let d = q.len();
-    let total = |v: __m256| {
-        let mut l = [0f32; 8];
-        _mm256_storeu_ps(l.as_mut_ptr(), v);
-        lane_total(&l) * scale
-    };
+    let sc = _mm256_set1_ps(scale);
     let mut i = 0;
-    while i + 4 <= n {
-        let (k0, k1, k2, k3) = (k.add(i * w), k.add((i + 1) * w), k.add((i + 2) * w), k.add((i + 3) * w));
-        let (mut a0, mut a1, mut a2, mut a3) =
-            (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+    while i + 8 <= n {
+        let kr: [*const f32; 8] = std::array::from_fn(|j| k.add((i + j) * w));
+        let mut a = [_mm256_setzero_ps(); 8];
         for c in (0..d).step_by(8) {
             let u = _mm256_loadu_ps(q.as_ptr().add(c));
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(u, _mm256_loadu_ps(k0.add(c))));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(u, _mm256_loadu_ps(k1.add(c))));
-            a2 = _mm256_add_ps(a2, _mm256_mul_ps(u, _mm256_loadu_ps(k2.add(c))));
-            a3 = _mm256_add_ps(a3, _mm256_mul_ps(u, _mm256_loadu_ps(k3.add(c))));
+            a[0] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[0].add(c)), a[0]);
+            a[1] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[1].add(c)), a[1]);
+            a[2] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[2].add(c)), a[2]);
+            a[3] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[3].add(c)), a[3]);
+            a[4] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[4].add(c)), a[4]);
+            a[5] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[5].add(c)), a[5]);
+            a[6] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[6].add(c)), a[6]);
+            a[7] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[7].add(c)), a[7]);
         }
-        out[i] = total(a0);
-        out[i + 1] = total(a1);
-        out[i + 2] = total(a2);
-        out[i + 3] = total(a3);
-        i += 4;
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(lane_totals(&a), sc));
+        i += 8;
     }
     while i < n {
         let ki = k.add(i * w);
         let mut a = _mm256_setzero_ps();
         for c in (0..d).step_by(8) {
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_loadu_ps(ki.add(c))));
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_loadu_ps(ki.add(c)), a);
         }
-        out[i] = total(a);
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), a);
+        out[i] = lane_total(&l) * scale;
         i += 1;
     }
 }
 
 /// `out[j] = sum over i of p[i] * v[(first + i) * w + off + j]`, from zero, in increasing
-/// `i` (a rounded product, then a rounded sum), with the sums kept in registers.
+/// `i` by FMA, with the sums kept in registers.
 fn weighted_values(p: &[f32], v: &[f32], w: usize, off: usize, first: usize, out: &mut [f32]) {
     let d = out.len();
     #[cfg(target_arch = "x86_64")]
-    if d % 8 == 0 && has_avx() {
+    if d % 8 == 0 && has_fma() {
         assert!(p.is_empty() || (first + p.len() - 1) * w + off + d <= v.len());
-        // SAFETY: AVX is present; the assert bounds every value read.
-        unsafe { avx_values(p, v.as_ptr().add(first * w + off), w, out) };
+        // SAFETY: AVX2/FMA are present; the assert bounds every value read.
+        unsafe { fma_values(p, v.as_ptr().add(first * w + off), w, out) };
         return;
     }
     out.fill(0.0);
     for (i, p) in p.iter().enumerate() {
         for (o, x) in out.iter_mut().zip(&v[(first + i) * w + off..][..d]) {
-            *o += p * x;
+            *o = p.mul_add(*x, *o);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn avx_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let d = out.len();
     let mut c = 0;
@@ -226,7 +236,7 @@ unsafe fn avx_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
         for (i, p) in p.iter().enumerate() {
             let (pv, row) = (_mm256_set1_ps(*p), v.add(i * w + c));
             for (j, a) in a.iter_mut().enumerate() {
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(pv, _mm256_loadu_ps(row.add(8 * j))));
+                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(8 * j)), *a);
             }
         }
         for (j, a) in a.iter().enumerate() {
@@ -237,23 +247,22 @@ unsafe fn avx_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
     while c < d {
         let mut a = _mm256_setzero_ps();
         for (i, p) in p.iter().enumerate() {
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(v.add(i * w + c))));
+            a = _mm256_fmadd_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(v.add(i * w + c)), a);
         }
         _mm256_storeu_ps(out.as_mut_ptr().add(c), a);
         c += 8;
     }
 }
 
-/// Eight lane sums over `i % 8`, then `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`, then the
-/// tail in order.
+/// Eight lane sums over `i % 8` by FMA, then [`lane_total`], then the tail in order.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n8 = a.len() / 8 * 8;
     let mut acc = [0f32; 8];
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx() {
-            // SAFETY: AVX is present; both slices hold `n8` floats.
-            unsafe { avx_lanes(&a[..n8], &b[..n8], &mut acc) };
+        if has_fma() {
+            // SAFETY: AVX2/FMA are present; both slices hold `n8` floats.
+            unsafe { fma_lanes(&a[..n8], &b[..n8], &mut acc) };
         } else {
             scalar_lanes(&a[..n8], &b[..n8], &mut acc);
         }
@@ -262,28 +271,27 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     scalar_lanes(&a[..n8], &b[..n8], &mut acc);
     let mut s = lane_total(&acc);
     for i in n8..a.len() {
-        s += a[i] * b[i];
+        s = a[i].mul_add(b[i], s);
     }
     s
 }
 
-/// `acc[l] += a[i] * b[i]` for `i % 8 == l`, in increasing `i`: a rounded product, then
-/// a rounded sum, in both forms.
+/// `acc[l] = fma(a[i], b[i], acc[l])` for `i % 8 == l`, in increasing `i`.
 fn scalar_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn avx_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
     use std::arch::x86_64::*;
     let mut v = _mm256_loadu_ps(acc.as_ptr());
     for i in (0..a.len()).step_by(8) {
-        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i))));
+        v = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), v);
     }
     _mm256_storeu_ps(acc.as_mut_ptr(), v);
 }
@@ -358,7 +366,7 @@ mod tests {
 
     #[test]
     fn vector_scores_and_values_equal_the_scalar_forms() {
-        let (d, w, off, n) = (64, 3 * 64, 64, 11);
+        let (d, w, off, n) = (64, 3 * 64, 64, 19);
         let (q, k, p) = (randn(d), randn(n * w), randn(n));
         let mut got = vec![0f32; n];
         head_scores(&q, &k, w, off, 0..n, 0.125, &mut got);
@@ -369,7 +377,7 @@ mod tests {
         weighted_values(&p[..n - 1], &k, w, off, 1, &mut fast);
         for (i, p) in p[..n - 1].iter().enumerate() {
             for (o, x) in plain.iter_mut().zip(&k[(1 + i) * w + off..][..d]) {
-                *o += p * x;
+                *o = p.mul_add(*x, *o);
             }
         }
         assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
@@ -381,8 +389,8 @@ mod tests {
         let (mut x, mut y) = ([0.25f32; 8], [0.25f32; 8]);
         scalar_lanes(&a, &b, &mut x);
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx") {
-            unsafe { avx_lanes(&a, &b, &mut y) };
+        if has_fma() {
+            unsafe { fma_lanes(&a, &b, &mut y) };
             assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
         }
     }

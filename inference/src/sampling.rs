@@ -177,6 +177,27 @@ pub(crate) fn exp_shifted(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// `x = exp_shifted(x - max)` for every element (max: the row's maximum).
+pub(crate) fn exp_shifted_in_place(x: &mut [f32], max: f32) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        use std::arch::x86_64::*;
+        done = x.len() / 8 * 8;
+        // SAFETY: AVX2 is present; `done` values are in bounds.
+        unsafe {
+            let m = _mm256_set1_ps(max);
+            for c in x[..done].chunks_exact_mut(8) {
+                let e = avx2_exp_shifted(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+                _mm256_storeu_ps(c.as_mut_ptr(), e);
+            }
+        }
+    }
+    for v in &mut x[done..] {
+        *v = exp_shifted(*v - max);
+    }
+}
+
 /// [`exp_shifted`] on 8 lanes, with the same bits.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -318,6 +339,9 @@ impl Sampler {
     /// Temperature, top-k, top-p, then one draw from what is left.
     fn draw(&mut self, scores: &[f32]) -> u32 {
         let inv_t = 1.0 / self.params.temperature;
+        if self.params.top_k == 0 && self.params.top_p >= 1.0 {
+            return self.draw_from_all(scores, inv_t);
+        }
         // Masked (-inf) and NaN logits can never be drawn; dropping them early
         // keeps them out of the softmax.
         let mut cands: Vec<(u32, f32)> = scores
@@ -340,7 +364,7 @@ impl Sampler {
         let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0.0f64;
         for c in &mut cands {
-            c.1 = (c.1 - max).exp();
+            c.1 = exp_shifted(c.1 - max);
             total += f64::from(c.1);
         }
 
@@ -358,6 +382,32 @@ impl Sampler {
         }
         // Rounding left `r` just past the end: take the last token that had mass.
         cands.iter().rev().find(|c| c.1 > 0.0).map_or(cands[0].0, |c| c.0)
+    }
+
+    /// [`Self::draw`] with neither top-k nor top-p (the usual case): the same draw over
+    /// the whole row, without a candidate list, its exponentials eight at a time.
+    fn draw_from_all(&mut self, scores: &[f32], inv_t: f32) -> u32 {
+        let mut p: Vec<f32> = scores.iter().map(|s| s * inv_t).collect();
+        // Masked (-inf) and NaN scores have no mass.
+        let max = p.iter().copied().filter(|s| *s > f32::NEG_INFINITY).fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return argmax(scores);
+        }
+        exp_shifted_in_place(&mut p, max);
+        for v in p.iter_mut().filter(|v| v.is_nan()) {
+            *v = 0.0;
+        }
+        let total: f64 = p.iter().map(|&v| f64::from(v)).sum();
+        let r = self.rng.random::<f64>() * total;
+        let mut cum = 0.0f64;
+        for (id, &v) in p.iter().enumerate() {
+            cum += f64::from(v);
+            if r < cum {
+                return id as u32;
+            }
+        }
+        // Rounding left `r` just past the end: take the last token that had mass.
+        p.iter().rposition(|&v| v > 0.0).unwrap_or(0) as u32
     }
 
     /// `id` as if it had been drawn from `logits`, drawing nothing: its logprob under the raw
@@ -433,6 +483,25 @@ mod tests {
     fn draws(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
         let mut s = Sampler::new(p.clone(), &[]);
         (0..n).map(|_| s.sample(logits).id).collect()
+    }
+
+    #[test]
+    fn drawing_from_the_whole_row_equals_the_candidate_list() {
+        // top_k = vocabulary size keeps every candidate: the general path, same draws.
+        let mut logits = fixture_logits(1003);
+        logits[5] = f32::NEG_INFINITY;
+        logits[700] = f32::NAN;
+        for temperature in [0.7, 1.0, 1.6] {
+            let all = params(|p| {
+                p.seed = Some(9);
+                p.temperature = temperature;
+            });
+            let listed = SamplingParams { top_k: logits.len(), ..all.clone() };
+            let got = draws(&all, &logits, 300);
+            assert_eq!(got, draws(&listed, &logits, 300), "t={temperature}");
+            assert!(got.iter().all(|&id| id != 5 && id != 700));
+            assert!(got.iter().collect::<std::collections::HashSet<_>>().len() > 20);
+        }
     }
 
     #[test]

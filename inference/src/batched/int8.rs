@@ -415,7 +415,10 @@ mod x512 {
         let pb = fmt.panel_bytes();
         let nb = x.nb;
         let (lo, flip) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(-128));
-        let mut acc = [_mm512_setzero_ps(); R];
+        let (xq, xd, xds, xsum) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr(), x.sum.as_ptr());
+        // Eight accumulators named by constants (rows past `R` are dead code): indexed by
+        // a loop variable, LLVM kept them on the stack, a store and a load per block.
+        let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
         for b in blocks {
             let wb = w.add(b * pb);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i));
@@ -433,32 +436,42 @@ mod x512 {
                     *v = _mm512_xor_si512(_mm512_loadu_si512(wb.add(32 + 64 * s) as *const __m512i), flip);
                 }
             }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let i = i0 + r;
-                let xp = x.q.as_ptr().add((i * nb + b) * BLOCK) as *const i32;
-                // Two chains: a single one would wait on each `vpdpbusd` in turn.
-                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for s in (0..8).step_by(2) {
-                    s0 = _mm512_dpbusd_epi32(s0, v[s], _mm512_set1_epi32(xp.add(s).read_unaligned()));
-                    s1 = _mm512_dpbusd_epi32(s1, v[s + 1], _mm512_set1_epi32(xp.add(s + 1).read_unaligned()));
-                }
-                let mut isum = _mm512_add_epi32(s0, s1);
-                if !Q4 {
-                    isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(x.sum[i * nb + b] << 7));
-                }
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.d[i * nb + b]));
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
-                if Q4 {
-                    *acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(x.ds[i * nb + b]), *acc);
-                }
+            macro_rules! row {
+                ($($r:literal)*) => {$(
+                    if $r < R {
+                        let j = (i0 + $r) * nb + b;
+                        let xp = xq.add(j * BLOCK) as *const i32;
+                        // Two chains: a single one would wait on each `vpdpbusd` in turn.
+                        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                        for s in (0..8).step_by(2) {
+                            s0 = _mm512_dpbusd_epi32(s0, v[s], _mm512_set1_epi32(xp.add(s).read_unaligned()));
+                            s1 = _mm512_dpbusd_epi32(s1, v[s + 1], _mm512_set1_epi32(xp.add(s + 1).read_unaligned()));
+                        }
+                        let mut isum = _mm512_add_epi32(s0, s1);
+                        if !Q4 {
+                            isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*xsum.add(j) << 7));
+                        }
+                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(*xd.add(j)));
+                        acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[$r]);
+                        if Q4 {
+                            acc[$r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(*xds.add(j)), acc[$r]);
+                        }
+                    }
+                )*};
             }
+            row!(0 1 2 3 4 5 6 7);
         }
         let mask = if width >= ROWS { 0xffff } else { (1u16 << width) - 1 };
-        for (r, acc) in acc.iter().enumerate() {
-            let out = y.add(r * ldy);
-            let v = if add { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), *acc) } else { *acc };
-            _mm512_mask_storeu_ps(out, mask, v);
+        macro_rules! store {
+            ($($r:literal)*) => {$(
+                if $r < R {
+                    let out = y.add($r * ldy);
+                    let v = if add { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc[$r]) } else { acc[$r] };
+                    _mm512_mask_storeu_ps(out, mask, v);
+                }
+            )*};
         }
+        store!(0 1 2 3 4 5 6 7);
     }
 
     /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
