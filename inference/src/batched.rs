@@ -63,7 +63,11 @@ fn row_tiles(rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
         .into_iter()
         .flat_map(|(i, r)| {
             // No 3-row kernel: 6 chains would leave the FMA ports idle half the time.
-            if r == 3 { vec![(i, 2), (i + 2, 1)] } else { vec![(i, r)] }
+            if r == 3 {
+                vec![(i, 2), (i + 2, 1)]
+            } else {
+                vec![(i, r)]
+            }
         })
         .collect()
 }

@@ -427,8 +427,8 @@ mod tests {
         let ff = 37;
         let gu = Tensor::randn(0f32, 4.0, (3, 2 * ff), &Device::Cpu).unwrap();
         let got = silu_mul(&gu, ff).unwrap();
-        let want = (candle_nn::ops::silu(&gu.narrow(1, 0, ff).unwrap()).unwrap() * gu.narrow(1, ff, ff).unwrap())
-            .unwrap();
+        let want =
+            (candle_nn::ops::silu(&gu.narrow(1, 0, ff).unwrap()).unwrap() * gu.narrow(1, ff, ff).unwrap()).unwrap();
         let diff = (got.clone() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "{diff}");
         // The vector lanes (first 32 of each row) equal the scalar formula bit for bit.

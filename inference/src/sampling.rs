@@ -224,8 +224,10 @@ pub(crate) unsafe fn avx2_exp_shifted(v: std::arch::x86_64::__m256) -> std::arch
     // Lanes below -87 (and -inf) give 0; NaN lanes stay NaN through the arithmetic.
     let under = _mm256_cmp_ps(v, floor_at, _CMP_LT_OQ);
     let vc = _mm256_blendv_ps(v, floor_at, under);
-    let n =
-        _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(vc, _mm256_set1_ps(std::f32::consts::LOG2_E)), _mm256_set1_ps(0.5)));
+    let n = _mm256_floor_ps(_mm256_add_ps(
+        _mm256_mul_ps(vc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        _mm256_set1_ps(0.5),
+    ));
     let r = _mm256_sub_ps(
         _mm256_sub_ps(vc, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
         _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
