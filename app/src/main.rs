@@ -12,8 +12,8 @@ use inference::{EngineConfig, GenerateRequest, SamplingParams};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Multiply with candle's quantized kernels (one dot product per row) instead of the
-    /// batched kernel that shares dequantized weights across a batch.
+    /// Multiply with candle's quantized kernels (the weights read again for every row)
+    /// instead of the batched kernel that reads them once for the whole batch.
     #[arg(long, global = true)]
     candle_matmul: bool,
 }

@@ -107,6 +107,9 @@ impl Default for EngineConfig {
 
 /// Shortest shared prefix worth reusing.
 const MIN_PREFIX_REUSE: usize = 8;
+/// A prompt that adds fewer new tokens than this (and under an eighth of its length) to a
+/// kept one is not kept itself.
+const NEAR_COPY_TOKENS: usize = 64;
 
 /// A prompt whose KV is kept (under its own sequence id on every rank) for reuse.
 struct PrefixEntry {
@@ -320,6 +323,17 @@ impl Engine {
         if let Some(e) = self.prefix.entries.iter_mut().find(|e| common_prefix(&e.tokens, &prompt) == prompt.len()) {
             e.last_used = clock;
             return Ok(());
+        }
+        // Nearly kept: a few-shot template run again with a new last line shares all but a
+        // few tokens with the entry it started from. Keeping it too would copy the whole
+        // prompt's KV before the first token and fill the budget with near-copies of one
+        // template; a later run gains at most those few tokens from it.
+        if let Some(e) = self.prefix.entries.iter_mut().max_by_key(|e| common_prefix(&e.tokens, &prompt)) {
+            let new = prompt.len() - common_prefix(&e.tokens, &prompt);
+            if new < NEAR_COPY_TOKENS && new * 8 < prompt.len() {
+                e.last_used = clock;
+                return Ok(());
+            }
         }
         let cache_seq = self.next_seq_id();
         self.model.copy_prefix(id, cache_seq, prompt.len())?;

@@ -167,10 +167,11 @@ pub(crate) fn invariant() -> bool {
 static BATCHED: AtomicBool = AtomicBool::new(true);
 
 /// With invariant numerics on the CPU, multiply the weights [`BatchedWeight`] supports
-/// (dense, Q4_1, Q8_0) with it (on by default; read when a model is loaded): quantized
-/// weights are dequantized panel by panel and shared by every row of a batch, so 16
-/// sequences cost far less than 16 times one. Other weights, and all of them when this is
-/// off, go through candle's quantized matmul (one integer dot product per row and output).
+/// (dense, Q4_1, Q8_0) with it (on by default; read when a model is loaded): each weight
+/// is read once per call and shared by every row of a batch (quantized weights with
+/// integer kernels), so 16 sequences cost far less than 16 times one. Other weights, and
+/// all of them when this is off, go through candle's quantized matmul (one integer dot
+/// product per row and output, the weight read again for every row).
 pub fn set_batched_matmul(on: bool) {
     BATCHED.store(on, Ordering::Relaxed);
 }

@@ -101,6 +101,46 @@ fn cancel_frees_the_sequence_and_bad_requests_are_refused() {
 }
 
 #[test]
+fn prefix_cache_keeps_a_template_once_not_every_run_of_it() {
+    let (m, t) = common::load(common::SMOL, 1);
+    let mut e = inference::Engine::new(m, t, inference::EngineConfig::default());
+    let shots: String = (0..12)
+        .map(|i| {
+            format!(
+                "Review: Film number {i} was {}.\nSentiment: {}\n\n",
+                ["fine", "dull"][i % 2],
+                ["positive", "negative"][i % 2]
+            )
+        })
+        .collect();
+    let mut run = |prompt: &str| {
+        let ids = e.tokenizer().encode(prompt, true).unwrap();
+        let id = e.add(GenerateRequest::greedy(ids.clone(), 2)).unwrap();
+        let mut cached = None;
+        while e.has_work() {
+            for ev in e.step().unwrap() {
+                if let inference::Event::Finished { seq, cached_tokens, .. } = ev {
+                    if seq == id {
+                        cached = Some(cached_tokens);
+                    }
+                }
+            }
+        }
+        (ids.len(), cached.unwrap(), e.prefix_cache_tokens())
+    };
+    let (first, cached, kept) = run(&format!("{shots}Review: An odd one.\nSentiment:"));
+    assert!(first > 150, "{first} tokens");
+    assert_eq!((cached, kept), (0, first));
+    // The same template with another input: reuses the kept prompt, adds no near-copy.
+    let (_, cached, kept) = run(&format!("{shots}Review: Great fun for all.\nSentiment:"));
+    assert!(cached > first - 12, "{cached} of {first} cached");
+    assert_eq!(kept, first);
+    // A different prompt is kept beside it.
+    let (other, cached, kept) = run(&"Une histoire de chats et de chiens, longue et belle. ".repeat(6));
+    assert_eq!((cached, kept), (0, first + other));
+}
+
+#[test]
 fn prefix_cache_reuses_a_few_shot_prefix_and_changes_nothing() {
     let shots = "Review: The acting was wonderful.\nSentiment: positive\n\nReview: A boring, endless film.\nSentiment: negative\n\nReview: I loved every minute of it.\nSentiment: positive\n\n";
     let run = |cache: bool| {
