@@ -338,16 +338,22 @@ mod x86 {
         width: usize,
         add: bool,
     ) {
+        if R > 4 {
+            // 16 ymm registers: 8 weight vectors and at most 4 accumulators.
+            by_four::<Q4>(x, i0, R, w, blocks, y, ldy, width, add);
+            return;
+        }
         let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
         let pb = fmt.panel_bytes();
         let nb = x.nb;
+        let (xq, xd, xds) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr());
         let (lo, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
-        for h in 0..2 {
-            let mut acc = [_mm256_setzero_ps(); R];
+        for h in 0..if width > 8 { 2 } else { 1 } {
+            // Accumulators named by constants, so that they stay in registers.
+            let mut acc = [_mm256_setzero_ps(); 4];
             for b in blocks.clone() {
                 let wb = w.add(b * pb);
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
-                let mn = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i));
                 let mut v = [_mm256_setzero_si256(); 8];
                 if Q4 {
                     for t in 0..4 {
@@ -360,28 +366,44 @@ mod x86 {
                         *v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
                     }
                 }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let i = i0 + r;
-                    let xp = x.q.as_ptr().add((i * nb + b) * BLOCK) as *const i32;
-                    let mut isum = _mm256_setzero_si256();
-                    for (s, v) in v.iter().enumerate() {
-                        let xb = _mm256_set1_epi32(xp.add(s).read_unaligned());
-                        let prod = if Q4 {
-                            _mm256_maddubs_epi16(*v, xb)
-                        } else {
-                            _mm256_maddubs_epi16(_mm256_abs_epi8(*v), _mm256_sign_epi8(xb, *v))
-                        };
-                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(prod, ones));
-                    }
-                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.d[i * nb + b]));
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
-                    if Q4 {
-                        *acc = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.ds[i * nb + b]), *acc);
-                    }
+                macro_rules! row {
+                    ($($r:literal)*) => {$(
+                        if $r < R {
+                            let j = (i0 + $r) * nb + b;
+                            let xp = xq.add(j * BLOCK) as *const i32;
+                            let xb = |s: usize| _mm256_set1_epi32(xp.add(s).read_unaligned());
+                            let mut isum = _mm256_setzero_si256();
+                            for s in (0..8).step_by(2) {
+                                let pair = if Q4 {
+                                    // Two steps' products fit 16 bits: 2 * 15 * 127 * 2.
+                                    _mm256_madd_epi16(
+                                        _mm256_add_epi16(_mm256_maddubs_epi16(v[s], xb(s)), _mm256_maddubs_epi16(v[s + 1], xb(s + 1))),
+                                        ones,
+                                    )
+                                } else {
+                                    let p = |s: usize| {
+                                        _mm256_madd_epi16(
+                                            _mm256_maddubs_epi16(_mm256_abs_epi8(v[s]), _mm256_sign_epi8(xb(s), v[s])),
+                                            ones,
+                                        )
+                                    };
+                                    _mm256_add_epi32(p(s), p(s + 1))
+                                };
+                                isum = _mm256_add_epi32(isum, pair);
+                            }
+                            let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
+                            acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
+                            if Q4 {
+                                let mn = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i));
+                                acc[$r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(*xds.add(j)), acc[$r]);
+                            }
+                        }
+                    )*};
                 }
+                row!(0 1 2 3);
             }
             let cols = width.saturating_sub(8 * h).min(8);
-            for (r, acc) in acc.iter().enumerate() {
+            for (r, acc) in acc.iter().take(R).enumerate() {
                 let mut out = [0f32; 8];
                 _mm256_storeu_ps(out.as_mut_ptr(), *acc);
                 let dst = y.add(r * ldy + 8 * h);
@@ -389,6 +411,29 @@ mod x86 {
                     *dst.add(c) = if add { *dst.add(c) + v } else { *v };
                 }
             }
+        }
+    }
+
+    /// `rows` (5 to 8) as a tile of 4 and one of the rest.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn by_four<const Q4: bool>(
+        x: &QuantRows,
+        i0: usize,
+        rows: usize,
+        w: *const u8,
+        blocks: Range<usize>,
+        y: *mut f32,
+        ldy: usize,
+        width: usize,
+        add: bool,
+    ) {
+        tile::<4, Q4>(x, i0, w, blocks.clone(), y, ldy, width, add);
+        let (i0, y) = (i0 + 4, y.add(4 * ldy));
+        match rows - 4 {
+            1 => tile::<1, Q4>(x, i0, w, blocks, y, ldy, width, add),
+            2 => tile::<2, Q4>(x, i0, w, blocks, y, ldy, width, add),
+            3 => tile::<3, Q4>(x, i0, w, blocks, y, ldy, width, add),
+            _ => tile::<4, Q4>(x, i0, w, blocks, y, ldy, width, add),
         }
     }
 }
