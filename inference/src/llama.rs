@@ -259,14 +259,18 @@ impl Model {
     pub fn forward(&self, chunks: &[Chunk], caches: &mut [&mut SeqCache]) -> Result<Vec<Tensor>> {
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let mut x = self.embed_tokens.forward(&ids, &self.device)?;
+        // Each residual add is done with the norm that follows it.
+        let mut h = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, chunks, caches, i)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+            let (x1, normed) = layer.input_layernorm.add_forward(&x, h.as_ref())?;
+            let a = layer.self_attn.forward(&normed, chunks, caches, i)?;
+            let (x2, normed) = layer.post_attention_layernorm.add_forward(&x1, Some(&a))?;
+            h = Some(layer.mlp.forward(&normed)?);
+            x = x2;
         }
-        let (rows, counts) = rows_for_logits(&x, chunks)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&rows)?)?;
+        let (_, normed) = self.norm.add_forward(&x, h.as_ref())?;
+        let (rows, counts) = rows_for_logits(&normed, chunks)?;
+        let logits = self.lm_head.forward(&rows)?;
         split_logits(&logits, &counts)
     }
 }
