@@ -222,9 +222,9 @@ impl Kernel {
     }
 }
 
-/// Most rows of `x` in one register tile: R accumulators, the panel's 8 weight vectors,
+/// Most rows of `x` in one AVX-512 register tile: R accumulators, the panel's 8 weight vectors,
 /// its scales and two integer sums fit the 32 zmm registers.
-pub(super) const MAX_TILE_ROWS: usize = 8;
+pub(super) const MAX_TILE_ROWS: usize = 16;
 
 /// Outputs `(i0 + r, c)` for `r < rows`, `c < width` (at `y + r * ldy + c`) over blocks
 /// `blocks` of one panel (`w`: the panel's first block) for rows `i0..` of `x`; with
@@ -247,32 +247,44 @@ pub(super) unsafe fn tile(
     width: usize,
     add: bool,
 ) {
-    macro_rules! by_rows {
-        ($($f:ident)::+, $q4:literal) => {
-            match rows {
-                1 => $($f)::+::<1, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                2 => $($f)::+::<2, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                3 => $($f)::+::<3, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                4 => $($f)::+::<4, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                5 => $($f)::+::<5, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                6 => $($f)::+::<6, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                7 => $($f)::+::<7, $q4>(x, i0, w, blocks, y, ldy, width, add),
-                _ => $($f)::+::<8, $q4>(x, i0, w, blocks, y, ldy, width, add),
-            }
-        };
-    }
     debug_assert!((1..=MAX_TILE_ROWS).contains(&rows));
-    match (kernel, fmt) {
-        (Kernel::Portable, Format::Q4_1) => by_rows!(portable, true),
-        (Kernel::Portable, Format::Q8_0) => by_rows!(portable, false),
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, Format::Q4_1) => by_rows!(x86::tile, true),
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, Format::Q8_0) => by_rows!(x86::tile, false),
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Vnni512, Format::Q4_1) => by_rows!(x512::tile, true),
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Vnni512, Format::Q8_0) => by_rows!(x512::tile, false),
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Vnni512 {
+        macro_rules! by_rows {
+            ($q4:literal, $($r:literal)*) => {
+                match rows {
+                    $($r => x512::tile::<$r, $q4>(x, i0, w, blocks, y, ldy, width, add),)*
+                    _ => unreachable!("at most {MAX_TILE_ROWS} rows"),
+                }
+            };
+        }
+        match fmt {
+            Format::Q4_1 => by_rows!(true, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q8_0 => by_rows!(false, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+        }
+        return;
+    }
+    // The other kernels hold fewer accumulators: tiles of at most 4 rows.
+    for i in (0..rows).step_by(4) {
+        let (i0, y, r) = (i0 + i, y.add(i * ldy), (rows - i).min(4));
+        macro_rules! by_rows {
+            ($($f:ident)::+, $q4:literal) => {
+                match r {
+                    1 => $($f)::+::<1, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
+                    2 => $($f)::+::<2, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
+                    3 => $($f)::+::<3, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
+                    _ => $($f)::+::<4, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
+                }
+            };
+        }
+        match (kernel, fmt) {
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, Format::Q4_1) => by_rows!(x86::tile, true),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, Format::Q8_0) => by_rows!(x86::tile, false),
+            (_, Format::Q4_1) => by_rows!(portable, true),
+            (_, Format::Q8_0) => by_rows!(portable, false),
+        }
     }
 }
 
@@ -338,11 +350,6 @@ mod x86 {
         width: usize,
         add: bool,
     ) {
-        if R > 4 {
-            // 16 ymm registers: 8 weight vectors and at most 4 accumulators.
-            by_four::<Q4>(x, i0, R, w, blocks, y, ldy, width, add);
-            return;
-        }
         let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
         let pb = fmt.panel_bytes();
         let nb = x.nb;
@@ -413,29 +420,6 @@ mod x86 {
             }
         }
     }
-
-    /// `rows` (5 to 8) as a tile of 4 and one of the rest.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn by_four<const Q4: bool>(
-        x: &QuantRows,
-        i0: usize,
-        rows: usize,
-        w: *const u8,
-        blocks: Range<usize>,
-        y: *mut f32,
-        ldy: usize,
-        width: usize,
-        add: bool,
-    ) {
-        tile::<4, Q4>(x, i0, w, blocks.clone(), y, ldy, width, add);
-        let (i0, y) = (i0 + 4, y.add(4 * ldy));
-        match rows - 4 {
-            1 => tile::<1, Q4>(x, i0, w, blocks, y, ldy, width, add),
-            2 => tile::<2, Q4>(x, i0, w, blocks, y, ldy, width, add),
-            3 => tile::<3, Q4>(x, i0, w, blocks, y, ldy, width, add),
-            _ => tile::<4, Q4>(x, i0, w, blocks, y, ldy, width, add),
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -504,7 +488,7 @@ mod x512 {
                     }
                 )*};
             }
-            row!(0 1 2 3 4 5 6 7);
+            row!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         }
         let mask = if width >= ROWS { 0xffff } else { (1u16 << width) - 1 };
         macro_rules! store {
@@ -516,7 +500,7 @@ mod x512 {
                 }
             )*};
         }
-        store!(0 1 2 3 4 5 6 7);
+        store!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     }
 
     /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
@@ -638,7 +622,7 @@ mod tests {
     #[test]
     fn every_kernel_gives_the_reference_bits() {
         for fmt in [Format::Q4_1, Format::Q8_0] {
-            let (n, nb, m) = (19, 5, 8);
+            let (n, nb, m) = (19, 5, 16);
             let gguf = random_gguf(fmt, n, nb, 11);
             let mut panels = vec![0u8; 2 * nb * fmt.panel_bytes()];
             pack(fmt, &gguf, n, nb, &mut panels);
