@@ -181,7 +181,7 @@ impl RowWriter {
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ are present.
+        // SAFETY: AVX-512 F/DQ are present.
         return unsafe { x512::quantize_block(x, q) };
     }
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -505,7 +505,7 @@ mod x512 {
 
     /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
     /// ties-to-even rounding (the default MXCSR mode).
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+    #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
         let (a, b) = (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16)));
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
