@@ -374,7 +374,7 @@ impl BatchedWeight {
     }
 
     /// [`Self::matmul`] for a quantized weight: `x` quantized once per call, then
-    /// integer tiles of up to 8 rows × one panel of 16 weight rows.
+    /// integer tiles of up to [`int8::MAX_TILE_ROWS`] rows × one panel of 16 weight rows.
     unsafe fn matmul_int(&self, fmt: int8::Format, panels: &Aligned, x: &[f32], m: usize, y: *mut f32, summed: bool) {
         let (n, nb) = (self.n, self.k / int8::BLOCK);
         let kernel = int8_kernel();
@@ -412,7 +412,9 @@ impl BatchedWeight {
                             let out = (y_ptr as *mut f32).wrapping_add(at + i * n + j0);
                             // SAFETY: the panel holds every block, `x` rows `i..i + r`, and
                             // each (row block, panel) item writes only its own outputs.
-                            unsafe { int8::tile(kernel, fmt, xq, i, r, w, blocks.clone(), out, n, width, add) };
+                            let job =
+                                int8::Tile { x: xq, i0: i, w, blocks: blocks.clone(), y: out, ldy: n, width, add };
+                            unsafe { int8::tile(kernel, fmt, &job, r) };
                         }
                     }
                 }

@@ -33,6 +33,15 @@ pub(super) enum Format {
 }
 
 impl Format {
+    /// The format a kernel's `Q4` parameter names.
+    const fn of(q4: bool) -> Format {
+        if q4 {
+            Format::Q4_1
+        } else {
+            Format::Q8_0
+        }
+    }
+
     /// Bytes of one block of one row in GGUF.
     pub(super) fn gguf_bytes(self) -> usize {
         match self {
@@ -226,34 +235,35 @@ impl Kernel {
 /// its scales and two integer sums fit the 32 zmm registers.
 pub(super) const MAX_TILE_ROWS: usize = 16;
 
-/// Outputs `(i0 + r, c)` for `r < rows`, `c < width` (at `y + r * ldy + c`) over blocks
-/// `blocks` of one panel (`w`: the panel's first block) for rows `i0..` of `x`; with
-/// `add`, each is added to what `y` holds (`y + out`).
+/// One register tile's outputs: `(i0 + r, c)` for `r < rows`, `c < width` (at
+/// `y + r * ldy + c`) over blocks `blocks` of one panel (`w`: the panel's first block) for
+/// rows `i0..` of `x`; with `add`, each is added to what `y` holds (`y + out`).
+#[derive(Clone)]
+pub(super) struct Tile<'a> {
+    pub x: &'a QuantRows,
+    pub i0: usize,
+    pub w: *const u8,
+    pub blocks: Range<usize>,
+    pub y: *mut f32,
+    pub ldy: usize,
+    pub width: usize,
+    pub add: bool,
+}
+
+/// Computes `t` for `rows` rows with `kernel`.
 ///
 /// # Safety
-/// `w` holds the panel's blocks `blocks`, `x` holds rows `i0..i0 + rows`, and `y` has
-/// room for every output written; `kernel` runs on this machine; `rows <= 8`.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile(
-    kernel: Kernel,
-    fmt: Format,
-    x: &QuantRows,
-    i0: usize,
-    rows: usize,
-    w: *const u8,
-    blocks: Range<usize>,
-    y: *mut f32,
-    ldy: usize,
-    width: usize,
-    add: bool,
-) {
+/// `t.w` holds the panel's blocks `t.blocks`, `t.x` holds rows `t.i0..t.i0 + rows`, and
+/// `t.y` has room for every output written; `kernel` runs on this machine;
+/// `rows <= MAX_TILE_ROWS`.
+pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
     debug_assert!((1..=MAX_TILE_ROWS).contains(&rows));
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni512 {
         macro_rules! by_rows {
             ($q4:literal, $($r:literal)*) => {
                 match rows {
-                    $($r => x512::tile::<$r, $q4>(x, i0, w, blocks, y, ldy, width, add),)*
+                    $($r => x512::tile::<$r, $q4>(t),)*
                     _ => unreachable!("at most {MAX_TILE_ROWS} rows"),
                 }
             };
@@ -266,14 +276,15 @@ pub(super) unsafe fn tile(
     }
     // The other kernels hold fewer accumulators: tiles of at most 4 rows.
     for i in (0..rows).step_by(4) {
-        let (i0, y, r) = (i0 + i, y.add(i * ldy), (rows - i).min(4));
+        let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
+        let r = (rows - i).min(4);
         macro_rules! by_rows {
             ($($f:ident)::+, $q4:literal) => {
                 match r {
-                    1 => $($f)::+::<1, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
-                    2 => $($f)::+::<2, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
-                    3 => $($f)::+::<3, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
-                    _ => $($f)::+::<4, $q4>(x, i0, w, blocks.clone(), y, ldy, width, add),
+                    1 => $($f)::+::<1, $q4>(t),
+                    2 => $($f)::+::<2, $q4>(t),
+                    3 => $($f)::+::<3, $q4>(t),
+                    _ => $($f)::+::<4, $q4>(t),
                 }
             };
         }
@@ -289,24 +300,16 @@ pub(super) unsafe fn tile(
 }
 
 /// The reference arithmetic, one lane at a time.
-unsafe fn portable<const R: usize, const Q4: bool>(
-    x: &QuantRows,
-    i0: usize,
-    w: *const u8,
-    blocks: Range<usize>,
-    y: *mut f32,
-    ldy: usize,
-    width: usize,
-    add: bool,
-) {
-    let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
+    let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
+    let fmt = Format::of(Q4);
     let pb = fmt.panel_bytes();
     let nb = x.nb;
     for r in 0..R {
         let i = i0 + r;
         for c in 0..width {
             let mut acc = 0f32;
-            for b in blocks.clone() {
+            for b in t.blocks.clone() {
                 let wb = std::slice::from_raw_parts(w.add(b * pb), pb);
                 let at = |i: usize| wb[fmt.place(c, i)];
                 let scale = |i: usize| f16_to_f32(u16::from_le_bytes([at(i), at(i + 1)]));
@@ -340,17 +343,9 @@ mod x86 {
     /// The 8 weight rows of one half of a panel, one ymm per 4-value step: 4 bytes per
     /// row. Q8_0 values stay signed (`maddubs` takes `|w|` and `x` with `w`'s sign).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(
-        x: &QuantRows,
-        i0: usize,
-        w: *const u8,
-        blocks: Range<usize>,
-        y: *mut f32,
-        ldy: usize,
-        width: usize,
-        add: bool,
-    ) {
-        let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
+        let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
+        let fmt = Format::of(Q4);
         let pb = fmt.panel_bytes();
         let nb = x.nb;
         let (xq, xd, xds) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr());
@@ -358,7 +353,7 @@ mod x86 {
         for h in 0..if width > 8 { 2 } else { 1 } {
             // Accumulators named by constants, so that they stay in registers.
             let mut acc = [_mm256_setzero_ps(); 4];
-            for b in blocks.clone() {
+            for b in t.blocks.clone() {
                 let wb = w.add(b * pb);
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
                 let mut v = [_mm256_setzero_si256(); 8];
@@ -430,25 +425,17 @@ mod x512 {
     /// A whole panel per vector. `vpdpbusd` multiplies unsigned by signed bytes: Q8_0's
     /// signed weights are flipped to `w + 128` and `128 · Σq` taken off the sum.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(
-        x: &QuantRows,
-        i0: usize,
-        w: *const u8,
-        blocks: Range<usize>,
-        y: *mut f32,
-        ldy: usize,
-        width: usize,
-        add: bool,
-    ) {
-        let fmt = if Q4 { Format::Q4_1 } else { Format::Q8_0 };
+    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
+        let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
+        let fmt = Format::of(Q4);
         let pb = fmt.panel_bytes();
         let nb = x.nb;
         let (lo, flip) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(-128));
         let (xq, xd, xds, xsum) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr(), x.sum.as_ptr());
-        // Eight accumulators named by constants (rows past `R` are dead code): indexed by
-        // a loop variable, LLVM kept them on the stack, a store and a load per block.
+        // Accumulators named by constants (rows past `R` are dead code): indexed by a loop
+        // variable, LLVM kept them on the stack, a store and a load per block.
         let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
-        for b in blocks {
+        for b in t.blocks.clone() {
             let wb = w.add(b * pb);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i));
             let mut v = [_mm512_setzero_si512(); 8];
@@ -661,10 +648,20 @@ mod tests {
                         let i0 = m - rows;
                         unsafe {
                             let w = panels.as_ptr().add(p * nb * fmt.panel_bytes());
-                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), y.as_mut_ptr(), ldy, width, false);
+                            let job = Tile {
+                                x: &xq,
+                                i0,
+                                w,
+                                blocks: blocks.clone(),
+                                y: y.as_mut_ptr(),
+                                ldy,
+                                width,
+                                add: false,
+                            };
+                            tile(kernel, fmt, &job, rows);
                             // Adding to a total: `total + out`.
                             let mut t: Vec<f32> = (0..rows * ldy).map(|i| i as f32 * 0.1).collect();
-                            tile(kernel, fmt, &xq, i0, rows, w, blocks.clone(), t.as_mut_ptr(), ldy, width, true);
+                            tile(kernel, fmt, &Tile { y: t.as_mut_ptr(), add: true, ..job }, rows);
                             for (i, t) in t.iter().enumerate() {
                                 if i % ldy < width {
                                     assert_eq!(t.to_bits(), (i as f32 * 0.1 + y[i]).to_bits(), "{kernel:?} add");
