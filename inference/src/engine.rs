@@ -319,17 +319,20 @@ impl Engine {
         }
         self.prefix.clock += 1;
         let clock = self.prefix.clock;
-        // Already kept (or a longer prompt that contains it): just refresh.
-        if let Some(e) = self.prefix.entries.iter_mut().find(|e| common_prefix(&e.tokens, &prompt) == prompt.len()) {
-            e.last_used = clock;
-            return Ok(());
-        }
-        // Nearly kept: a few-shot template run again with a new last line shares all but a
-        // few tokens with the entry it started from. Keeping it too would copy the whole
-        // prompt's KV before the first token and fill the budget with near-copies of one
-        // template; a later run gains at most those few tokens from it.
-        if let Some(e) = self.prefix.entries.iter_mut().max_by_key(|e| common_prefix(&e.tokens, &prompt)) {
-            let new = prompt.len() - common_prefix(&e.tokens, &prompt);
+        // Already kept (or a longer prompt that contains it): just refresh. Nearly kept too:
+        // a few-shot template run again with a new last line shares all but a few tokens
+        // with the entry it started from. Keeping it as well would copy the whole prompt's
+        // KV before the first token and fill the budget with near-copies of one template;
+        // a later run gains at most those few tokens from it.
+        let best = self
+            .prefix
+            .entries
+            .iter_mut()
+            .rev()
+            .map(|e| (common_prefix(&e.tokens, &prompt), e))
+            .max_by_key(|(n, _)| *n);
+        if let Some((shared, e)) = best {
+            let new = prompt.len() - shared;
             if new < NEAR_COPY_TOKENS && new * 8 < prompt.len() {
                 e.last_used = clock;
                 return Ok(());

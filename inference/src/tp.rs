@@ -427,6 +427,8 @@ impl VocabParallelHead {
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
+    /// The weight on the host, for [`Self::add_forward`] (CPU models only).
+    host_weight: Option<Vec<f32>>,
     eps: f32,
 }
 
@@ -436,12 +438,15 @@ impl RmsNorm {
             Weight::Quant(q) => q.dequantize(device)?,
             Weight::Dense(t) => t.to_dtype(DType::F32)?,
         };
-        Ok(Self { weight: weight.flatten_all()?, eps: eps as f32 })
+        Self::with_weight(weight.flatten_all()?, eps as f32)
+    }
+    fn with_weight(weight: Tensor, eps: f32) -> Result<Self> {
+        let host_weight = if weight.device().is_cpu() { Some(weight.to_vec1::<f32>()?) } else { None };
+        Ok(Self { weight, host_weight, eps })
     }
     /// Adds `delta` to the stored weight (HF Gemma checkpoints store `w - 1`).
-    pub fn shifted(mut self, delta: f64) -> Result<Self> {
-        self.weight = (self.weight + delta)?;
-        Ok(self)
+    pub fn shifted(self, delta: f64) -> Result<Self> {
+        Self::with_weight((self.weight + delta)?, self.eps)
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps)
@@ -452,24 +457,23 @@ impl RmsNorm {
     /// (sum of squares in eight lanes, then a fixed order), not as candle's two ops, each
     /// with its own thread hand-off, while the matmul pool spins; elsewhere it is candle's.
     pub fn add_forward(&self, x: &Tensor, h: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        if !(invariant() && x.device().is_cpu() && x.rank() == 2) {
+        let Some(w) = self.host_weight.as_ref().filter(|_| invariant() && x.device().is_cpu() && x.rank() == 2) else {
             let s = match h {
                 Some(h) => (x + h)?,
                 None => x.clone(),
             };
             let n = self.forward(&s)?;
             return Ok((s, n));
-        }
+        };
         let (rows, n) = x.dims2()?;
         let mut s = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         if let Some(h) = h {
             let h = h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             s.iter_mut().zip(&h).for_each(|(a, b)| *a += b);
         }
-        let w = self.weight.to_vec1::<f32>()?;
         let mut out = vec![0f32; rows * n];
         for (row, o) in s.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            host_rms_row(row, &w, self.eps, o);
+            host_rms_row(row, w, self.eps, o);
         }
         let dev = x.device();
         Ok((Tensor::from_vec(s, (rows, n), dev)?, Tensor::from_vec(out, (rows, n), dev)?))
