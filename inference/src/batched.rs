@@ -1123,28 +1123,18 @@ mod tests {
                     let (x, w) = (xs.as_ptr(), ws.as_ptr());
                     unsafe {
                         let (ap, bp) = (a.as_mut_ptr(), b.as_mut_ptr());
-                        match r {
-                            6 => (
-                                x512::tile::<6>(x, w, k, cols.clone(), fresh, ap, 64),
-                                portable_tile::<6, 8>(x, w, k, cols, fresh, bp, 64),
-                            ),
-                            5 => (
-                                x512::tile::<5>(x, w, k, cols.clone(), fresh, ap, 64),
-                                portable_tile::<5, 8>(x, w, k, cols, fresh, bp, 64),
-                            ),
-                            4 => (
-                                x512::tile::<4>(x, w, k, cols.clone(), fresh, ap, 64),
-                                portable_tile::<4, 8>(x, w, k, cols, fresh, bp, 64),
-                            ),
-                            2 => (
-                                x512::tile::<2>(x, w, k, cols.clone(), fresh, ap, 64),
-                                portable_tile::<2, 8>(x, w, k, cols, fresh, bp, 64),
-                            ),
-                            _ => (
-                                x512::tile::<1>(x, w, k, cols.clone(), fresh, ap, 64),
-                                portable_tile::<1, 8>(x, w, k, cols, fresh, bp, 64),
-                            ),
-                        };
+                        macro_rules! both {
+                            ($($r:literal)*) => {
+                                match r {
+                                    $($r => {
+                                        x512::tile::<$r>(x, w, k, cols.clone(), fresh, ap, 64);
+                                        portable_tile::<$r, 8>(x, w, k, cols, fresh, bp, 64);
+                                    })*
+                                    _ => unreachable!(),
+                                }
+                            };
+                        }
+                        both!(1 2 4 5 6);
                     }
                     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "avx-512 {r} rows");
                 }
