@@ -235,6 +235,10 @@ impl Kernel {
 /// its scales and two integer sums fit the 32 zmm registers.
 pub(super) const MAX_TILE_ROWS: usize = 16;
 
+/// Most rows of `x` in one AVX2 (and portable) tile: 8 integer sums in registers, the f32
+/// totals beside them in L1.
+const AVX2_TILE_ROWS: usize = 8;
+
 /// One register tile's outputs: `(i0 + r, c)` for `r < rows`, `c < width` (at
 /// `y + r * ldy + c`) over blocks `blocks` of one panel (`w`: the panel's first block) for
 /// rows `i0..` of `x`; with `add`, each is added to what `y` holds (`y + out`).
@@ -274,17 +278,25 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
         }
         return;
     }
-    // The other kernels hold fewer accumulators: tiles of at most 4 rows.
-    for i in (0..rows).step_by(4) {
+    // The other kernels hold fewer accumulators: tiles of at most `AVX2_TILE_ROWS` rows,
+    // split evenly (12 rows are 6 + 6, not 8 + 4).
+    let pieces = rows.div_ceil(AVX2_TILE_ROWS);
+    let mut i = 0;
+    for piece in 0..pieces {
+        let r = (rows - i) / (pieces - piece);
         let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
-        let r = (rows - i).min(4);
+        i += r;
         macro_rules! by_rows {
             ($($f:ident)::+, $q4:literal) => {
                 match r {
                     1 => $($f)::+::<1, $q4>(t),
                     2 => $($f)::+::<2, $q4>(t),
                     3 => $($f)::+::<3, $q4>(t),
-                    _ => $($f)::+::<4, $q4>(t),
+                    4 => $($f)::+::<4, $q4>(t),
+                    5 => $($f)::+::<5, $q4>(t),
+                    6 => $($f)::+::<6, $q4>(t),
+                    7 => $($f)::+::<7, $q4>(t),
+                    _ => $($f)::+::<8, $q4>(t),
                 }
             };
         }
@@ -340,8 +352,14 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The 8 weight rows of one half of a panel, one ymm per 4-value step: 4 bytes per
-    /// row. Q8_0 values stay signed (`maddubs` takes `|w|` and `x` with `w`'s sign).
+    /// One half of a panel (8 weight rows) at a time, one ymm per 4-value step: 4 bytes
+    /// per row. Each weight vector is unpacked once per block for all `R` rows.
+    ///
+    /// Q4_1: `maddubs` of nibbles (0..15) and `x` (-127..127) gives pairs of at most
+    /// 2 · 15 · 127 = 3810 in size, so a block's 8 steps add up in 16 bits (30480 at
+    /// most) and widen once per block: 9 multiplies per row and block instead of 12,
+    /// and multiplies are what this loop waits on. Q8_0 values stay signed (`maddubs`
+    /// takes `|w|` and `x` with `w`'s sign); their pairs reach 32512 and widen each step.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
         let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
@@ -350,65 +368,81 @@ mod x86 {
         let nb = x.nb;
         let (xq, xd, xds) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr());
         let (lo, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+        // Row `r`'s 4 bytes of step `s` of block `b`, broadcast.
+        let xb = |r: usize, b: usize, s: usize| {
+            _mm256_set1_epi32((xq.add(((i0 + r) * nb + b) * BLOCK) as *const i32).add(s).read_unaligned())
+        };
         for h in 0..if width > 8 { 2 } else { 1 } {
-            // Accumulators named by constants, so that they stay in registers.
-            let mut acc = [_mm256_setzero_ps(); 4];
+            // The f32 totals: updated once per block, so they may wait in L1.
+            let mut acc = [_mm256_setzero_ps(); AVX2_TILE_ROWS];
             for b in t.blocks.clone() {
                 let wb = w.add(b * pb);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
-                let mut v = [_mm256_setzero_si256(); 8];
+                // Integer sums named by constants, so that they stay in registers.
+                let mut sum = [_mm256_setzero_si256(); AVX2_TILE_ROWS];
                 if Q4 {
-                    for t in 0..4 {
-                        let p = _mm256_loadu_si256(wb.add(64 + 64 * t + 32 * h) as *const __m256i);
-                        v[t] = _mm256_and_si256(p, lo);
-                        v[t + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), lo);
+                    for s in 0..4 {
+                        let p = _mm256_loadu_si256(wb.add(64 + 64 * s + 32 * h) as *const __m256i);
+                        let (v0, v1) = (_mm256_and_si256(p, lo), _mm256_and_si256(_mm256_srli_epi16(p, 4), lo));
+                        macro_rules! step {
+                            ($($r:literal)*) => {$(
+                                if $r < R {
+                                    let pair = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(v0, xb($r, b, s)),
+                                        _mm256_maddubs_epi16(v1, xb($r, b, s + 4)),
+                                    );
+                                    sum[$r] = _mm256_add_epi16(sum[$r], pair);
+                                }
+                            )*};
+                        }
+                        step!(0 1 2 3 4 5 6 7);
                     }
                 } else {
-                    for (s, v) in v.iter_mut().enumerate() {
-                        *v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
+                    for s in 0..8 {
+                        let v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
+                        let av = _mm256_abs_epi8(v);
+                        macro_rules! step {
+                            ($($r:literal)*) => {$(
+                                if $r < R {
+                                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb($r, b, s), v));
+                                    sum[$r] = _mm256_add_epi32(sum[$r], _mm256_madd_epi16(p, ones));
+                                }
+                            )*};
+                        }
+                        step!(0 1 2 3 4 5 6 7);
                     }
                 }
-                macro_rules! row {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
+                let mn = if Q4 {
+                    _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                macro_rules! scale {
                     ($($r:literal)*) => {$(
                         if $r < R {
                             let j = (i0 + $r) * nb + b;
-                            let xp = xq.add(j * BLOCK) as *const i32;
-                            let xb = |s: usize| _mm256_set1_epi32(xp.add(s).read_unaligned());
-                            let mut isum = _mm256_setzero_si256();
-                            for s in (0..8).step_by(2) {
-                                let pair = if Q4 {
-                                    // Two steps' products fit 16 bits: 2 * 15 * 127 * 2.
-                                    _mm256_madd_epi16(
-                                        _mm256_add_epi16(_mm256_maddubs_epi16(v[s], xb(s)), _mm256_maddubs_epi16(v[s + 1], xb(s + 1))),
-                                        ones,
-                                    )
-                                } else {
-                                    let p = |s: usize| {
-                                        _mm256_madd_epi16(
-                                            _mm256_maddubs_epi16(_mm256_abs_epi8(v[s]), _mm256_sign_epi8(xb(s), v[s])),
-                                            ones,
-                                        )
-                                    };
-                                    _mm256_add_epi32(p(s), p(s + 1))
-                                };
-                                isum = _mm256_add_epi32(isum, pair);
-                            }
+                            let isum = if Q4 { _mm256_madd_epi16(sum[$r], ones) } else { sum[$r] };
                             let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
                             acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
                             if Q4 {
-                                let mn = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i));
                                 acc[$r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(*xds.add(j)), acc[$r]);
                             }
                         }
                     )*};
                 }
-                row!(0 1 2 3);
+                scale!(0 1 2 3 4 5 6 7);
             }
             let cols = width.saturating_sub(8 * h).min(8);
             for (r, acc) in acc.iter().take(R).enumerate() {
+                let dst = y.add(r * ldy + 8 * h);
+                if cols == 8 {
+                    // A whole vector: no copy through a buffer (a call per row).
+                    let v = if add { _mm256_add_ps(_mm256_loadu_ps(dst), *acc) } else { *acc };
+                    _mm256_storeu_ps(dst, v);
+                    continue;
+                }
                 let mut out = [0f32; 8];
                 _mm256_storeu_ps(out.as_mut_ptr(), *acc);
-                let dst = y.add(r * ldy + 8 * h);
                 for (c, v) in out[..cols].iter().enumerate() {
                     *dst.add(c) = if add { *dst.add(c) + v } else { *v };
                 }
@@ -680,6 +714,61 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The largest quants (nibbles of 15, Q8_0's ±127, `x` at ±127) neither saturate nor
+    /// wrap in any kernel's integer sums.
+    #[test]
+    fn extreme_quants_keep_exact_sums() {
+        for fmt in [Format::Q4_1, Format::Q8_0] {
+            let (n, nb, m) = (16, 3, 8);
+            let mut gguf = Vec::new();
+            for j in 0..n * nb {
+                gguf.extend(0x3c00u16.to_le_bytes()); // d = 1
+                if fmt == Format::Q4_1 {
+                    gguf.extend(0u16.to_le_bytes()); // m = 0
+                    gguf.extend([0xffu8; 16]);
+                } else {
+                    gguf.extend([if j % 2 == 0 { 127u8 } else { (-127i8) as u8 }; 32]);
+                }
+            }
+            let mut panels = vec![0u8; nb * fmt.panel_bytes()];
+            pack(fmt, &gguf, n, nb, &mut panels);
+            // Rows of +1 and -1: every quant of x is ±127, d = 1/127.
+            let x: Vec<f32> = (0..m * nb * 32).map(|i| if (i / (nb * 32)) % 2 == 0 { 1.0 } else { -1.0 }).collect();
+            let mut xq = QuantRows::default();
+            xq.quantize(&x, m, nb);
+            for kernel in kernels() {
+                let mut y = vec![0f32; m * n];
+                let job = Tile {
+                    x: &xq,
+                    i0: 0,
+                    w: panels.as_ptr(),
+                    blocks: 0..nb,
+                    y: y.as_mut_ptr(),
+                    ldy: n,
+                    width: n,
+                    add: false,
+                };
+                unsafe { tile(kernel, fmt, &job, m) };
+                for (i, v) in y.iter().enumerate() {
+                    let (r, c) = (i / n, i % n);
+                    let sign = if r % 2 == 0 { 1.0 } else { -1.0 };
+                    // Each block: 32 · w · 127 · (1/127); Q8_0 rows alternate ±127 per block.
+                    let want: f64 = (0..nb)
+                        .map(|b| match fmt {
+                            Format::Q4_1 => 32.0 * 15.0,
+                            Format::Q8_0 => 32.0 * if (c * nb + b) % 2 == 0 { 127.0 } else { -127.0 },
+                        })
+                        .sum::<f64>()
+                        * sign;
+                    assert!(
+                        (*v as f64 - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{kernel:?} {fmt:?} ({r},{c}): {v} vs {want}"
+                    );
                 }
             }
         }
