@@ -384,6 +384,8 @@ impl BatchedWeight {
             .map(|rb| even_tiles(rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK), int8::MAX_TILE_ROWS))
             .collect();
         let panel_stride = nb * fmt.panel_bytes();
+        let part_blocks: Vec<std::ops::Range<usize>> =
+            self.parts.iter().map(|p| p.start / int8::BLOCK..p.end / int8::BLOCK).collect();
         XQ.with(|xq| {
             let mut xq = xq.borrow_mut();
             xq.resize(m, nb);
@@ -404,16 +406,17 @@ impl BatchedWeight {
                     let (rb, p) = (item / n_panels, item % n_panels);
                     let (j0, w) = (p * int8::ROWS, (w_ptr as *const u8).wrapping_add(p * panel_stride));
                     let width = int8::ROWS.min(n - j0);
-                    for (q, part) in self.parts.iter().enumerate() {
-                        let blocks = part.start / int8::BLOCK..part.end / int8::BLOCK;
-                        // Summed: part 0 is stored, each later part added to the total.
-                        let (at, add) = if summed { (0, q > 0) } else { (q * m * n, false) };
+                    // Summed: one job per tile, the later parts added to a running total;
+                    // else one job per part, each into its own `[m, n]`.
+                    let jobs = if summed { 1 } else { part_blocks.len() };
+                    for q in 0..jobs {
+                        let rest = if summed { &part_blocks[1..] } else { &[] };
                         for &(i, r) in &tiles[rb] {
-                            let out = (y_ptr as *mut f32).wrapping_add(at + i * n + j0);
+                            let out = (y_ptr as *mut f32).wrapping_add(q * m * n + i * n + j0);
+                            let blocks = part_blocks[q].clone();
+                            let job = int8::Tile { x: xq, i0: i, w, blocks, rest, y: out, ldy: n, width, add: false };
                             // SAFETY: the panel holds every block, `x` rows `i..i + r`, and
                             // each (row block, panel) item writes only its own outputs.
-                            let job =
-                                int8::Tile { x: xq, i0: i, w, blocks: blocks.clone(), y: out, ldy: n, width, add };
                             unsafe { int8::tile(kernel, fmt, &job, r) };
                         }
                     }

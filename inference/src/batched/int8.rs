@@ -248,6 +248,10 @@ pub(super) struct Tile<'a> {
     pub i0: usize,
     pub w: *const u8,
     pub blocks: Range<usize>,
+    /// Later parts (block ranges), each one's product added in order to the total:
+    /// `((p0 + p1) + p2) + ...`, the bits of storing `p0` and then adding each part to
+    /// `y` (with `add` false).
+    pub rest: &'a [Range<usize>],
     pub y: *mut f32,
     pub ldy: usize,
     pub width: usize,
@@ -262,6 +266,19 @@ pub(super) struct Tile<'a> {
 /// `rows <= MAX_TILE_ROWS`.
 pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
     debug_assert!((1..=MAX_TILE_ROWS).contains(&rows));
+    debug_assert!(!t.add || t.rest.is_empty(), "a running total starts from zero");
+    #[cfg(target_arch = "x86_64")]
+    let in_kernel = kernel == Kernel::Avx2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let in_kernel = false;
+    if !in_kernel && !t.rest.is_empty() {
+        // Kernels without a running total: the first part stored, each later one added.
+        tile(kernel, fmt, &Tile { rest: &[], ..t.clone() }, rows);
+        for part in t.rest {
+            tile(kernel, fmt, &Tile { blocks: part.clone(), rest: &[], add: true, ..t.clone() }, rows);
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni512 {
         macro_rules! by_rows {
@@ -373,17 +390,20 @@ mod x86 {
             _mm256_set1_epi32((xq.add(((i0 + r) * nb + b) * BLOCK) as *const i32).add(s).read_unaligned())
         };
         for h in 0..if width > 8 { 2 } else { 1 } {
-            // The f32 totals: updated once per block, so they may wait in L1.
-            let mut acc = [_mm256_setzero_ps(); AVX2_TILE_ROWS];
-            for b in t.blocks.clone() {
-                let wb = w.add(b * pb);
-                // Integer sums named by constants, so that they stay in registers.
-                let mut sum = [_mm256_setzero_si256(); AVX2_TILE_ROWS];
-                if Q4 {
-                    for s in 0..4 {
-                        let p = _mm256_loadu_si256(wb.add(64 + 64 * s + 32 * h) as *const __m256i);
-                        let (v0, v1) = (_mm256_and_si256(p, lo), _mm256_and_si256(_mm256_srli_epi16(p, 4), lo));
-                        macro_rules! step {
+            // The running total over parts and one part's sums: updated once per block or
+            // part, so they may wait in L1.
+            let mut total = [_mm256_setzero_ps(); AVX2_TILE_ROWS];
+            for (q, blocks) in std::iter::once(&t.blocks).chain(t.rest).enumerate() {
+                let mut acc = [_mm256_setzero_ps(); AVX2_TILE_ROWS];
+                for b in blocks.clone() {
+                    let wb = w.add(b * pb);
+                    // Integer sums named by constants, so that they stay in registers.
+                    let mut sum = [_mm256_setzero_si256(); AVX2_TILE_ROWS];
+                    if Q4 {
+                        for s in 0..4 {
+                            let p = _mm256_loadu_si256(wb.add(64 + 64 * s + 32 * h) as *const __m256i);
+                            let (v0, v1) = (_mm256_and_si256(p, lo), _mm256_and_si256(_mm256_srli_epi16(p, 4), lo));
+                            macro_rules! step {
                             ($($r:literal)*) => {$(
                                 if $r < R {
                                     let pair = _mm256_add_epi16(
@@ -394,13 +414,13 @@ mod x86 {
                                 }
                             )*};
                         }
-                        step!(0 1 2 3 4 5 6 7);
-                    }
-                } else {
-                    for s in 0..8 {
-                        let v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
-                        let av = _mm256_abs_epi8(v);
-                        macro_rules! step {
+                            step!(0 1 2 3 4 5 6 7);
+                        }
+                    } else {
+                        for s in 0..8 {
+                            let v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
+                            let av = _mm256_abs_epi8(v);
+                            macro_rules! step {
                             ($($r:literal)*) => {$(
                                 if $r < R {
                                     let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb($r, b, s), v));
@@ -408,16 +428,16 @@ mod x86 {
                                 }
                             )*};
                         }
-                        step!(0 1 2 3 4 5 6 7);
+                            step!(0 1 2 3 4 5 6 7);
+                        }
                     }
-                }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
-                let mn = if Q4 {
-                    _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i))
-                } else {
-                    _mm256_setzero_ps()
-                };
-                macro_rules! scale {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
+                    let mn = if Q4 {
+                        _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    macro_rules! scale {
                     ($($r:literal)*) => {$(
                         if $r < R {
                             let j = (i0 + $r) * nb + b;
@@ -430,10 +450,14 @@ mod x86 {
                         }
                     )*};
                 }
-                scale!(0 1 2 3 4 5 6 7);
+                    scale!(0 1 2 3 4 5 6 7);
+                }
+                for (total, acc) in total.iter_mut().zip(&acc).take(R) {
+                    *total = if q == 0 { *acc } else { _mm256_add_ps(*total, *acc) };
+                }
             }
             let cols = width.saturating_sub(8 * h).min(8);
-            for (r, acc) in acc.iter().take(R).enumerate() {
+            for (r, acc) in total.iter().take(R).enumerate() {
                 let dst = y.add(r * ldy + 8 * h);
                 if cols == 8 {
                     // A whole vector: no copy through a buffer (a call per row).
@@ -687,6 +711,7 @@ mod tests {
                                 i0,
                                 w,
                                 blocks: blocks.clone(),
+                                rest: &[],
                                 y: y.as_mut_ptr(),
                                 ldy,
                                 width,
@@ -699,6 +724,20 @@ mod tests {
                             for (i, t) in t.iter().enumerate() {
                                 if i % ldy < width {
                                     assert_eq!(t.to_bits(), (i as f32 * 0.1 + y[i]).to_bits(), "{kernel:?} add");
+                                }
+                            }
+                            // Three parts as a running total: `((p0 + p1) + p2)`.
+                            let (a, mid) = (blocks.start + 1, (blocks.start + 1 + blocks.end) / 2);
+                            let rest = [a..mid, mid..blocks.end];
+                            let mut parts = vec![f32::NAN; rows * ldy];
+                            let job3 = Tile { blocks: blocks.start..a, rest: &rest, y: parts.as_mut_ptr(), ..job };
+                            tile(kernel, fmt, &job3, rows);
+                            for (i, got) in parts.iter().enumerate() {
+                                let (r, c) = (i / ldy, i % ldy);
+                                if c < width {
+                                    let want = |b: Range<usize>| want(i0 + r, 16 * p + c, b);
+                                    let sum = (want(blocks.start..a) + want(a..mid)) + want(mid..blocks.end);
+                                    assert_eq!(got.to_bits(), sum.to_bits(), "{kernel:?} {fmt:?} parts ({r},{c})");
                                 }
                             }
                         }
@@ -748,6 +787,7 @@ mod tests {
                     i0: 0,
                     w: panels.as_ptr(),
                     blocks: 0..nb,
+                    rest: &[],
                     y: y.as_mut_ptr(),
                     ldy: n,
                     width: n,
