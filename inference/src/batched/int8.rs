@@ -193,6 +193,11 @@ fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
         // SAFETY: AVX-512 F/DQ are present.
         return unsafe { x512::quantize_block(x, q) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: AVX2 is present.
+        return unsafe { x86::quantize_block(x, q) };
+    }
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -368,6 +373,30 @@ unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
+    /// ties-to-even rounding (the default MXCSR mode); a maximum is exact in any order.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+        let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+        let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+        let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let qi: [__m256i; 4] = std::array::from_fn(|i| _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id)));
+        // i32 → i16 → i8 by 128-bit lanes: dword `j` of `bytes` holds 4 values of vector
+        // `j % 4`, from its low half (`j < 4`) or high half; the permute puts them in order.
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
+        let s = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+        let mut sums = [0i32; 8];
+        _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, s);
+        (d, sums.iter().sum())
+    }
 
     /// One half of a panel (8 weight rows) at a time, one ymm per 4-value step: 4 bytes
     /// per row. Each weight vector is unpacked once per block for all `R` rows.
@@ -659,6 +688,13 @@ mod tests {
             let b: Vec<i8> = xb.iter().map(|v| (v * id).round_ties_even() as i8).collect();
             assert_eq!(a.to_vec(), b);
             assert_eq!(got, (d, b.iter().map(|v| *v as i32).sum()));
+            // The AVX2 form too, where AVX-512 would have been chosen above.
+            #[cfg(target_arch = "x86_64")]
+            if crate::batched::has_avx2() {
+                let mut c = [0i8; 32];
+                assert_eq!(unsafe { x86::quantize_block(xb, &mut c) }, got);
+                assert_eq!(c, a);
+            }
         }
     }
 
