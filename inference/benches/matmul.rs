@@ -4,7 +4,8 @@
 //! streams the weights from memory as a decode step does, instead of finding them in
 //! cache. Prints ms per step and per weight kind, GFLOP/s (two per multiply-add), and how
 //! much 16 rows cost next to one (the serving bar needs 16 rows at no more than 2.67x
-//! one row, everything else in a step included).
+//! one row, everything else in a step included). Last, the kernels' rates on weights
+//! that stay in cache, and the bound they put on 16 rows next to one.
 //!
 //! `cargo bench -p inference --bench matmul`
 
@@ -16,6 +17,9 @@ use inference::batched::BatchedWeight;
 use inference::tp::Weight;
 
 const LAYERS: usize = 30;
+/// Weight rows of the in-cache measurement: 0.4 MB of Q4_1 (0.6 of Q8_0), which the two
+/// threads' L2 caches hold, and enough work per call that the call itself costs little.
+const N_IN_CACHE: usize = 1024;
 
 fn weight(n: usize, k: usize, dt: GgmlDType) -> BatchedWeight {
     let t = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
@@ -79,4 +83,32 @@ fn main() {
     for (m, t) in &per_rows[1..] {
         println!("{m} rows cost {:.2}x one row ({:.2}x the tokens per second)", t / one, *m as f64 * one / t);
     }
+
+    // The ceiling: the same kernels on weights that stay in cache (no memory traffic), at
+    // 16 rows. A step of 16 rows cannot take less than its multiply-adds at these rates,
+    // and one row cannot take less than streaming the weights once (the 1-row step above
+    // comes close), so this bounds what 16 streams can give next to one.
+    let in_cache = |k: usize, dt: GgmlDType| {
+        let w = weight(N_IN_CACHE, k, dt);
+        let x = Tensor::randn(0f32, 1.0, (16, k), &Device::Cpu).unwrap();
+        std::hint::black_box(w.forward(&x).unwrap());
+        let reps = 100;
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(w.forward(&x).unwrap());
+        }
+        (reps * 16 * N_IN_CACHE * k) as f64 / t.elapsed().as_secs_f64() / 1e9
+    };
+    let (q4_rate, q8_rate) = (in_cache(hidden, q4), in_cache(hidden, GgmlDType::Q8_0));
+    let head_macs = 16.0 * 49152.0 * hidden as f64;
+    let layer_macs = 16.0 * LAYERS as f64 * (hidden * (hidden + 2 * kv_dim + hidden + 2 * ff) + ff * hidden) as f64;
+    let floor = layer_macs / q4_rate / 1e9 + head_macs / q8_rate / 1e9;
+    println!(
+        "in cache, 16 rows: Q4_1 {q4_rate:.1} GMAC/s, Q8_0 {q8_rate:.1} GMAC/s; a 16-row step needs {:.2} GMAC, \
+         at least {:.1} ms at those rates, so with these kernels 16 rows give at most {:.2}x one row's \
+         tokens per second here",
+        (layer_macs + head_macs) / 1e9,
+        floor * 1e3,
+        16.0 * one / floor
+    );
 }
