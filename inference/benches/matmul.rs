@@ -23,7 +23,8 @@ const N_IN_CACHE: usize = 1024;
 
 fn weight(n: usize, k: usize, dt: GgmlDType) -> BatchedWeight {
     let t = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-    BatchedWeight::new(&Weight::Quant(std::sync::Arc::new(QTensor::quantize(&t, dt).unwrap()))).unwrap()
+    // In 2 MB pages, as a loaded model's weights are.
+    BatchedWeight::new(&Weight::Quant(std::sync::Arc::new(QTensor::quantize(&t, dt).unwrap()))).unwrap().in_huge_pages()
 }
 
 fn main() {

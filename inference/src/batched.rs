@@ -27,6 +27,7 @@ use candle_core::{DType, Device, Result, Storage, Tensor};
 use crate::tp::Weight;
 
 mod int8;
+mod pages;
 
 /// Dense weight rows per f32 panel. A panel
 /// is stored interleaved: element `(c, p)` at `(p / 8) * 64 + c * 8 + p % 8`, so that the
@@ -76,21 +77,60 @@ fn row_tiles(rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
 /// that six rows of `x` and the panel's weights stay in a 32 KB L1 (12 + 16 KB).
 const K_CHUNK: usize = 512;
 
-/// 64-byte aligned f32 storage: a panel's vector loads never straddle two cache lines.
-#[derive(Debug, Clone, Default)]
-struct Aligned(Vec<Line>);
+/// 64-byte aligned storage: a panel's vector loads never straddle two cache lines. On the
+/// heap while a weight is built, in 2 MB pages once it is final ([`pages`]).
+#[derive(Debug)]
+enum Aligned {
+    Heap(Vec<Line>),
+    Pages(pages::Block),
+}
+
+impl Default for Aligned {
+    fn default() -> Self {
+        Aligned::Heap(Vec::new())
+    }
+}
+
+impl Clone for Aligned {
+    /// A copy on the heap.
+    fn clone(&self) -> Self {
+        match self {
+            Aligned::Heap(v) => Aligned::Heap(v.clone()),
+            Aligned::Pages(_) => {
+                let mut a = Aligned::zeroed_bytes(self.bytes().len());
+                a.bytes_mut().copy_from_slice(self.bytes());
+                a
+            }
+        }
+    }
+}
 
 impl Aligned {
     fn zeroed_bytes(len: usize) -> Self {
         Aligned::zeros(len.div_ceil(4))
     }
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `Line` is 64 bytes with no padding.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const u8, self.0.len() * 64) }
+        match self {
+            // SAFETY: `Line` is 64 bytes with no padding.
+            Aligned::Heap(v) => unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 64) },
+            // SAFETY: the block is `len` initialized bytes (a whole number of lines).
+            Aligned::Pages(b) => unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) },
+        }
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, self.0.len() * 64) }
+        match self {
+            // SAFETY: as above.
+            Aligned::Heap(v) => unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 64) },
+            // SAFETY: as above; the block's range is this value's alone.
+            Aligned::Pages(b) => unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) },
+        }
+    }
+    /// The same bytes in 2 MB pages (unchanged if none could be had).
+    fn into_pages(self) -> Self {
+        match pages::copy_of(self.bytes()) {
+            Some(b) => Aligned::Pages(b),
+            None => self,
+        }
     }
 }
 
@@ -100,15 +140,17 @@ struct Line([f32; 16]);
 
 impl Aligned {
     fn zeros(len: usize) -> Self {
-        Aligned(vec![Line([0.0; 16]); len.div_ceil(16)])
+        Aligned::Heap(vec![Line([0.0; 16]); len.div_ceil(16)])
     }
     fn as_slice(&self) -> &[f32] {
-        // SAFETY: `Line` is 16 f32s with no padding.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const f32, self.0.len() * 16) }
+        let b = self.bytes();
+        // SAFETY: 64-byte aligned, a whole number of 64-byte lines of f32s.
+        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
     }
     fn as_mut_slice(&mut self) -> &mut [f32] {
+        let b = self.bytes_mut();
         // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut f32, self.0.len() * 16) }
+        unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut f32, b.len() / 4) }
     }
 }
 
@@ -251,6 +293,17 @@ impl BatchedWeight {
             }
         };
         Some(BatchedWeight { n, k: first.k, k_pad: first.k_pad, store, parts: vec![0..first.k] })
+    }
+
+    /// This weight with its panels moved into 2 MB pages ([`pages`]): for a weight that
+    /// is final (building a weight from others, as [`Self::concat_rows`] does, frees them
+    /// and would leave holes there).
+    pub fn in_huge_pages(mut self) -> Self {
+        self.store = match self.store {
+            Store::F32(a) => Store::F32(a.into_pages()),
+            Store::Quant(f, a) => Store::Quant(f, a.into_pages()),
+        };
+        self
     }
 
     /// How many column parts [`Self::forward_parts`] returns.
@@ -1014,6 +1067,41 @@ mod tests {
             for ((g, c), (_, mag)) in got.iter().flatten().zip(want.iter().flatten()).zip(mags.iter().flatten()) {
                 assert!(((g - c) as f64).abs() <= 2e-3 * mag, "{dt:?}: {g} vs candle's {c}");
             }
+        }
+    }
+
+    #[test]
+    fn weights_in_huge_pages_give_the_same_bits_and_keep_apart() {
+        let x = |k: usize| Tensor::randn(0f32, 1.0, (5, k), &Device::Cpu).unwrap();
+        let bits = |t: Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        // Several weights share a chunk, one (over half a chunk) gets its own.
+        let cases = [
+            (Some(GgmlDType::Q4_1), 48, 576),
+            (Some(GgmlDType::Q8_0), 33, 64),
+            (None, 9, 44),
+            (Some(GgmlDType::Q8_0), 32768, 576),
+        ];
+        let heap: Vec<(BatchedWeight, Tensor)> =
+            cases.iter().map(|&(dt, n, k)| (BatchedWeight::new(&weight(n, k, dt)).unwrap(), x(k))).collect();
+        let want: Vec<Vec<u32>> = heap.iter().map(|(w, x)| bits(w.forward(x).unwrap())).collect();
+        let paged: Vec<BatchedWeight> = heap.iter().map(|(w, _)| w.clone().in_huge_pages()).collect();
+        for (i, w) in paged.iter().enumerate() {
+            let (Store::Quant(_, a) | Store::F32(a)) = &w.store;
+            assert!(matches!(a, Aligned::Pages(_)), "weight {i} was not moved");
+            assert_eq!(a.bytes().as_ptr() as usize % 64, 0);
+        }
+        // Every weight reads back its own panels (no two blocks overlap), and a clone of
+        // a paged weight (on the heap) is the same weight.
+        for ((w, (_, x)), want) in paged.iter().zip(&heap).zip(&want) {
+            assert_eq!(&bits(w.forward(x).unwrap()), want);
+            assert_eq!(&bits(w.clone().forward(x).unwrap()), want);
+        }
+        drop(heap);
+        for ((w, &(dt, n, k)), want) in paged.iter().zip(&cases).zip(&want) {
+            assert_eq!(w.dims(), (n, k), "{dt:?}");
+            assert_eq!(want.len(), 5 * n);
         }
     }
 

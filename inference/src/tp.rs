@@ -196,6 +196,14 @@ impl Linear {
         let pad_single_row = invariant() && matches!(&w, Weight::Quant(q) if q.dtype() == GgmlDType::Q6K);
         Ok(Linear::Candle { inner: w.into_matmul()?, pad_single_row })
     }
+    /// A final weight: batched panels moved into 2 MB pages (see [`BatchedWeight::in_huge_pages`]).
+    pub fn in_huge_pages(self) -> Self {
+        match self {
+            Linear::Batched(b) => Linear::Batched(b.in_huge_pages()),
+            other => other,
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Batched(w) => w.forward(x),
@@ -250,8 +258,14 @@ impl StackedColumnLinear {
             })
             .collect();
         match batched.as_deref().and_then(BatchedWeight::concat_rows) {
-            Some(b) => Ok(Self { stacked: Some(Linear::Batched(b)), parts: Vec::new() }),
-            None => Ok(Self { stacked: None, parts }),
+            Some(b) => Ok(Self { stacked: Some(Linear::Batched(b.in_huge_pages())), parts: Vec::new() }),
+            None => Ok(Self {
+                stacked: None,
+                parts: parts
+                    .into_iter()
+                    .map(|p| ColumnParallelLinear { linear: p.linear.in_huge_pages(), ..p })
+                    .collect(),
+            }),
         }
     }
 
@@ -297,7 +311,7 @@ impl RowParallelLinear {
             if !dequantized && BatchedWeight::supports(&pw) {
                 let local: Vec<Range<usize>> = mine.iter().map(|r| r.start - base..r.end - base).collect();
                 if let Ok(b) = BatchedWeight::new(&pw)?.with_parts(&local) {
-                    return Ok(Self { parts: Vec::new(), fused: Some(b), shard: shard.clone() });
+                    return Ok(Self { parts: Vec::new(), fused: Some(b.in_huge_pages()), shard: shard.clone() });
                 }
             }
         }
@@ -310,7 +324,7 @@ impl RowParallelLinear {
                     shard.rank()
                 );
             }
-            linears.push((Linear::new(pw)?, range.start - base, range.len()));
+            linears.push((Linear::new(pw)?.in_huge_pages(), range.start - base, range.len()));
         }
         Ok(Self { parts: linears, fused: None, shard: shard.clone() })
     }
@@ -415,7 +429,9 @@ pub struct VocabParallelHead {
 impl VocabParallelHead {
     pub fn new(w: &Weight, shard: &Shard) -> Result<Self> {
         let (vocab, _) = w.dims2()?;
-        Ok(Self { linear: ColumnParallelLinear::new(w, shard.split(vocab))?, shard: shard.clone() })
+        let mut linear = ColumnParallelLinear::new(w, shard.split(vocab))?;
+        linear.linear = linear.linear.in_huge_pages();
+        Ok(Self { linear, shard: shard.clone() })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let local = self.linear.forward(x)?;
