@@ -45,16 +45,19 @@ const MAX_TILE_ROWS: usize = 6;
 /// `(first row, rows)` of tiles of at most `max` rows: as few as possible, as even as
 /// possible.
 fn even_tiles(rows: std::ops::Range<usize>, max: usize) -> Vec<(usize, usize)> {
+    even_split(rows, max).collect()
+}
+
+/// [`even_tiles`] without the allocation (for a kernel's own split of a tile).
+fn even_split(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let m = rows.len();
     let t = m.div_ceil(max);
     let mut i = rows.start;
-    (0..t)
-        .map(|j| {
-            let r = m / t + usize::from(j < m % t);
-            i += r;
-            (i - r, r)
-        })
-        .collect()
+    (0..t).map(move |j| {
+        let r = m / t + usize::from(j < m % t);
+        i += r;
+        (i - r, r)
+    })
 }
 
 /// The f32 register tiles of a row block: [`even_tiles`] of 6 (16 rows: 6 + 5 + 5, every

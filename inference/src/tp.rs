@@ -229,6 +229,11 @@ impl ColumnParallelLinear {
     pub fn new(w: &Weight, out_range: Range<usize>) -> Result<Self> {
         Ok(Self { linear: Linear::new(w.rows(out_range.clone())?)?, out_range })
     }
+
+    /// A final weight: see [`Linear::in_huge_pages`].
+    pub fn in_huge_pages(self) -> Self {
+        Self { linear: self.linear.in_huge_pages(), ..self }
+    }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.linear.forward(x)
     }
@@ -259,13 +264,9 @@ impl StackedColumnLinear {
             .collect();
         match batched.as_deref().and_then(BatchedWeight::concat_rows) {
             Some(b) => Ok(Self { stacked: Some(Linear::Batched(b.in_huge_pages())), parts: Vec::new() }),
-            None => Ok(Self {
-                stacked: None,
-                parts: parts
-                    .into_iter()
-                    .map(|p| ColumnParallelLinear { linear: p.linear.in_huge_pages(), ..p })
-                    .collect(),
-            }),
+            None => {
+                Ok(Self { stacked: None, parts: parts.into_iter().map(ColumnParallelLinear::in_huge_pages).collect() })
+            }
         }
     }
 
@@ -429,9 +430,7 @@ pub struct VocabParallelHead {
 impl VocabParallelHead {
     pub fn new(w: &Weight, shard: &Shard) -> Result<Self> {
         let (vocab, _) = w.dims2()?;
-        let mut linear = ColumnParallelLinear::new(w, shard.split(vocab))?;
-        linear.linear = linear.linear.in_huge_pages();
-        Ok(Self { linear, shard: shard.clone() })
+        Ok(Self { linear: ColumnParallelLinear::new(w, shard.split(vocab))?.in_huge_pages(), shard: shard.clone() })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let local = self.linear.forward(x)?;

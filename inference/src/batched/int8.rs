@@ -301,13 +301,9 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
         return;
     }
     // The other kernels hold fewer accumulators: tiles of at most `AVX2_TILE_ROWS` rows,
-    // split evenly (12 rows are 6 + 6, not 8 + 4).
-    let pieces = rows.div_ceil(AVX2_TILE_ROWS);
-    let mut i = 0;
-    for piece in 0..pieces {
-        let r = (rows - i) / (pieces - piece);
+    // split evenly ([`super::even_split`]: 12 rows are 6 + 6, not 8 + 4).
+    for (i, r) in super::even_split(0..rows, AVX2_TILE_ROWS) {
         let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
-        i += r;
         macro_rules! by_rows {
             ($($f:ident)::+, $q4:literal) => {
                 match r {
@@ -433,16 +429,16 @@ mod x86 {
                             let p = _mm256_loadu_si256(wb.add(64 + 64 * s + 32 * h) as *const __m256i);
                             let (v0, v1) = (_mm256_and_si256(p, lo), _mm256_and_si256(_mm256_srli_epi16(p, 4), lo));
                             macro_rules! step {
-                            ($($r:literal)*) => {$(
-                                if $r < R {
-                                    let pair = _mm256_add_epi16(
-                                        _mm256_maddubs_epi16(v0, xb($r, b, s)),
-                                        _mm256_maddubs_epi16(v1, xb($r, b, s + 4)),
-                                    );
-                                    sum[$r] = _mm256_add_epi16(sum[$r], pair);
-                                }
-                            )*};
-                        }
+                                ($($r:literal)*) => {$(
+                                    if $r < R {
+                                        let pair = _mm256_add_epi16(
+                                            _mm256_maddubs_epi16(v0, xb($r, b, s)),
+                                            _mm256_maddubs_epi16(v1, xb($r, b, s + 4)),
+                                        );
+                                        sum[$r] = _mm256_add_epi16(sum[$r], pair);
+                                    }
+                                )*};
+                            }
                             step!(0 1 2 3 4 5 6 7);
                         }
                     } else {
@@ -450,13 +446,13 @@ mod x86 {
                             let v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
                             let av = _mm256_abs_epi8(v);
                             macro_rules! step {
-                            ($($r:literal)*) => {$(
-                                if $r < R {
-                                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb($r, b, s), v));
-                                    sum[$r] = _mm256_add_epi32(sum[$r], _mm256_madd_epi16(p, ones));
-                                }
-                            )*};
-                        }
+                                ($($r:literal)*) => {$(
+                                    if $r < R {
+                                        let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb($r, b, s), v));
+                                        sum[$r] = _mm256_add_epi32(sum[$r], _mm256_madd_epi16(p, ones));
+                                    }
+                                )*};
+                            }
                             step!(0 1 2 3 4 5 6 7);
                         }
                     }
