@@ -21,7 +21,7 @@ fn model_path() -> String {
 }
 
 /// Router state over `scheduler` with a fresh in-memory SQLite store.
-async fn with_store(scheduler: app::scheduler::Scheduler) -> AppState {
+async fn with_store(scheduler: app::serving::Scheduler) -> AppState {
     AppState { scheduler, store: app::store::Store::connect("sqlite::memory:").await.unwrap() }
 }
 
@@ -33,7 +33,7 @@ async fn state_with(queue: usize) -> AppState {
 }
 
 async fn shared() -> AppState {
-    static S: OnceLock<app::scheduler::Scheduler> = OnceLock::new();
+    static S: OnceLock<app::serving::Scheduler> = OnceLock::new();
     let scheduler = S
         .get_or_init(|| {
             app::start(&model_path(), 1, 64, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap()
@@ -339,7 +339,7 @@ async fn requests_get_503_until_the_model_has_loaded() {
 
 #[tokio::test]
 async fn api_traffic_is_admitted_before_queued_studio_batch_work() {
-    use app::scheduler::{Priority, SeqEvent};
+    use app::serving::{Priority, SeqEvent};
     let sched =
         &app::start(&model_path(), 1, 16, inference::EngineConfig { max_running: 1, ..Default::default() }).unwrap();
     let req = |p: &str| {

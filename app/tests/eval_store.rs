@@ -2,10 +2,10 @@
 //! file and on a fresh schema of the PostgreSQL server at 127.0.0.1:5432 (database `test`),
 //! or `STUDIO_TEST_POSTGRES_URL`.
 
-use app::eval_store::ImportMode;
+use app::store::ImportMode;
 use app::evals::{Assertion, EvalPlan, EvalSettings, EvalStatus, RowResult, TestRow};
 use app::store::{Backend, Store, StoreError};
-use app::template::{Example, TemplateMeta, VersionSpec};
+use app::templates::{Example, TemplateMeta, VersionSpec};
 
 fn postgres_base() -> String {
     std::env::var("STUDIO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())

@@ -20,8 +20,8 @@ fn model_path() -> String {
     dir.join("smollm2-135m").to_string_lossy().into_owned()
 }
 
-fn scheduler() -> app::scheduler::Scheduler {
-    static S: OnceLock<app::scheduler::Scheduler> = OnceLock::new();
+fn scheduler() -> app::serving::Scheduler {
+    static S: OnceLock<app::serving::Scheduler> = OnceLock::new();
     S.get_or_init(|| {
         app::start(&model_path(), 1, 64, inference::EngineConfig { max_running: 16, ..Default::default() }).unwrap()
     })

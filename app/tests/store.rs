@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use app::store::{Backend, Store, StoreError, VersionRef};
-use app::template::{Example, Format, TemplateFile, TemplateMeta, VersionSpec};
+use app::templates::{Example, Format, TemplateFile, TemplateMeta, VersionSpec};
 
 fn postgres_base() -> String {
     std::env::var("STUDIO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -264,13 +264,13 @@ both!(api_keys, api_keys_store_only_hashes);
 /// Every file of the shipped library imports, idempotently, on a fresh database.
 async fn shipped_library_imports(store: &Store) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
-    let first = app::library::load(store, &dir).await;
+    let first = app::templates::library::load(store, &dir).await;
     assert!(first.len() >= 12, "prompts/ ships at least 12 templates, found {}", first.len());
     for (path, r) in &first {
         let o = r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(o.created_template, "{o:?}");
     }
-    for (path, r) in app::library::load(store, &dir).await {
+    for (path, r) in app::templates::library::load(store, &dir).await {
         let o = r.unwrap();
         assert!(o.unchanged && o.version == 1, "{}: re-import wrote a version: {o:?}", path.display());
     }

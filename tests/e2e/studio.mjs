@@ -106,8 +106,12 @@ try {
   expect(cachedTokens > 0, `second run served nothing from the prefix cache: ${cached}`);
 
   step = 'stop a long run';
+  // Deterministic and long: a fixed seed at the highest temperature (end-of-text is then
+  // one choice among thousands at every step) and no stop sequences, so the run cannot
+  // finish within the 3 tokens this step waits for (at 0.9 unseeded it once ended after 2).
   await page.fill('[data-testid="parameters.max_tokens"]', '400');
-  await page.fill('[data-testid="parameters.temperature"]', '0.9');
+  await page.fill('[data-testid="parameters.temperature"]', '2');
+  await page.fill('[data-testid="parameters.seed"]', '11');
   await page.locator('.params textarea').fill('');
   await page.click('[data-testid=run]');
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=token-view] .tok').length >= 3, null, { timeout: 60000 });
@@ -122,6 +126,7 @@ try {
   expect((await page.textContent('.output-card')).includes('stopped'), 'no "stopped" status');
   await page.fill('[data-testid="parameters.max_tokens"]', '6');
   await page.fill('[data-testid="parameters.temperature"]', '0');
+  await page.fill('[data-testid="parameters.seed"]', '');
   await page.locator('.params textarea').fill('\\n');
 
   step = 'a bad parameter is named next to its control';

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::scheduler::{Priority, SeqEvent};
+use crate::api::error::ApiError;
+use crate::serving::{Priority, SeqEvent};
 use crate::AppState;
 
 pub const MAX_N: usize = 16;

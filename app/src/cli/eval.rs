@@ -8,11 +8,11 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::eval_store::ImportMode;
+use crate::store::ImportMode;
 use crate::evals::{self, EvalPlan, FileFormat};
-use crate::scheduler::Scheduler;
+use crate::serving::Scheduler;
 use crate::store::Store;
-use crate::template::TemplateFile;
+use crate::templates::TemplateFile;
 
 #[derive(Subcommand)]
 pub enum EvalAction {
@@ -87,7 +87,7 @@ struct Loaded {
 }
 
 async fn load(c: &Common) -> Result<Loaded> {
-    let file = crate::library::read(&c.template).map_err(|e| anyhow!(e))?;
+    let file = crate::templates::library::read(&c.template).map_err(|e| anyhow!(e))?;
     let bytes = std::fs::read(&c.tests).with_context(|| format!("reading {}", c.tests.display()))?;
     let format = match c.tests.extension().and_then(|e| e.to_str()) {
         Some("jsonl") | Some("ndjson") => FileFormat::Jsonl,
@@ -190,7 +190,7 @@ pub fn run(action: EvalAction) -> Result<()> {
                 let l = load(&common).await?;
                 let spec = l.file.spec();
                 let cases = l.store.list_tests(&l.file.name).await?;
-                let req = crate::select::SelectRequest {
+                let req = crate::evals::select::SelectRequest {
                     k: Some(k),
                     holdout: Some(holdout),
                     max_pool: Some(max_pool),
@@ -199,12 +199,12 @@ pub fn run(action: EvalAction) -> Result<()> {
                     ..Default::default()
                 };
                 let t0 = Instant::now();
-                let rep = crate::select::select(&l.sched, &spec, &cases, &req).await?;
+                let rep = crate::evals::select::select(&l.sched, &spec, &cases, &req).await?;
                 let wall = t0.elapsed().as_secs_f64();
                 if common.json {
                     println!("{}", json!({ "report": rep, "wall_s": wall, "model": l.sched.model_name, "cpu": cpu() }));
                 } else {
-                    let show = |t: &crate::select::Tried| {
+                    let show = |t: &crate::evals::select::Tried| {
                         format!("accuracy {:.1}% mean logprob {:.3} examples {:?}", t.accuracy * 100.0, t.mean_logprob, t.examples)
                     };
                     println!("{} on {} ({}): pool {}, held out {}, labels {:?}, {} sets tried in {:.1} s", l.file.name, l.sched.model_name, cpu(), rep.pool.len(), rep.holdout.len(), rep.labels, rep.tried.len(), wall);

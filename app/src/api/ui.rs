@@ -13,7 +13,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// The wasm-bindgen output name (`pkg/studio-ui.js`, `pkg/studio-ui_bg.wasm`).
 pub const OUTPUT_NAME: &str = "studio-ui";

@@ -11,13 +11,13 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::eval_store::ImportMode;
+use crate::api::error::ApiError;
+use crate::store::ImportMode;
 use crate::evals::{self, EvalPlan, FileFormat, TestRow};
-use crate::openai::parse_json;
+use crate::api::openai::parse_json;
 use crate::store::{Store, VersionRef};
-use crate::template::{FieldError, VersionSpec};
-use crate::templates_api::Caller;
+use crate::templates::{FieldError, VersionSpec};
+use crate::api::templates::Caller;
 use crate::AppState;
 
 fn caller(c: Option<Extension<Caller>>) -> String {
@@ -236,10 +236,10 @@ pub async fn select_examples(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: crate::select::SelectRequest = parse_json(body)?;
+    let r: crate::evals::select::SelectRequest = parse_json(body)?;
     let (_, spec) = resolve_spec(&state.store, &name, r.version.as_ref(), r.spec.clone()).await?;
     let tests = state.store.list_tests(&name).await?;
-    let report = crate::select::select(&state.scheduler, &spec, &tests, &r).await?;
+    let report = crate::evals::select::select(&state.scheduler, &spec, &tests, &r).await?;
     let mut v = json!(report);
     v["template"] = json!(name);
     Ok(Json(v))

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::store::{ImportOutcome, Store};
-use crate::template::TemplateFile;
+use crate::templates::TemplateFile;
 
 /// Where the library is: `STUDIO_PROMPTS_DIR`, else `./prompts`.
 pub fn prompts_dir() -> PathBuf {

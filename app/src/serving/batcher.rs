@@ -12,8 +12,8 @@ use std::time::Instant;
 use inference::{Engine, Event, FinishReason, GenerateRequest, SampledToken, SeqId, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::api::error::ApiError;
+use crate::serving::metrics::Metrics;
 
 /// API traffic is admitted before studio/eval sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
-use crate::templates_api::Caller;
+use crate::api::error::ApiError;
+use crate::api::templates::Caller;
 use crate::AppState;
 
 fn protected(path: &str) -> bool {

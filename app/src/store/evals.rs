@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::evals::{EvalPlan, EvalRun, EvalStatus, RowResult, TestCase, TestRow};
 use crate::store::{finish, json_col, now_ms, Result, Store, StoreError};
-use crate::template::FieldError;
+use crate::templates::FieldError;
 
 /// Import mode of a test set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::evals::{score_labels, EvalError, TestCase, MAX_LABELS};
-use crate::scheduler::Scheduler;
-use crate::template::{Example, FieldError, VersionSpec};
+use crate::serving::Scheduler;
+use crate::templates::{Example, FieldError, VersionSpec};
 
 pub const MAX_K: usize = 8;
 pub const MAX_POOL: usize = 64;

@@ -156,3 +156,39 @@ pub async fn run(addr: String, label: &str) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct BenchServeArgs {
+    /// Model for the in-process server (ignored with --url).
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// Address of a running server (host:port) instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    tp: usize,
+}
+
+/// `studio bench-serve`: against `--url`, or an in-process server on `--model`.
+pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
+    let BenchServeArgs { model, url, tp } = args;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let (addr, label) = match url {
+            Some(u) => (u.clone(), u),
+            None => {
+                let scheduler =
+                    crate::start(&model, tp, 1024, EngineConfig { max_running: 32, ..EngineConfig::default() })?;
+                let store = crate::store::Store::connect("sqlite::memory:").await?;
+                let state = crate::AppState { scheduler, store };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?.to_string();
+                tokio::spawn(async move { axum::serve(listener, crate::app(state)).await });
+                (addr, format!("{model} tp={tp} (in-process)"))
+            }
+        };
+        run(addr, &label).await
+    })?;
+
+    Ok(())
+}

@@ -137,8 +137,8 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::template::FieldError> for ApiError {
-    fn from(fe: crate::template::FieldError) -> Self {
+impl From<crate::templates::FieldError> for ApiError {
+    fn from(fe: crate::templates::FieldError) -> Self {
         ApiError::unprocessable(&fe.field, fe.to_string())
     }
 }

@@ -1,0 +1,94 @@
+//! HTTP only: the router, the one error map, the typed JSON extractor, API keys, and the
+//! handlers per area. Everything below `api/` is the only code that knows about axum.
+
+pub mod auth;
+pub mod error;
+pub mod evals;
+pub mod openai;
+pub mod templates;
+pub mod ui;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::api::error::ApiError;
+use crate::AppState;
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The whole HTTP surface: `/v1/*`, `/api/*`, `/health`, `/metrics`, and the studio's pages.
+pub fn app(state: AppState) -> Router {
+    use evals as e;
+    use templates as t;
+    Router::new()
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/templates/{spec}/completions", post(openai::templates::template_completions))
+        .route("/api/templates", get(t::list).post(t::create))
+        .route("/api/templates/import", post(t::import))
+        .route("/api/templates/{name}", get(t::get).patch(t::update).put(t::update).delete(t::delete))
+        .route("/api/templates/{name}/versions", get(t::versions).post(t::create_version))
+        .route(
+            "/api/templates/{name}/versions/{version}",
+            get(t::get_version).put(t::version_immutable).patch(t::version_immutable).delete(t::version_immutable),
+        )
+        .route("/api/templates/{name}/diff", get(t::diff))
+        .route("/api/templates/{name}/labels", get(t::labels))
+        .route("/api/templates/{name}/labels/{label}", put(t::set_label).delete(t::delete_label))
+        .route("/api/templates/{name}/render", post(t::render))
+        .route("/api/templates/{name}/runs", get(t::runs))
+        .route("/api/templates/{name}/export", get(t::export))
+        .route("/api/render", post(t::render_draft))
+        .route("/api/draft/completions", post(openai::templates::draft_completions))
+        .route("/api/templates/{name}/tests", get(e::list_tests).post(e::import_tests).delete(e::delete_tests))
+        .route("/api/templates/{name}/tests/export", get(e::export_tests))
+        .route("/api/templates/{name}/evals", get(e::template_evals))
+        .route("/api/templates/{name}/select-examples", post(e::select_examples))
+        .route("/api/evals", post(e::create_eval))
+        .route("/api/evals/{id}", get(e::get_eval))
+        .route("/api/evals/{id}/cancel", post(e::cancel_eval))
+        .route("/api/evals/{a}/compare/{b}", get(e::compare))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/tokenize", post(openai::tokenize))
+        .route("/v1/detokenize", post(openai::detokenize))
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .fallback_service(ui::router(&ui::site_dir()))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .layer(middleware::from_fn_with_state(state.clone(), count_status))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], state.scheduler.metrics.render())
+}
+
+async fn count_status(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    state.scheduler.metrics.count_request(resp.status().as_u16());
+    resp
+}
+
+/// What `studio serve` listens with from the first moment: every request answers 503
+/// (OpenAI error shape, `Retry-After`) until the model has loaded and `app` is put in
+/// `slot`; from then on requests go to it.
+pub fn loading_gate(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
+    use tower::ServiceExt;
+    Router::new().fallback(move |req: Request| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(app) => app.clone().oneshot(req).await.into_response(),
+                None => ApiError::loading().into_response(),
+            }
+        }
+    })
+}
+

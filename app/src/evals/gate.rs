@@ -1,0 +1,58 @@
+//! The production eval gate: `production` moves only to a version that scored at least as well.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use inference::{FinishReason, GenerateRequest, SamplingParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::error::ApiError;
+use crate::serving::{Priority, Scheduler, SeqEvent};
+use crate::store::{Store, StoreError};
+use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
+
+
+/// With the template's eval gate on, `production` only moves to a version whose latest
+/// completed eval passes at least as often as the current production version's.
+pub async fn check_gate(store: &Store, name: &str, label: &str, version: i64) -> Result<(), EvalError> {
+    if label != "production" {
+        return Ok(());
+    }
+    let t = store.get_template(name).await?;
+    if !t.eval_gate {
+        return Ok(());
+    }
+    let score =
+        |v: i64, e: Option<(i64, f64)>| json!({"version": v, "eval_id": e.map(|x| x.0), "pass_rate": e.map(|x| x.1)});
+    let candidate = store.latest_completed_eval(name, version).await?;
+    let current = match t.labels.get("production") {
+        Some(&v) => Some((v, store.latest_completed_eval(name, v).await?)),
+        None => None,
+    };
+    let production = current.map(|(v, e)| score(v, e)).unwrap_or(Value::Null);
+    let Some((cid, cand_rate)) = candidate else {
+        return Err(EvalError::Gate {
+            message: format!(
+                "eval gate: version {version} of '{name}' has no completed eval; run one (POST /api/evals) before moving production"
+            ),
+            candidate: score(version, None),
+            production,
+        });
+    };
+    if let Some((pv, Some((pid, prate)))) = current {
+        if cand_rate < prate {
+            return Err(EvalError::Gate {
+                message: format!(
+                    "eval gate: version {version} passes {:.1}% (eval {cid}), production version {pv} passes {:.1}% (eval {pid}); it must pass at least as often",
+                    cand_rate * 100.0,
+                    prate * 100.0
+                ),
+                candidate: score(version, candidate),
+                production,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Test sets: rows of variables, expected output and assertions; CSV and JSONL import/export.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use inference::{FinishReason, GenerateRequest, SamplingParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::error::ApiError;
+use crate::serving::{Priority, Scheduler, SeqEvent};
+use crate::store::{Store, StoreError};
+use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
+
+
+/// One row of a test set: variable values, optional expected output, assertions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TestRow {
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub expected: Option<String>,
+    #[serde(default)]
+    pub assertions: Vec<Assertion>,
+}
+
+impl TestRow {
+    /// The assertions that apply: the row's, or `exact` against `expected` when it has none.
+    pub fn effective_assertions(&self) -> Vec<Assertion> {
+        if self.assertions.is_empty() && self.expected.is_some() {
+            vec![Assertion::Exact { value: None }]
+        } else {
+            self.assertions.clone()
+        }
+    }
+
+    /// `row` is 1-based, as error messages count.
+    pub fn validate(&self, row: usize) -> Result<(), FieldError> {
+        for (k, v) in &self.variables {
+            if k.trim().is_empty() {
+                return Err(FieldError::new(format!("rows[{row}]"), format!("row {row}: a column name is empty")));
+            }
+            let n = v.chars().count();
+            if n > MAX_VARIABLE_VALUE_CHARS {
+                return Err(FieldError::new(
+                    format!("rows[{row}].{k}"),
+                    format!("row {row}, column '{k}': at most {MAX_VARIABLE_VALUE_CHARS} characters, got {n}"),
+                ));
+            }
+        }
+        if self.assertions.len() > MAX_ASSERTIONS {
+            return Err(FieldError::new(
+                format!("rows[{row}].{ASSERTIONS}"),
+                format!(
+                    "row {row}, column '{ASSERTIONS}': at most {MAX_ASSERTIONS} assertions, got {}",
+                    self.assertions.len()
+                ),
+            ));
+        }
+        for (i, a) in self.assertions.iter().enumerate() {
+            a.validate(&format!("rows[{row}].{ASSERTIONS}[{i}]"), self.expected.as_deref()).map_err(|e| {
+                FieldError::new(e.field, format!("row {row}, column '{ASSERTIONS}', assertion {i}: {}", e.message))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A stored row: its id and position in the set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestCase {
+    pub id: i64,
+    pub index: i64,
+    #[serde(flatten)]
+    pub row: TestRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
+}
+
+impl FileFormat {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Ok(FileFormat::Csv),
+            "jsonl" | "ndjson" => Ok(FileFormat::Jsonl),
+            other => Err(FieldError::new("format", format!("must be 'csv' or 'jsonl', got {other:?}"))),
+        }
+    }
+    pub fn content_type(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "text/csv; charset=utf-8",
+            FileFormat::Jsonl => "application/x-ndjson",
+        }
+    }
+}
+
+/// The body as UTF-8 (a leading BOM dropped), or an error naming the line.
+pub fn utf8(bytes: &[u8]) -> Result<&str, FieldError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        FieldError::new("file", format!("line {line}: not valid UTF-8 (byte {})", e.valid_up_to()))
+    })?;
+    Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
+}
+
+pub fn parse(format: FileFormat, text: &str) -> Result<Vec<TestRow>, FieldError> {
+    let rows = match format {
+        FileFormat::Csv => parse_csv(text)?,
+        FileFormat::Jsonl => parse_jsonl(text)?,
+    };
+    if rows.is_empty() {
+        return Err(FieldError::new("file", "no rows: the file holds no test rows"));
+    }
+    if rows.len() > MAX_TEST_ROWS {
+        return Err(FieldError::new("file", format!("at most {MAX_TEST_ROWS} rows, got {}", rows.len())));
+    }
+    Ok(rows)
+}
+
+fn row_err(row: usize, line: u64, column: &str, message: impl std::fmt::Display) -> FieldError {
+    FieldError::new(format!("rows[{row}].{column}"), format!("row {row} (line {line}), column '{column}': {message}"))
+}
+
+/// CSV with a header: variable columns plus the reserved `expected` and `assertions`.
+pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| FieldError::new("header", format!("line 1: unreadable header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    for (i, h) in headers.iter().enumerate() {
+        if h.trim().is_empty() {
+            return Err(FieldError::new("header", format!("line 1, column {}: the column name is empty", i + 1)));
+        }
+        if headers[..i].contains(h) {
+            return Err(FieldError::new("header", format!("line 1, column {}: '{h}' appears twice", i + 1)));
+        }
+    }
+    if !headers.iter().any(|h| h != EXPECTED && h != ASSERTIONS) {
+        return Err(FieldError::new("header", "line 1: needs at least one variable column"));
+    }
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let row = i + 1;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
+                return Err(match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        let (len, expected_len) = (*len as usize, *expected_len as usize);
+                        let column = headers.get(len.min(expected_len)).cloned().unwrap_or_else(|| format!("{}", len));
+                        row_err(row, line, &column, format!("has {len} fields but the header has {expected_len}"))
+                    }
+                    _ => FieldError::new(format!("rows[{row}]"), format!("row {row} (line {line}): {e}")),
+                });
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
+        let mut out = TestRow::default();
+        for (h, cell) in headers.iter().zip(record.iter()) {
+            match h.as_str() {
+                EXPECTED => out.expected = (!cell.is_empty()).then(|| cell.to_string()),
+                ASSERTIONS if cell.trim().is_empty() => {}
+                ASSERTIONS => {
+                    out.assertions = serde_json::from_str(cell)
+                        .map_err(|e| row_err(row, line, ASSERTIONS, format!("not a JSON array of assertions: {e}")))?
+                }
+                name => {
+                    out.variables.insert(name.to_string(), cell.to_string());
+                }
+            }
+        }
+        out.validate(row).map_err(|e| {
+            FieldError::new(e.field, e.message.replacen(&format!("row {row}"), &format!("row {row} (line {line})"), 1))
+        })?;
+        rows.push(out);
+    }
+    Ok(rows)
+}
+
+/// One flat JSON object per line: variable keys plus `expected` and `assertions`.
+pub fn parse_jsonl(text: &str) -> Result<Vec<TestRow>, FieldError> {
+    let mut rows = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let line = i as u64 + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let row = rows.len() + 1;
+        let obj: serde_json::Map<String, Value> = serde_json::from_str(l).map_err(|e| {
+            FieldError::new(
+                format!("rows[{row}]"),
+                format!("row {row} (line {line}), column {}: not a JSON object: {e}", e.column()),
+            )
+        })?;
+        let mut out = TestRow::default();
+        for (k, v) in obj {
+            match k.as_str() {
+                EXPECTED => match v {
+                    Value::Null => {}
+                    Value::String(s) => out.expected = (!s.is_empty()).then_some(s),
+                    other => {
+                        return Err(row_err(row, line, EXPECTED, format!("must be a string or null, got {other}")))
+                    }
+                },
+                ASSERTIONS => {
+                    out.assertions = serde_json::from_value(v)
+                        .map_err(|e| row_err(row, line, ASSERTIONS, format!("not a JSON array of assertions: {e}")))?
+                }
+                _ => match v {
+                    Value::String(s) => {
+                        out.variables.insert(k, s);
+                    }
+                    other => return Err(row_err(row, line, &k, format!("a variable must be a string, got {other}"))),
+                },
+            }
+        }
+        if out.variables.is_empty() {
+            return Err(FieldError::new(format!("rows[{row}]"), format!("row {row} (line {line}): no variables")));
+        }
+        out.validate(row).map_err(|e| {
+            FieldError::new(e.field, e.message.replacen(&format!("row {row}"), &format!("row {row} (line {line})"), 1))
+        })?;
+        rows.push(out);
+    }
+    Ok(rows)
+}
+
+/// Writes rows in `format`: CSV columns are the variables sorted by name, then `expected`
+/// and `assertions` (compact JSON, empty when none).
+pub fn export(format: FileFormat, rows: &[TestRow]) -> String {
+    match format {
+        FileFormat::Csv => {
+            let mut names: Vec<&String> = rows.iter().flat_map(|r| r.variables.keys()).collect();
+            names.sort();
+            names.dedup();
+            let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+            let mut header: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+            header.extend([EXPECTED, ASSERTIONS]);
+            w.write_record(&header).expect("write to memory");
+            for r in rows {
+                let mut rec: Vec<String> =
+                    names.iter().map(|n| r.variables.get(*n).cloned().unwrap_or_default()).collect();
+                rec.push(r.expected.clone().unwrap_or_default());
+                rec.push(if r.assertions.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&r.assertions).expect("assertions serialize")
+                });
+                w.write_record(&rec).expect("write to memory");
+            }
+            String::from_utf8(w.into_inner().expect("flush to memory")).expect("UTF-8 in, UTF-8 out")
+        }
+        FileFormat::Jsonl => {
+            let mut out = String::new();
+            for r in rows {
+                let mut obj: serde_json::Map<String, Value> =
+                    r.variables.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                if let Some(e) = &r.expected {
+                    obj.insert(EXPECTED.into(), Value::String(e.clone()));
+                }
+                if !r.assertions.is_empty() {
+                    obj.insert(ASSERTIONS.into(), serde_json::to_value(&r.assertions).expect("assertions serialize"));
+                }
+                out.push_str(&Value::Object(obj).to_string());
+                out.push('\n');
+            }
+            out
+        }
+    }
+}

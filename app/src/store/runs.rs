@@ -1,0 +1,79 @@
+//! The run history of the playground and template endpoints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
+
+impl Store {
+    // ------------------------------------------------------------------ runs
+
+    pub async fn record_run(&self, run: &Run) -> Result<i64> {
+        let template_id = match &run.template {
+            Some(name) => Some(self.template_id(name).await?),
+            None => None,
+        };
+        let row = sqlx::query(
+            "INSERT INTO runs (template_id, version, variables, prompt, parameters, output, finish_reason, prompt_tokens, \
+             completion_tokens, cached_tokens, latency_ms, ttft_ms, source, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        )
+        .bind(template_id)
+        .bind(run.version)
+        .bind(run.variables.to_string())
+        .bind(&run.prompt)
+        .bind(run.parameters.to_string())
+        .bind(&run.output)
+        .bind(&run.finish_reason)
+        .bind(run.prompt_tokens)
+        .bind(run.completion_tokens)
+        .bind(run.cached_tokens)
+        .bind(run.latency_ms)
+        .bind(run.ttft_ms)
+        .bind(&run.source)
+        .bind(if run.created_at > 0 { run.created_at } else { now_ms() })
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The latest runs of a template, newest first.
+    pub async fn list_runs(&self, name: &str, limit: i64) -> Result<Vec<Run>> {
+        let id = self.template_id(name).await?;
+        let rows = sqlx::query("SELECT * FROM runs WHERE template_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let json = |col: &str| -> Result<Value> { json_col(r, col) };
+                Ok(Run {
+                    id: r.try_get("id")?,
+                    template: Some(name.to_string()),
+                    version: r.try_get("version")?,
+                    variables: json("variables")?,
+                    prompt: r.try_get("prompt")?,
+                    parameters: json("parameters")?,
+                    output: r.try_get("output")?,
+                    finish_reason: r.try_get("finish_reason")?,
+                    prompt_tokens: r.try_get("prompt_tokens")?,
+                    completion_tokens: r.try_get("completion_tokens")?,
+                    cached_tokens: r.try_get("cached_tokens")?,
+                    latency_ms: r.try_get("latency_ms")?,
+                    ttft_ms: r.try_get("ttft_ms")?,
+                    source: r.try_get("source")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+}
