@@ -4,5 +4,7 @@
 //! engine, nothing that does not build for `wasm32-unknown-unknown`.
 
 pub mod generation;
+pub mod openai;
 
 pub use generation::{GenerationParams, StopInput};
+pub use openai::{ChatFields, ChatMessage, CompletionFields, PromptInput, TemplateCall, TemplateCompletionRequest};

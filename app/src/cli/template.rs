@@ -5,7 +5,7 @@ use clap::Subcommand;
 use inference::{EngineConfig, GenerateRequest, SamplingParams};
 
 #[derive(Subcommand)]
-enum TemplateAction {
+pub enum TemplateAction {
     /// Check template files: parse and validate, report line and field of any error.
     Check { files: Vec<std::path::PathBuf> },
     /// Print the exact prompt a template file renders to.

@@ -2,10 +2,9 @@
 //! prompt the model sees, diffed against another version, and read from / written to the
 //! `prompts/` TOML file format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -120,7 +119,7 @@ pub struct VersionSpec {
     pub parameters: Parameters,
 }
 
-fn default_pattern() -> String {
+pub(super) fn default_pattern() -> String {
     "{{input}}".into()
 }
 
@@ -157,7 +156,7 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-fn limit(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
+pub(super) fn limit(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
     let n = chars(s);
     if n > max {
         return Err(FieldError::new(field, format!("at most {max} characters, got {n}")));
