@@ -44,7 +44,7 @@ fn completion_tokens(body: &str) -> u64 {
         .filter_map(|l| l.strip_prefix("data: ").or(Some(l)))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v["usage"]["completion_tokens"].as_u64())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 

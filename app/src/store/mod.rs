@@ -166,7 +166,7 @@ pub fn validate_label(label: &str) -> std::result::Result<(), FieldError> {
         && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
         && label != "latest"
         && label.parse::<i64>().is_err()
-        && !label.strip_prefix('v').is_some_and(|r| r.parse::<i64>().is_ok());
+        && label.strip_prefix('v').is_none_or(|r| r.parse::<i64>().is_err());
     if !ok {
         return Err(FieldError::new(
             "label",
