@@ -1,30 +1,26 @@
 //! Studio's inference engine: real GPT models (Gemma 3, llama family) from GGUF or
-//! Hugging Face safetensors, built from tensor-parallel layers over a [`comm::Communicator`],
+//! Hugging Face safetensors, built from tensor-parallel layers over a [`parallel::comm::Communicator`],
 //! with per-sequence KV caches, a batched `step()` API, seeded sampling and UTF-8-safe
 //! streaming.
 
-pub mod attention;
-pub mod batched;
 pub mod bench;
-pub mod comm;
 pub mod engine;
 pub mod error;
-pub mod gemma3;
-pub mod kv_cache;
-pub mod layers;
-pub mod llama;
+pub mod kernels;
 pub mod model;
-pub mod pool;
+pub mod nn;
+pub mod parallel;
 pub mod sampling;
-pub mod stream;
 pub mod tokenizer;
-pub mod tp;
-pub mod weights;
+
+pub use kernels::batched;
+pub use model::gemma3;
+pub use parallel::linear as tp;
 
 pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation};
 pub use error::{EngineError, Result};
-pub use layers::{Chunk, SeqId};
-pub use model::{installed_models, models_dir, resolve_model, FamilyConfig, ModelFiles, ShardedModel};
+pub use model::sharded::{installed_models, models_dir, resolve_model, FamilyConfig, ModelFiles, ShardedModel};
+pub use nn::attention::{Chunk, SeqId};
 pub use sampling::{SampledToken, Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;
 

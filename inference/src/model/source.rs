@@ -12,7 +12,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
-use crate::tp::Weight;
+use crate::parallel::linear::Weight;
 
 pub enum WeightSource {
     Gguf { path: PathBuf, content: gguf_file::Content, reader: Mutex<BufReader<File>> },

@@ -1,13 +1,15 @@
 //! Pieces both model families share: the ragged batch, rotary embeddings, the split of
 //! attention heads over ranks, and causal attention over one sequence's KV cache.
 
+pub mod host;
+
 use std::ops::Range;
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::attention::{first_visible, Heads as AttnHeads, Query};
-use crate::kv_cache::{LayerKv, SeqCache};
-use crate::tp::Shard;
+use crate::nn::attention::host::{first_visible, Heads as AttnHeads, Query};
+use crate::nn::kv_cache::{LayerKv, SeqCache};
+use crate::parallel::linear::Shard;
 
 /// Identifies a sequence across the engine, the scheduler and the KV caches.
 pub type SeqId = u64;
@@ -180,10 +182,10 @@ impl HeadSplit {
     }
 }
 
-/// Whether attention runs on host KV caches with [`crate::attention`]: on the CPU with
+/// Whether attention runs on host KV caches with [`crate::nn::attention::host`]: on the CPU with
 /// invariant numerics. (Otherwise candle's ops, sequence by sequence.)
 pub fn host_attention_for(device: &Device) -> bool {
-    device.is_cpu() && crate::tp::invariant()
+    device.is_cpu() && crate::parallel::linear::invariant()
 }
 
 /// `silu(gate) * up` for `gate_up: [tokens, 2 ff]` (gate then up, side by side) on the
@@ -208,7 +210,7 @@ pub fn silu_mul(gate_up: &Tensor, ff: usize) -> Result<Tensor> {
         }
     };
     if tokens * ff >= 1 << 13 {
-        let pool = crate::pool::pool();
+        let pool = crate::kernels::pool::pool();
         pool.run(tokens, tokens.div_ceil(2 * pool.threads()), &work);
     } else {
         work(0..tokens);
@@ -299,7 +301,7 @@ pub fn host_attention(
         .collect();
     let attn = AttnHeads { n_q: nq, head_dim: d, kv_of_q: heads.kv_of_q_host.clone(), window, scale: scale as f32 };
     let mut out = vec![0f32; tokens * nq * d];
-    crate::attention::attend(&buf, stride, &queries, &attn, &mut out);
+    crate::nn::attention::host::attend(&buf, stride, &queries, &attn, &mut out);
     Tensor::from_vec(out, (tokens, nq * d), qkv.device())
 }
 
@@ -329,7 +331,7 @@ pub fn causal_attention(
     let k_all = k_all.index_select(&heads.kv_of_q, 0)?;
     let v_all = v_all.index_select(&heads.kv_of_q, 0)?;
 
-    let out = if crate::tp::invariant() {
+    let out = if crate::parallel::linear::invariant() {
         attend_row_by_row(q, &k_all, &v_all, start_pos - first_key, window, scale)?
     } else {
         // A single query (decode) sees every key left after the window cut: no mask needed.
@@ -448,7 +450,7 @@ mod tests {
     fn head_split_replicates_kv_heads_when_needed() {
         let dev = Device::Cpu;
         // SmolLM2: 9 heads, 3 KV heads, TP=4 → query heads 3,2,2,2.
-        let comms = crate::comm::Threads::group(4);
+        let comms = crate::parallel::comm::Threads::group(4);
         let splits: Vec<_> =
             comms.into_iter().map(|c| HeadSplit::new(9, 3, 64, &Shard::new(Arc::new(c)), &dev).unwrap()).collect();
         assert_eq!(splits[0].q_heads, 0..3);
@@ -457,7 +459,7 @@ mod tests {
         assert_eq!(splits[2].kv_heads, 1..3, "heads 5 and 6 read KV heads 1 and 2");
         assert_eq!(splits[2].kv_of_q.to_vec1::<u32>().unwrap(), vec![0, 1]);
         // Gemma: 4 heads, 1 KV head, TP=2: the KV head is on both ranks.
-        let comms = crate::comm::Threads::group(2);
+        let comms = crate::parallel::comm::Threads::group(2);
         for c in comms {
             let s = HeadSplit::new(4, 1, 256, &Shard::new(Arc::new(c)), &dev).unwrap();
             assert_eq!(s.kv_heads, 0..1);

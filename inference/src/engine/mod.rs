@@ -5,17 +5,19 @@
 //! batched forward pass over sequences of different lengths. A server's continuous
 //! batching loop calls `add`/`cancel` between steps and forwards the events.
 
+pub mod stream;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::engine::stream::{Detokenize, IncrementalDecoder, StopMatcher};
 use crate::error::{EngineError, Result};
-use crate::layers::{Chunk, SeqId};
-use crate::model::ShardedModel;
+use crate::model::sharded::ShardedModel;
+use crate::nn::attention::{Chunk, SeqId};
 use crate::sampling::{SampledToken, Sampler, SamplingParams};
-use crate::stream::{Detokenize, IncrementalDecoder, StopMatcher};
 use crate::tokenizer::Tokenizer;
 
 impl Detokenize for Tokenizer {
@@ -291,7 +293,7 @@ impl Engine {
                 }
             }
         }
-        crate::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
+        crate::kernels::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
             for j in range {
                 let mut job = jobs[j].lock().expect("sampling job");
                 let (_, sampler, row, out) = &mut *job;

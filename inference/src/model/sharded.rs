@@ -11,14 +11,14 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::comm::{Communicator, Threads};
 use crate::error::{EngineError, Result};
-use crate::kv_cache::SeqCache;
-use crate::layers::{Chunk, SeqId};
+use crate::model::source::{Metadata, WeightSource};
+use crate::model::{gemma3, llama};
+use crate::nn::attention::{Chunk, SeqId};
+use crate::nn::kv_cache::SeqCache;
+use crate::parallel::comm::{Communicator, Threads};
+use crate::parallel::linear::Shard;
 use crate::tokenizer::Tokenizer;
-use crate::tp::Shard;
-use crate::weights::{Metadata, WeightSource};
-use crate::{gemma3, llama};
 
 /// A model family's configuration, as read from the model's files.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,7 +219,7 @@ impl ShardedModel {
             return Err(EngineError::BadTp { tp, reason: "must be at least 1".into() });
         }
         let comms: Vec<Arc<dyn Communicator>> = if tp == 1 {
-            vec![Arc::new(crate::comm::Local)]
+            vec![Arc::new(crate::parallel::comm::Local)]
         } else {
             Threads::group(tp).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
         };
@@ -230,7 +230,7 @@ impl ShardedModel {
     /// Loads over NCCL, one GPU per rank.
     #[cfg(feature = "nccl")]
     pub fn load_nccl(files: ModelFiles, tp: usize) -> Result<Self> {
-        let comms = crate::comm::Nccl::group(tp)?;
+        let comms = crate::parallel::comm::Nccl::group(tp)?;
         let devices = (0..tp).map(Device::new_cuda).collect::<candle_core::Result<Vec<_>>>()?;
         let comms = comms.into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
         Self::load_with(files, comms, devices)

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use crate::batched::BatchedWeight;
-use crate::comm::Communicator;
+use crate::kernels::batched::BatchedWeight;
+use crate::parallel::comm::Communicator;
 
 /// Which part of the model one rank holds.
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ impl Shard {
         Self { comm }
     }
     pub fn local() -> Self {
-        Self::new(Arc::new(crate::comm::Local))
+        Self::new(Arc::new(crate::parallel::comm::Local))
     }
     pub fn rank(&self) -> usize {
         self.comm.rank()

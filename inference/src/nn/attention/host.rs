@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::kv_cache::HostKv;
+use crate::nn::kv_cache::HostKv;
 
 /// The rows of one sequence's queries and the cache they attend to (which already holds
 /// their own keys and values).
@@ -80,7 +80,7 @@ pub fn attend(q: &[f32], q_stride: usize, queries: &[Query], heads: &Heads, out:
     if keys * n_q * d < 1 << 15 {
         work(0..items);
     } else {
-        let pool = crate::pool::pool();
+        let pool = crate::kernels::pool::pool();
         pool.run(items, items.div_ceil(4 * pool.threads()), &work);
     }
 }
@@ -299,7 +299,7 @@ unsafe fn fma_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv_cache::LayerKv;
+    use crate::nn::kv_cache::LayerKv;
     use candle_core::{Device, Tensor};
 
     fn randn(n: usize) -> Vec<f32> {

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::kv_cache::SeqCache;
-use crate::layers::{
+use crate::model::source::{Metadata, WeightSource};
+use crate::nn::attention::{
     causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
     HeadSplit, Rope,
 };
-use crate::tp::{
+use crate::nn::kv_cache::SeqCache;
+use crate::parallel::linear::{
     block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear,
     VocabParallelEmbedding, VocabParallelHead, MLP_PARTS,
 };
-use crate::weights::{Metadata, WeightSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Activation {

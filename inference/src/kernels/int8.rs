@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use super::f16_to_f32;
+use super::batched::f16_to_f32;
 
 /// Weight rows per panel: one lane of an AVX-512 vector each.
 pub(super) const ROWS: usize = 16;
@@ -189,12 +189,12 @@ impl RowWriter {
 /// One block: returns `(d, Σq)`.
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx512() {
+    if super::batched::has_avx512() {
         // SAFETY: AVX-512 F/DQ are present.
         return unsafe { x512::quantize_block(x, q) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if super::batched::has_avx2() {
         // SAFETY: AVX2 is present.
         return unsafe { x86::quantize_block(x, q) };
     }
@@ -225,10 +225,13 @@ impl Kernel {
     pub(super) fn best() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::has_avx512() && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            if super::batched::has_avx512()
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
                 return Kernel::Vnni512;
             }
-            if super::has_avx2() {
+            if super::batched::has_avx2() {
                 return Kernel::Avx2;
             }
         }
@@ -302,7 +305,7 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
     }
     // The other kernels hold fewer accumulators: tiles of at most `AVX2_TILE_ROWS` rows,
     // split evenly ([`super::even_split`]: 12 rows are 6 + 6, not 8 + 4).
-    for (i, r) in super::even_split(0..rows, AVX2_TILE_ROWS) {
+    for (i, r) in super::batched::even_split(0..rows, AVX2_TILE_ROWS) {
         let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
         macro_rules! by_rows {
             ($($f:ident)::+, $q4:literal) => {
@@ -622,7 +625,7 @@ mod tests {
         let mut ks = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::batched::has_avx2() {
+            if crate::kernels::batched::has_avx2() {
                 ks.push(Kernel::Avx2);
             }
             if Kernel::best() == Kernel::Vnni512 {
@@ -686,7 +689,7 @@ mod tests {
             assert_eq!(got, (d, b.iter().map(|v| *v as i32).sum()));
             // The AVX2 form too, where AVX-512 would have been chosen above.
             #[cfg(target_arch = "x86_64")]
-            if crate::batched::has_avx2() {
+            if crate::kernels::batched::has_avx2() {
                 let mut c = [0i8; 32];
                 assert_eq!(unsafe { x86::quantize_block(xb, &mut c) }, got);
                 assert_eq!(c, a);

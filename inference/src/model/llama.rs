@@ -8,16 +8,16 @@ use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
-use crate::kv_cache::SeqCache;
-use crate::layers::{
+use crate::model::source::{Metadata, WeightSource};
+use crate::nn::attention::{
     causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
     HeadSplit, Rope,
 };
-use crate::tp::{
+use crate::nn::kv_cache::SeqCache;
+use crate::parallel::linear::{
     block_parts, head_parts, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear, VocabParallelEmbedding,
     VocabParallelHead, MLP_PARTS,
 };
-use crate::weights::{Metadata, WeightSource};
 
 /// Field names follow Hugging Face's `config.json`, so a checkpoint's config deserializes
 /// directly; GGUF metadata is mapped onto the same struct.
@@ -168,9 +168,9 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up_proj.forward(x)?;
-        if crate::layers::host_attention_for(x.device()) {
+        if crate::nn::attention::host_attention_for(x.device()) {
             // Invariant numerics on the CPU: one pass on the pool.
-            return self.down_proj.forward(&crate::layers::silu_mul(&gate_up, self.ff)?);
+            return self.down_proj.forward(&crate::nn::attention::silu_mul(&gate_up, self.ff)?);
         }
         let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, self.ff)?)?;
         self.down_proj.forward(&(gate * gate_up.narrow(1, self.ff, self.ff)?)?)

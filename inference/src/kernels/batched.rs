@@ -24,10 +24,9 @@ use std::cell::RefCell;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Result, Storage, Tensor};
 
-use crate::tp::Weight;
+use crate::parallel::linear::Weight;
 
-mod int8;
-mod pages;
+use super::{int8, pages};
 
 /// Dense weight rows per f32 panel. A panel
 /// is stored interleaved: element `(c, p)` at `(p / 8) * 64 + c * 8 + p % 8`, so that the
@@ -49,7 +48,7 @@ fn even_tiles(rows: std::ops::Range<usize>, max: usize) -> Vec<(usize, usize)> {
 }
 
 /// [`even_tiles`] without the allocation (for a kernel's own split of a tile).
-fn even_split(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn even_split(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let m = rows.len();
     let t = m.div_ceil(max);
     let mut i = rows.start;
@@ -423,7 +422,7 @@ impl BatchedWeight {
         if m * self.n * self.k < 1 << 16 {
             work(0..items);
         } else {
-            let pool = crate::pool::pool();
+            let pool = crate::kernels::pool::pool();
             // A few chunks per thread: a straggler's share stays small.
             pool.run(items, items.div_ceil(4 * (pool.threads())), work);
         }
@@ -451,7 +450,7 @@ impl BatchedWeight {
                 unsafe { rows.quantize(x, range) }
             };
             if m * self.k >= 1 << 14 {
-                crate::pool::pool().run(m, m.div_ceil(2 * crate::pool::pool().threads()), &quantize);
+                crate::kernels::pool::pool().run(m, m.div_ceil(2 * crate::kernels::pool::pool().threads()), &quantize);
             } else {
                 quantize(0..m);
             }
@@ -657,13 +656,13 @@ fn lane_sums(lanes: &[f32; 8 * PANEL], out: &mut [f32; PANEL]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
 /// AVX-512 tiles, unless `STUDIO_NO_AVX512` is set (to compare the two; they give the
 /// same bits).
-fn has_avx512() -> bool {
+pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -678,7 +677,7 @@ fn has_avx512() -> bool {
     false
 }
 
-fn f16_to_f32(bits: u16) -> f32 {
+pub(super) fn f16_to_f32(bits: u16) -> f32 {
     let sign = ((bits >> 15) as u32) << 31;
     let exp = ((bits >> 10) & 0x1f) as u32;
     let frac = (bits & 0x3ff) as u32;

@@ -1,0 +1,4 @@
+pub mod batched;
+mod int8;
+mod pages;
+pub mod pool;

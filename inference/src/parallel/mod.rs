@@ -1,0 +1,2 @@
+pub mod comm;
+pub mod linear;
