@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineConfig, GenerateRequest};
 use crate::error::Result;
-use crate::model::sharded::{resolve_model, ModelFiles, ShardedModel};
+use crate::model::{resolve_model, ModelFiles, ShardedModel};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {

@@ -11,175 +11,32 @@
 //!   kernels (`vpdpbusd` on AVX-512 VNNI): see [`int8`] for their layout and numerics
 //!   (candle's and llama.cpp's: `x` quantized per block of 32 to 8 bits).
 //! - Dense weights (and quant types without a kernel here, dequantized once at load)
-//!   are f32 panels of 8 rows. Output `(i, j)` is eight lane-wise FMA chains over `k` in
-//!   steps of 8 (lane `l` takes elements `8t + l`), starting from zero, then the fixed
-//!   sum `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))` (the order two rounds of `hadd`
-//!   give, so eight outputs are summed at once). The portable fallback emulates the same
-//!   lanes with `mul_add`.
+//!   are f32 panels of 8 rows: see [`dense`] for their layout and numerics (eight
+//!   lane-wise FMA chains per output, then a fixed sum of the lanes).
+//!
+//! This file prepares a weight and splits a call into work items (row blocks × panels)
+//! on the [`pool`]; the kernels do the arithmetic.
 //!
 //! Either way an output is computed the same way whatever the tiling, the thread, or `m`.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Result, Storage, Tensor};
 
-use crate::parallel::linear::Weight;
+use super::aligned::Aligned;
+use super::dense::{self, deinterleave, interleave, lane_sums, row_tiles, PANEL};
+use super::tiles::even_tiles;
+use super::{int8, pool};
+use crate::weight::Weight;
 
-use super::{int8, pages};
-
-/// Dense weight rows per f32 panel. A panel
-/// is stored interleaved: element `(c, p)` at `(p / 8) * 64 + c * 8 + p % 8`, so that the
-/// 8 rows' lanes for one step of 8 columns are 256 contiguous bytes (4 AVX-512 vectors,
-/// each holding two weight rows' lanes).
-const PANEL: usize = 8;
 /// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
 const ROW_BLOCK: usize = 64;
-/// Most rows of `x` in one register tile (of 2 weight rows): 12 accumulators, 2 weight
-/// vectors and one `x` vector fit the 16 ymm registers (a spilled accumulator turns the
-/// loop into a store-to-load chain and halves its speed), and 10 to 12 independent FMA
-/// chains cover the FMA latency on two ports.
-const MAX_TILE_ROWS: usize = 6;
-
-/// `(first row, rows)` of tiles of at most `max` rows: as few as possible, as even as
-/// possible.
-fn even_tiles(rows: std::ops::Range<usize>, max: usize) -> Vec<(usize, usize)> {
-    even_split(rows, max).collect()
-}
-
-/// [`even_tiles`] without the allocation (for a kernel's own split of a tile).
-pub(super) fn even_split(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (usize, usize)> {
-    let m = rows.len();
-    let t = m.div_ceil(max);
-    let mut i = rows.start;
-    (0..t).map(move |j| {
-        let r = m / t + usize::from(j < m % t);
-        i += r;
-        (i - r, r)
-    })
-}
-
-/// The f32 register tiles of a row block: [`even_tiles`] of 6 (16 rows: 6 + 5 + 5, every
-/// tile with 10+ FMA chains); 3 rows become 2 + 1.
-fn row_tiles(rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
-    even_tiles(rows, MAX_TILE_ROWS)
-        .into_iter()
-        .flat_map(|(i, r)| {
-            // No 3-row kernel: 6 chains would leave the FMA ports idle half the time.
-            if r == 3 {
-                vec![(i, 2), (i + 2, 1)]
-            } else {
-                vec![(i, r)]
-            }
-        })
-        .collect()
-}
 /// Columns of `x` and `w` per pass over a row block (a multiple of 8): long enough that a
 /// tile call's setup and accumulator round trip stay small next to its FMAs, short enough
 /// that six rows of `x` and the panel's weights stay in a 32 KB L1 (12 + 16 KB).
 const K_CHUNK: usize = 512;
-
-/// 64-byte aligned storage: a panel's vector loads never straddle two cache lines. On the
-/// heap while a weight is built, in 2 MB pages once it is final ([`pages`]).
-#[derive(Debug)]
-enum Aligned {
-    Heap(Vec<Line>),
-    Pages(pages::Block),
-}
-
-impl Default for Aligned {
-    fn default() -> Self {
-        Aligned::Heap(Vec::new())
-    }
-}
-
-impl Clone for Aligned {
-    /// A copy on the heap.
-    fn clone(&self) -> Self {
-        match self {
-            Aligned::Heap(v) => Aligned::Heap(v.clone()),
-            Aligned::Pages(_) => {
-                let mut a = Aligned::zeroed_bytes(self.bytes().len());
-                a.bytes_mut().copy_from_slice(self.bytes());
-                a
-            }
-        }
-    }
-}
-
-impl Aligned {
-    fn zeroed_bytes(len: usize) -> Self {
-        Aligned::zeros(len.div_ceil(4))
-    }
-    fn bytes(&self) -> &[u8] {
-        match self {
-            // SAFETY: `Line` is 64 bytes with no padding.
-            Aligned::Heap(v) => unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 64) },
-            // SAFETY: the block is `len` initialized bytes (a whole number of lines).
-            Aligned::Pages(b) => unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) },
-        }
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match self {
-            // SAFETY: as above.
-            Aligned::Heap(v) => unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 64) },
-            // SAFETY: as above; the block's range is this value's alone.
-            Aligned::Pages(b) => unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) },
-        }
-    }
-    /// The same bytes in 2 MB pages (unchanged if none could be had).
-    fn into_pages(self) -> Self {
-        match pages::copy_of(self.bytes()) {
-            Some(b) => Aligned::Pages(b),
-            None => self,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-impl Aligned {
-    fn zeros(len: usize) -> Self {
-        Aligned::Heap(vec![Line([0.0; 16]); len.div_ceil(16)])
-    }
-    fn as_slice(&self) -> &[f32] {
-        let b = self.bytes();
-        // SAFETY: 64-byte aligned, a whole number of 64-byte lines of f32s.
-        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
-    }
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        let b = self.bytes_mut();
-        // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut f32, b.len() / 4) }
-    }
-}
-
-/// Row-major `[n, kp]` rows as interleaved panels ([`PANEL`]), zero padded to whole panels.
-fn interleave(rows: &[f32], n: usize, kp: usize) -> Aligned {
-    let mut out = Aligned::zeros(n.div_ceil(PANEL) * PANEL * kp);
-    let o = out.as_mut_slice();
-    for (r, row) in rows.chunks_exact(kp).take(n).enumerate() {
-        let base = (r / PANEL) * PANEL * kp + (r % PANEL) * 8;
-        for (t, lanes) in row.chunks_exact(8).enumerate() {
-            o[base + t * PANEL * 8..][..8].copy_from_slice(lanes);
-        }
-    }
-    out
-}
-
-/// The inverse of [`interleave`]: `[n, kp]` row-major.
-fn deinterleave(data: &[f32], n: usize, kp: usize) -> Vec<f32> {
-    let mut rows = vec![0f32; n * kp];
-    for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
-        let base = (r / PANEL) * PANEL * kp + (r % PANEL) * 8;
-        for (t, lanes) in row.chunks_exact_mut(8).enumerate() {
-            lanes.copy_from_slice(&data[base + t * PANEL * 8..][..8]);
-        }
-    }
-    rows
-}
 
 #[derive(Debug, Clone)]
 enum Store {
@@ -196,6 +53,12 @@ fn pack_panels(fmt: int8::Format, gguf: &[u8], n: usize, nb: usize) -> Aligned {
     out
 }
 
+/// The parts of a weight whose products are not kept apart: one, all of `0..k`.
+#[allow(clippy::single_range_in_vec_init)] // a list of one range, not the range's numbers
+fn whole(k: usize) -> Vec<Range<usize>> {
+    vec![0..k]
+}
+
 /// A `[n, k]` weight prepared for [`BatchedWeight::forward`].
 #[derive(Debug, Clone)]
 pub struct BatchedWeight {
@@ -206,7 +69,7 @@ pub struct BatchedWeight {
     store: Store,
     /// Column ranges whose products are kept apart ([`Self::forward_parts`]); one part,
     /// `0..k`, unless [`Self::with_parts`] set more.
-    parts: Vec<std::ops::Range<usize>>,
+    parts: Vec<Range<usize>>,
 }
 
 impl BatchedWeight {
@@ -241,14 +104,14 @@ impl BatchedWeight {
                 Store::F32(interleave(&rows, n, k_pad))
             }
         };
-        Ok(Self { n, k, k_pad, store, parts: vec![0..k] })
+        Ok(Self { n, k, k_pad, store, parts: whole(k) })
     }
 
     /// Keeps the products of the column ranges `parts` (consecutive, covering `0..k`, on
     /// the 8-lane step, or on quant blocks of 32 for a quantized weight) apart: each
     /// part's outputs are its own chains from zero, as if each part were a weight of its
     /// own, in one pass over the weight.
-    pub fn with_parts(mut self, parts: &[std::ops::Range<usize>]) -> Result<Self> {
+    pub fn with_parts(mut self, parts: &[Range<usize>]) -> Result<Self> {
         let step = if matches!(self.store, Store::Quant(..)) { int8::BLOCK } else { 8 };
         let mut at = 0;
         for r in parts {
@@ -294,7 +157,7 @@ impl BatchedWeight {
                 Store::F32(interleave(&rows, n, kp))
             }
         };
-        Some(BatchedWeight { n, k: first.k, k_pad: first.k_pad, store, parts: vec![0..first.k] })
+        Some(BatchedWeight { n, k: first.k, k_pad: first.k_pad, store, parts: whole(first.k) })
     }
 
     /// This weight with its panels moved into 2 MB pages ([`pages`]): for a weight that
@@ -367,7 +230,8 @@ impl BatchedWeight {
         let len = if summed { 1 } else { self.parts.len() } * m * self.n;
         // Every output is written (a step's logits are megabytes: no zeroing pass first).
         let mut y = Vec::with_capacity(len);
-        // SAFETY: `y` has room for `len` outputs and the matmul writes each of them.
+        // SAFETY: `y` has capacity `len`, the `[parts, m, n]` (or, summed, `[m, n]`) floats
+        // `matmul` writes, and it writes every one of them before `set_len` exposes them.
         unsafe {
             self.matmul(xs, m, y.as_mut_ptr(), summed);
             y.set_len(len);
@@ -406,11 +270,13 @@ impl BatchedWeight {
         let tiles: Vec<Vec<(usize, usize)>> =
             (0..row_blocks).map(|rb| row_tiles(rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK))).collect();
         let y_ptr = y as usize;
-        let work = |range: std::ops::Range<usize>| {
+        let work = |range: Range<usize>| {
             for item in range {
                 let (rb, p) = (item / panels, item % panels);
                 let rows = rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK);
-                // SAFETY: each (row block, panel) item writes only its own outputs.
+                // SAFETY: `y` has room for `[parts, m, n]` (this function's contract) and `x`
+                // holds `m` rows of `k_pad`; item (rb, p) writes only outputs `rows × panel p`
+                // of each part, so no two items (threads) write the same output.
                 unsafe { self.panel(x, rows, &tiles[rb], p, y_ptr as *mut f32, m * self.n) };
             }
         };
@@ -418,11 +284,11 @@ impl BatchedWeight {
     }
 
     /// Runs `items` work items here or on the pool.
-    fn run(&self, items: usize, m: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    fn run(&self, items: usize, m: usize, work: &(dyn Fn(Range<usize>) + Sync)) {
         if m * self.n * self.k < 1 << 16 {
             work(0..items);
         } else {
-            let pool = crate::kernels::pool::pool();
+            let pool = pool::pool();
             // A few chunks per thread: a straggler's share stays small.
             pool.run(items, items.div_ceil(4 * (pool.threads())), work);
         }
@@ -430,6 +296,9 @@ impl BatchedWeight {
 
     /// [`Self::matmul`] for a quantized weight: `x` quantized once per call, then
     /// integer tiles of up to [`int8::MAX_TILE_ROWS`] rows × one panel of 16 weight rows.
+    ///
+    /// # Safety
+    /// As for [`Self::matmul`]; `panels` is this weight's store.
     unsafe fn matmul_int(&self, fmt: int8::Format, panels: &Aligned, x: &[f32], m: usize, y: *mut f32, summed: bool) {
         let (n, nb) = (self.n, self.k / int8::BLOCK);
         let kernel = int8_kernel();
@@ -439,24 +308,26 @@ impl BatchedWeight {
             .map(|rb| even_tiles(rb * ROW_BLOCK..m.min((rb + 1) * ROW_BLOCK), int8::MAX_TILE_ROWS))
             .collect();
         let panel_stride = nb * fmt.panel_bytes();
-        let part_blocks: Vec<std::ops::Range<usize>> =
+        let part_blocks: Vec<Range<usize>> =
             self.parts.iter().map(|p| p.start / int8::BLOCK..p.end / int8::BLOCK).collect();
         XQ.with(|xq| {
             let mut xq = xq.borrow_mut();
             xq.resize(m, nb);
             let rows = xq.rows();
-            let quantize = |range: std::ops::Range<usize>| {
-                // SAFETY: each item quantizes only its own rows.
+            let quantize = |range: Range<usize>| {
+                // SAFETY: `xq` was sized for `m` rows just above and outlives every call (the
+                // pool returns once each claimed chunk is done); each row range goes to one
+                // thread only, so no two threads write the same rows.
                 unsafe { rows.quantize(x, range) }
             };
             if m * self.k >= 1 << 14 {
-                crate::kernels::pool::pool().run(m, m.div_ceil(2 * crate::kernels::pool::pool().threads()), &quantize);
+                pool::pool().run(m, m.div_ceil(2 * pool::pool().threads()), &quantize);
             } else {
                 quantize(0..m);
             }
             let xq = &*xq;
             let (y_ptr, w_ptr) = (y as usize, panels.bytes().as_ptr() as usize);
-            let work = |range: std::ops::Range<usize>| {
+            let work = |range: Range<usize>| {
                 for item in range {
                     let (rb, p) = (item / n_panels, item % n_panels);
                     let (j0, w) = (p * int8::ROWS, (w_ptr as *const u8).wrapping_add(p * panel_stride));
@@ -470,8 +341,12 @@ impl BatchedWeight {
                             let out = (y_ptr as *mut f32).wrapping_add(q * m * n + i * n + j0);
                             let blocks = part_blocks[q].clone();
                             let job = int8::Tile { x: xq, i0: i, w, blocks, rest, y: out, ldy: n, width, add: false };
-                            // SAFETY: the panel holds every block, `x` rows `i..i + r`, and
-                            // each (row block, panel) item writes only its own outputs.
+                            // SAFETY: `w` is panel `p`, which holds all `nb` blocks of every
+                            // part; `xq` holds rows `i..i + r` (below `m`); the outputs
+                            // `(i.., j0..j0 + width)` of part `q` lie in `y` (`[parts, m, n]`,
+                            // or `[m, n]` summed), and each (row block, panel) item writes only
+                            // its own; `kernel` is `Kernel::best()`, which this CPU runs; and
+                            // `r <= MAX_TILE_ROWS` (`even_tiles`).
                             unsafe { int8::tile(kernel, fmt, &job, r) };
                         }
                     }
@@ -482,11 +357,15 @@ impl BatchedWeight {
     }
 
     /// Outputs `rows × panel p` of every part; part `q` starts at `y + q * part_stride`.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// # Safety
+    /// `x` holds rows `rows` (`k_pad` each); `y` has room for every part's `[m, n]`
+    /// outputs (`part_stride` apart) for the rows `rows`; no other thread writes outputs
+    /// `rows × panel p` meanwhile.
     unsafe fn panel(
         &self,
         x: &[f32],
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         tiles: &[(usize, usize)],
         p: usize,
         y: *mut f32,
@@ -506,11 +385,14 @@ impl BatchedWeight {
     /// ([`row_tiles`]), `K_CHUNK` columns at a
     /// time so that the `x` and `w` slices in use stay in L1; the lane accumulators wait
     /// in `acc` between chunks, which leaves each output's FMA chain unchanged.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// # Safety
+    /// As for [`Self::panel`], with `w` panel `j0 / PANEL`'s weights and `width` its rows.
+    #[allow(clippy::too_many_arguments)] // a kernel's slices, offsets and strides
     unsafe fn rows_times_panel(
         &self,
         x: &[f32],
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         tiles: &[(usize, usize)],
         w: &[f32],
         j0: usize,
@@ -537,33 +419,7 @@ impl BatchedWeight {
                     for &(i, r) in tiles {
                         let a = acc.as_mut_ptr().add((i - rows.start) * row_stride);
                         let xi = x.as_ptr().add(i * kp);
-                        #[cfg(target_arch = "x86_64")]
-                        if has_avx512() {
-                            // The same lanes, two weight rows per vector: a whole panel per tile.
-                            match r {
-                                6 => x512::tile::<6>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
-                                5 => x512::tile::<5>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
-                                4 => x512::tile::<4>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
-                                2 => x512::tile::<2>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
-                                _ => x512::tile::<1>(xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride),
-                            }
-                            continue;
-                        }
-                        macro_rules! tiles {
-                            ($r:literal, $c:literal) => {
-                                for c0 in (0..PANEL).step_by($c) {
-                                    let wc = w.as_ptr().add(c0 * 8);
-                                    tile::<$r, $c>(xi, wc, kp, cols.clone(), fresh, a.add(c0 * 8), row_stride);
-                                }
-                            };
-                        }
-                        match r {
-                            6 => tiles!(6, 2),
-                            5 => tiles!(5, 2),
-                            4 => tiles!(4, 2),
-                            2 => tiles!(2, 4),
-                            _ => tiles!(1, 8),
-                        }
+                        dense::panel_tile(r, xi, w.as_ptr(), kp, cols.clone(), fresh, a, row_stride);
                     }
                     p0 = p1;
                 }
@@ -592,402 +448,6 @@ thread_local! {
 fn int8_kernel() -> int8::Kernel {
     static KERNEL: std::sync::OnceLock<int8::Kernel> = std::sync::OnceLock::new();
     *KERNEL.get_or_init(int8::Kernel::best)
-}
-
-/// For `r < R`, `c < C`: lane `l` of `acc[r][c]` (at `acc + r * acc_row + c * 8`; zero
-/// first when `fresh`) gets `x[r][p] * w[c][p]` added by FMA for `p` in `cols` with
-/// `p % 8 == l`, in increasing `p`. Rows of `x` are `k` apart; `w` is a panel
-/// ([`PANEL`]) from its column `c0`: `w[c][p]` at `(p / 8) * 64 + c * 8 + p % 8`.
-#[inline]
-unsafe fn tile<const R: usize, const C: usize>(
-    x: *const f32,
-    w: *const f32,
-    k: usize,
-    cols: std::ops::Range<usize>,
-    fresh: bool,
-    acc: *mut f32,
-    acc_row: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2() {
-            return x86::tile::<R, C>(x, w, k, cols, fresh, acc, acc_row);
-        }
-    }
-    portable_tile::<R, C>(x, w, k, cols, fresh, acc, acc_row)
-}
-
-/// The same lanes as the AVX2 kernel, in scalar code.
-unsafe fn portable_tile<const R: usize, const C: usize>(
-    x: *const f32,
-    w: *const f32,
-    k: usize,
-    cols: std::ops::Range<usize>,
-    fresh: bool,
-    acc: *mut f32,
-    acc_row: usize,
-) {
-    for r in 0..R {
-        for c in 0..C {
-            let a = acc.add(r * acc_row + c * 8);
-            if fresh {
-                std::ptr::write_bytes(a, 0, 8);
-            }
-            for p in cols.clone() {
-                let l = a.add(p % 8);
-                *l = (*x.add(r * k + p)).mul_add(*w.add((p / 8) * 64 + c * 8 + p % 8), *l);
-            }
-        }
-    }
-}
-
-/// For each of the 8 columns' lanes `l = lanes[8c..8c + 8]`:
-/// `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))`.
-fn lane_sums(lanes: &[f32; 8 * PANEL], out: &mut [f32; PANEL]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2() {
-            return unsafe { x86::lane_sums(lanes, out) };
-        }
-    }
-    for (o, l) in out.iter_mut().zip(lanes.chunks_exact(8)) {
-        *o = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-}
-
-/// AVX-512 tiles, unless `STUDIO_NO_AVX512` is set (to compare the two; they give the
-/// same bits).
-pub(super) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512dq")
-                && has_avx2()
-                && std::env::var_os("STUDIO_NO_AVX512").is_none()
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-pub(super) fn f16_to_f32(bits: u16) -> f32 {
-    let sign = ((bits >> 15) as u32) << 31;
-    let exp = ((bits >> 10) & 0x1f) as u32;
-    let frac = (bits & 0x3ff) as u32;
-    let v = match (exp, frac) {
-        (0, 0) => sign,
-        // Subnormal: exact as a product (a power of two times a small integer).
-        (0, f) => return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * f as f32 * (-24f32).exp2(),
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 112) << 23) | (f << 13),
-    };
-    f32::from_bits(v)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// Explicit accumulators: LLVM spills and shuffles arrays of `__m256` in this loop.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile<const R: usize, const C: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        acc_row: usize,
-    ) {
-        match (R, C) {
-            (6, 2) => tile_6x2(x, w, k, cols, fresh, acc, acc_row),
-            (5, 2) => tile_5x2(x, w, k, cols, fresh, acc, acc_row),
-            (4, 2) => tile_4x2(x, w, k, cols, fresh, acc, acc_row),
-            (2, 4) => tile_2x4(x, w, k, cols, fresh, acc, acc_row),
-            (1, 8) => tile_1x8(x, w, cols, fresh, acc),
-            _ => {
-                for r in 0..R {
-                    for c in 0..C {
-                        let a = acc.add(r * acc_row + c * 8);
-                        let mut v = if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(a) };
-                        for p in cols.clone().step_by(8) {
-                            v = _mm256_fmadd_ps(
-                                _mm256_loadu_ps(x.add(r * k + p)),
-                                _mm256_loadu_ps(w.add(p * 8 + c * 8)),
-                                v,
-                            );
-                        }
-                        _mm256_storeu_ps(a, v);
-                    }
-                }
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_6x2(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        ar: usize,
-    ) {
-        let ld =
-            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
-        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
-        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
-        let (mut a40, mut a41, mut a50, mut a51) = (ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
-        let (w0, w1) = (w, w.add(8));
-        let mut p = cols.start;
-        while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
-            let u = _mm256_loadu_ps(x.add(p));
-            a00 = _mm256_fmadd_ps(u, v0, a00);
-            a01 = _mm256_fmadd_ps(u, v1, a01);
-            let u = _mm256_loadu_ps(x.add(k + p));
-            a10 = _mm256_fmadd_ps(u, v0, a10);
-            a11 = _mm256_fmadd_ps(u, v1, a11);
-            let u = _mm256_loadu_ps(x.add(2 * k + p));
-            a20 = _mm256_fmadd_ps(u, v0, a20);
-            a21 = _mm256_fmadd_ps(u, v1, a21);
-            let u = _mm256_loadu_ps(x.add(3 * k + p));
-            a30 = _mm256_fmadd_ps(u, v0, a30);
-            a31 = _mm256_fmadd_ps(u, v1, a31);
-            let u = _mm256_loadu_ps(x.add(4 * k + p));
-            a40 = _mm256_fmadd_ps(u, v0, a40);
-            a41 = _mm256_fmadd_ps(u, v1, a41);
-            let u = _mm256_loadu_ps(x.add(5 * k + p));
-            a50 = _mm256_fmadd_ps(u, v0, a50);
-            a51 = _mm256_fmadd_ps(u, v1, a51);
-            p += 8;
-        }
-        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31], [a40, a41], [a50, a51]].iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_5x2(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        ar: usize,
-    ) {
-        let ld =
-            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
-        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
-        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
-        let (mut a40, mut a41) = (ld(4, 0), ld(4, 1));
-        let (w0, w1) = (w, w.add(8));
-        let mut p = cols.start;
-        while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
-            let u = _mm256_loadu_ps(x.add(p));
-            a00 = _mm256_fmadd_ps(u, v0, a00);
-            a01 = _mm256_fmadd_ps(u, v1, a01);
-            let u = _mm256_loadu_ps(x.add(k + p));
-            a10 = _mm256_fmadd_ps(u, v0, a10);
-            a11 = _mm256_fmadd_ps(u, v1, a11);
-            let u = _mm256_loadu_ps(x.add(2 * k + p));
-            a20 = _mm256_fmadd_ps(u, v0, a20);
-            a21 = _mm256_fmadd_ps(u, v1, a21);
-            let u = _mm256_loadu_ps(x.add(3 * k + p));
-            a30 = _mm256_fmadd_ps(u, v0, a30);
-            a31 = _mm256_fmadd_ps(u, v1, a31);
-            let u = _mm256_loadu_ps(x.add(4 * k + p));
-            a40 = _mm256_fmadd_ps(u, v0, a40);
-            a41 = _mm256_fmadd_ps(u, v1, a41);
-            p += 8;
-        }
-        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31], [a40, a41]].iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_4x2(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        ar: usize,
-    ) {
-        let ld =
-            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
-        let (mut a00, mut a01, mut a10, mut a11) = (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1));
-        let (mut a20, mut a21, mut a30, mut a31) = (ld(2, 0), ld(2, 1), ld(3, 0), ld(3, 1));
-        let (w0, w1) = (w, w.add(8));
-        let mut p = cols.start;
-        while p < cols.end {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(p * 8)), _mm256_loadu_ps(w1.add(p * 8)));
-            let u = _mm256_loadu_ps(x.add(p));
-            a00 = _mm256_fmadd_ps(u, v0, a00);
-            a01 = _mm256_fmadd_ps(u, v1, a01);
-            let u = _mm256_loadu_ps(x.add(k + p));
-            a10 = _mm256_fmadd_ps(u, v0, a10);
-            a11 = _mm256_fmadd_ps(u, v1, a11);
-            let u = _mm256_loadu_ps(x.add(2 * k + p));
-            a20 = _mm256_fmadd_ps(u, v0, a20);
-            a21 = _mm256_fmadd_ps(u, v1, a21);
-            let u = _mm256_loadu_ps(x.add(3 * k + p));
-            a30 = _mm256_fmadd_ps(u, v0, a30);
-            a31 = _mm256_fmadd_ps(u, v1, a31);
-            p += 8;
-        }
-        for (r, row) in [[a00, a01], [a10, a11], [a20, a21], [a30, a31]].iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_2x4(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        ar: usize,
-    ) {
-        let ld =
-            |r: usize, c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(r * ar + c * 8)) };
-        let (mut a00, mut a01, mut a02, mut a03) = (ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3));
-        let (mut a10, mut a11, mut a12, mut a13) = (ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3));
-        let (w0, w1, w2, w3) = (w, w.add(8), w.add(16), w.add(24));
-        let mut p = cols.start;
-        while p < cols.end {
-            let (v0, v1, v2, v3) = (
-                _mm256_loadu_ps(w0.add(p * 8)),
-                _mm256_loadu_ps(w1.add(p * 8)),
-                _mm256_loadu_ps(w2.add(p * 8)),
-                _mm256_loadu_ps(w3.add(p * 8)),
-            );
-            let u = _mm256_loadu_ps(x.add(p));
-            a00 = _mm256_fmadd_ps(u, v0, a00);
-            a01 = _mm256_fmadd_ps(u, v1, a01);
-            a02 = _mm256_fmadd_ps(u, v2, a02);
-            a03 = _mm256_fmadd_ps(u, v3, a03);
-            let u = _mm256_loadu_ps(x.add(k + p));
-            a10 = _mm256_fmadd_ps(u, v0, a10);
-            a11 = _mm256_fmadd_ps(u, v1, a11);
-            a12 = _mm256_fmadd_ps(u, v2, a12);
-            a13 = _mm256_fmadd_ps(u, v3, a13);
-            p += 8;
-        }
-        for (r, row) in [[a00, a01, a02, a03], [a10, a11, a12, a13]].iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(acc.add(r * ar + c * 8), *v);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_1x8(x: *const f32, w: *const f32, cols: std::ops::Range<usize>, fresh: bool, acc: *mut f32) {
-        let ld = |c: usize| if fresh { _mm256_setzero_ps() } else { _mm256_loadu_ps(acc.add(c * 8)) };
-        let (mut a0, mut a1, mut a2, mut a3) = (ld(0), ld(1), ld(2), ld(3));
-        let (mut a4, mut a5, mut a6, mut a7) = (ld(4), ld(5), ld(6), ld(7));
-        let mut p = cols.start;
-        while p < cols.end {
-            let u = _mm256_loadu_ps(x.add(p));
-            a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8)), a0);
-            a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 1 * 8)), a1);
-            a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 2 * 8)), a2);
-            a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 3 * 8)), a3);
-            a4 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 4 * 8)), a4);
-            a5 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 5 * 8)), a5);
-            a6 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 6 * 8)), a6);
-            a7 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w.add(p * 8 + 7 * 8)), a7);
-            p += 8;
-        }
-        for (c, v) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate() {
-            _mm256_storeu_ps(acc.add(c * 8), *v);
-        }
-    }
-
-    /// Two rounds of `hadd` pair adjacent lanes, then the 128-bit halves are added:
-    /// `((l0+l1) + (l2+l3)) + ((l4+l5) + (l6+l7))` for 8 columns at once.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn lane_sums(lanes: &[f32; 64], out: &mut [f32; 8]) {
-        let a = |c: usize| _mm256_loadu_ps(lanes.as_ptr().add(8 * c));
-        let (h01, h23) = (_mm256_hadd_ps(a(0), a(1)), _mm256_hadd_ps(a(2), a(3)));
-        let (h45, h67) = (_mm256_hadd_ps(a(4), a(5)), _mm256_hadd_ps(a(6), a(7)));
-        // Per 128-bit half: columns 0..4 (resp. 4..8), lanes 0..4 (low half) or 4..8 (high).
-        let (q0, q1) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
-        let lo = _mm256_permute2f128_ps(q0, q1, 0x20);
-        let hi = _mm256_permute2f128_ps(q0, q1, 0x31);
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(lo, hi));
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x512 {
-    use std::arch::x86_64::*;
-
-    /// `R` rows of `x` times a whole panel: vector `j` of a step holds weight rows `2j` and
-    /// `2j + 1` (8 lanes each), `x`'s 8 lanes are repeated in both halves, so each lane
-    /// runs the same FMA chain as [`super::tile`]'s. `4R` accumulators, 4 weight vectors
-    /// and one `x` vector fit the 32 zmm registers up to `R = 6`.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) unsafe fn tile<const R: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        cols: std::ops::Range<usize>,
-        fresh: bool,
-        acc: *mut f32,
-        acc_row: usize,
-    ) {
-        let mut a = [[_mm512_setzero_ps(); 4]; R];
-        if !fresh {
-            for (r, row) in a.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(acc.add(r * acc_row + 16 * j));
-                }
-            }
-        }
-        let mut p = cols.start;
-        while p < cols.end {
-            let wp = w.add(p * 8);
-            let v = [
-                _mm512_loadu_ps(wp),
-                _mm512_loadu_ps(wp.add(16)),
-                _mm512_loadu_ps(wp.add(32)),
-                _mm512_loadu_ps(wp.add(48)),
-            ];
-            for (r, row) in a.iter_mut().enumerate() {
-                let u = _mm512_broadcast_f32x8(_mm256_loadu_ps(x.add(r * k + p)));
-                for (j, acc) in row.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(u, v[j], *acc);
-                }
-            }
-            p += 8;
-        }
-        for (r, row) in a.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                _mm512_storeu_ps(acc.add(r * acc_row + 16 * j), *v);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1171,124 +631,5 @@ mod tests {
         assert!(
             BatchedWeight::concat_rows(&[BatchedWeight::new(&a).unwrap(), BatchedWeight::new(&b).unwrap()]).is_none()
         );
-    }
-
-    #[test]
-    fn portable_kernel_equals_the_simd_one() {
-        let k = 40;
-        let xs = Tensor::randn(0f32, 1.0, 6 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
-        let ws = Tensor::randn(0f32, 1.0, 8 * k, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
-        // Each tile shape writes its own lanes of one accumulator block (rows 64 apart).
-        let (mut a, mut b) = (vec![0.5f32; 6 * 64 + 64], vec![0.5f32; 6 * 64 + 64]);
-        unsafe {
-            for (i, (r, c)) in [(6, 2), (5, 2), (4, 2), (2, 4), (1, 8)].into_iter().enumerate() {
-                let (a, b) = (a.as_mut_ptr().add(i * 8), b.as_mut_ptr().add(i * 8));
-                let (x, w) = (xs.as_ptr(), ws.as_ptr());
-                match (r, c) {
-                    (6, 2) => (
-                        tile::<6, 2>(x, w, k, 8..40, false, a, 64),
-                        portable_tile::<6, 2>(x, w, k, 8..40, false, b, 64),
-                    ),
-                    (5, 2) => {
-                        (tile::<5, 2>(x, w, k, 8..40, true, a, 64), portable_tile::<5, 2>(x, w, k, 8..40, true, b, 64))
-                    }
-                    (4, 2) => {
-                        (tile::<4, 2>(x, w, k, 0..16, true, a, 64), portable_tile::<4, 2>(x, w, k, 0..16, true, b, 64))
-                    }
-                    (2, 4) => (
-                        tile::<2, 4>(x, w, k, 8..40, false, a, 64),
-                        portable_tile::<2, 4>(x, w, k, 8..40, false, b, 64),
-                    ),
-                    _ => {
-                        (tile::<1, 8>(x, w, k, 8..40, true, a, 64), portable_tile::<1, 8>(x, w, k, 8..40, true, b, 64))
-                    }
-                };
-            }
-        }
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-
-        // AVX-512 tiles cover a whole panel: compare each with the portable lanes.
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
-            for r in [1, 2, 4, 5, 6] {
-                for (cols, fresh) in [(8..40, false), (0..16, true)] {
-                    let (mut a, mut b) = (vec![0.25f32; 6 * 64], vec![0.25f32; 6 * 64]);
-                    let (x, w) = (xs.as_ptr(), ws.as_ptr());
-                    unsafe {
-                        let (ap, bp) = (a.as_mut_ptr(), b.as_mut_ptr());
-                        macro_rules! both {
-                            ($($r:literal)*) => {
-                                match r {
-                                    $($r => {
-                                        x512::tile::<$r>(x, w, k, cols.clone(), fresh, ap, 64);
-                                        portable_tile::<$r, 8>(x, w, k, cols, fresh, bp, 64);
-                                    })*
-                                    _ => unreachable!(),
-                                }
-                            };
-                        }
-                        both!(1 2 4 5 6);
-                    }
-                    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "avx-512 {r} rows");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn interleaved_panels_round_trip() {
-        let (n, kp) = (13, 24);
-        let rows: Vec<f32> = (0..n * kp).map(|i| i as f32).collect();
-        let panels = interleave(&rows, n, kp);
-        assert_eq!(panels.as_slice().len(), 16 * kp);
-        assert_eq!(panels.as_slice().as_ptr() as usize % 64, 0);
-        // Row 9, column 17: panel 1, row 1 of it, step 2, lane 1.
-        assert_eq!(panels.as_slice()[8 * kp + 2 * 64 + 8 + 1], (9 * kp + 17) as f32);
-        assert_eq!(deinterleave(panels.as_slice(), n, kp), rows);
-    }
-
-    #[test]
-    fn row_tiles_are_few_and_even() {
-        let sizes = |m: usize| row_tiles(10..10 + m).into_iter().map(|(_, r)| r).collect::<Vec<_>>();
-        assert_eq!(sizes(16), vec![6, 5, 5]);
-        assert_eq!(sizes(12), vec![6, 6]);
-        assert_eq!(sizes(3), vec![2, 1]);
-        assert_eq!(sizes(7), vec![4, 2, 1]);
-        assert_eq!(sizes(1), vec![1]);
-        for m in 1..70 {
-            let t = row_tiles(10..10 + m);
-            assert_eq!(t.iter().map(|(_, r)| r).sum::<usize>(), m);
-            assert!(t.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0) && t[0].0 == 10);
-            assert!(t.iter().all(|&(_, r)| (1..=6).contains(&r) && r != 3));
-        }
-    }
-
-    #[test]
-    fn simd_lane_sums_equal_the_scalar_order() {
-        let lanes: [f32; 64] = std::array::from_fn(|i| ((i * 7919) % 101) as f32 * 0.37 - 18.0 + 1e-7 * i as f32);
-        let mut got = [0f32; 8];
-        lane_sums(&lanes, &mut got);
-        for (c, g) in got.iter().enumerate() {
-            let l = &lanes[8 * c..8 * c + 8];
-            let want = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-            assert_eq!(g.to_bits(), want.to_bits(), "column {c}");
-        }
-    }
-
-    #[test]
-    fn f16_conversion_is_exact() {
-        for bits in [0u16, 0x8000, 0x0001, 0x03ff, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0x3555] {
-            let want = match bits {
-                0x0001 => 2f32.powi(-24),
-                0x03ff => 1023.0 * 2f32.powi(-24),
-                0x3c00 => 1.0,
-                0xbc00 => -1.0,
-                0x7bff => 65504.0,
-                0x7c00 => f32::INFINITY,
-                0x3555 => 0.333_251_95,
-                _ => 0.0,
-            };
-            assert_eq!(f16_to_f32(bits), want, "{bits:#x}");
-        }
     }
 }
