@@ -67,10 +67,10 @@ pub(super) fn deinterleave(data: &[f32], n: usize, kp: usize) -> Vec<f32> {
     rows
 }
 
-/// Rows `r` (`1..=6`, not 3: see [`row_tiles`]) of `x` (at `x`, rows `k` apart) times
-/// the whole panel `w`, columns `cols`: the lanes of `8 × PANEL` accumulators per row at
-/// `acc` (rows `acc_row` apart), zero first when `fresh`. One AVX-512 tile covers the
-/// panel; otherwise [`tile`]s of 2, 4 or 8 of its rows.
+/// `r` rows (`1..=6`, not 3: see [`row_tiles`]) of `x` (at `x`, `k` apart) times the
+/// whole panel `w` over columns `cols`: the lanes of `PANEL` accumulators per row at `acc`
+/// (rows `acc_row` apart), zero first when `fresh`. One AVX-512 tile covers the panel;
+/// otherwise [`tile`]s of 2, 4 or 8 of its weight rows (the fewer rows of `x`, the more).
 ///
 /// # Safety
 /// As for [`tile`] with `R = r` and `C = PANEL`.

@@ -14,6 +14,8 @@ pub mod linear;
 pub mod shard;
 pub mod vocab;
 
+#[cfg(feature = "nccl")]
+pub use comm::Nccl;
 pub use comm::{Communicator, Local, Threads};
 pub use linear::{ColumnParallelLinear, Linear, RowParallelLinear, StackedColumnLinear};
 pub use shard::{block_parts, head_parts, split_range, Shard, MLP_PARTS};
