@@ -216,13 +216,13 @@ both!(api_keys, api_keys_store_only_hashes);
 /// Every file of the shipped library imports, idempotently, on a fresh database.
 async fn shipped_library_imports(store: &Store) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
-    let first = app::templates::library::load(store, &dir).await;
+    let first = store.import_library(&dir).await;
     assert!(first.len() >= 12, "prompts/ ships at least 12 templates, found {}", first.len());
     for (path, r) in &first {
         let o = r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(o.created_template, "{o:?}");
     }
-    for (path, r) in app::templates::library::load(store, &dir).await {
+    for (path, r) in store.import_library(&dir).await {
         let o = r.unwrap();
         assert!(o.unchanged && o.version == 1, "{}: re-import wrote a version: {o:?}", path.display());
     }

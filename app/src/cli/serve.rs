@@ -49,7 +49,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         let dir = prompts.unwrap_or_else(crate::templates::library::prompts_dir);
         let mut imported = (0, 0, 0);
-        for (path, result) in crate::templates::library::load(&store, &dir).await {
+        for (path, result) in store.import_library(&dir).await {
             match result {
                 Ok(o) if o.created_template => imported.0 += 1,
                 Ok(o) if !o.unchanged => imported.1 += 1,

@@ -1,6 +1,7 @@
 //! Templates, their immutable versions, labels with history, and file import.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
@@ -11,6 +12,7 @@ use super::{
     finish, is_busy, is_unique_violation, not_found, now_ms, validate_label, ImportOutcome, LabelEvent, Result, Store,
     StoreError, TemplateInfo, VersionInfo, VersionRef,
 };
+use crate::templates::library;
 use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
 
 impl Store {
@@ -490,4 +492,23 @@ async fn insert_version(
         author: author.to_string(),
         created_at: now,
     })
+}
+
+impl Store {
+    /// Imports every file of the library folder `dir`; one result per file. Idempotent: an
+    /// unchanged file writes nothing; a changed file becomes the template's next version. A
+    /// broken file is reported and skipped; it never stops the server.
+    pub async fn import_library(&self, dir: &Path) -> Vec<(PathBuf, std::result::Result<ImportOutcome, String>)> {
+        let mut out = Vec::new();
+        for path in library::files(dir) {
+            let result = match library::read(&path) {
+                Ok(file) => {
+                    self.import_file(&file, "prompts/", "library").await.map_err(|e| format!("{}: {e}", path.display()))
+                }
+                Err(e) => Err(e),
+            };
+            out.push((path, result));
+        }
+        out
+    }
 }

@@ -1,10 +1,8 @@
-//! The shipped template library: every `prompts/*.toml` is imported at start. Idempotent:
-//! an unchanged file writes nothing; a changed file becomes the template's next version.
-//! A broken file is reported and skipped; it never stops the server.
+//! The shipped template library: the `prompts/*.toml` files, read and validated. Importing
+//! them into the store is `Store::import_library`.
 
 use std::path::{Path, PathBuf};
 
-use crate::store::{ImportOutcome, Store};
 use crate::templates::TemplateFile;
 
 /// Where the library is: `STUDIO_PROMPTS_DIR`, else `./prompts`.
@@ -25,19 +23,4 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 pub fn read(path: &Path) -> Result<TemplateFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     TemplateFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Imports every file of `dir`; one result per file.
-pub async fn load(store: &Store, dir: &Path) -> Vec<(PathBuf, Result<ImportOutcome, String>)> {
-    let mut out = Vec::new();
-    for path in files(dir) {
-        let result = match read(&path) {
-            Ok(file) => {
-                store.import_file(&file, "prompts/", "library").await.map_err(|e| format!("{}: {e}", path.display()))
-            }
-            Err(e) => Err(e),
-        };
-        out.push((path, result));
-    }
-    out
 }
