@@ -78,7 +78,6 @@ pub struct AssertionResult {
     pub scores: Option<BTreeMap<String, f64>>,
 }
 
-
 /// One row of a test set: variable values, optional expected output, assertions.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TestRow {
@@ -321,7 +320,7 @@ impl From<&RowResult> for RowOutcome {
 
 /// `POST /api/templates/{name}/select-examples` (`N`, the number type of `k`, as in
 /// [`CreateEval`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectRequest<N = usize> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,6 +339,21 @@ pub struct SelectRequest<N = usize> {
     pub random_sets: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+}
+
+impl<N> Default for SelectRequest<N> {
+    fn default() -> Self {
+        Self {
+            version: None,
+            spec: None,
+            k: None,
+            holdout: None,
+            labels: None,
+            max_pool: None,
+            random_sets: None,
+            seed: None,
+        }
+    }
 }
 
 /// An example that selection may pick.
