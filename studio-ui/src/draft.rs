@@ -166,7 +166,9 @@ pub struct DraftSpec {
 
 impl Serialize for DraftSpec {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut v = serde_json::to_value(&self.spec).map_err(serde::ser::Error::custom)?;
+        // Through the text, not `to_value`: an `f32` stays as short as it is written (`0.7`).
+        let text = serde_json::to_string(&self.spec).map_err(serde::ser::Error::custom)?;
+        let mut v: Value = serde_json::from_str(&text).map_err(serde::ser::Error::custom)?;
         if let Some(p) = v.get_mut("parameters").and_then(Value::as_object_mut) {
             for (name, raw) in &self.unparsed {
                 p.insert(name.to_string(), raw.clone());
@@ -351,7 +353,9 @@ mod tests {
         d.params.max_tokens = "1.5".into();
         d.params.seed = "42".into();
         d.params.top_p = "inf".into();
-        let s = serde_json::to_value(d.spec()).unwrap();
+        let text = serde_json::to_string(&d.spec()).unwrap();
+        assert!(text.contains(r#""temperature":0.7"#), "{text}");
+        let s: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(s["parameters"]["temperature"], json!(0.7));
         assert_eq!(s["parameters"]["top_k"], json!("abc"));
         assert_eq!(s["parameters"]["max_tokens"], json!(1.5), "a number of the wrong type goes as written");
