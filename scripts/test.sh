@@ -13,6 +13,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
   "$venv/bin/pip" install --quiet --disable-pip-version-check openai
 fi
 cargo fmt --all --check
+# Lints: any warning fails (the few workspace-wide allows are in Cargo.toml, with reasons).
+cargo clippy --workspace --all-targets -- -D warnings
 # Debian packages the tests need: docker-compose (validates the deployment file without an
 # engine), Chromium for the browser tests, CJK fonts so Korean/Japanese render in it.
 apt_install() {

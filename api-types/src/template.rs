@@ -127,7 +127,8 @@ pub struct VersionSpec {
     pub parameters: Parameters,
 }
 
-fn default_pattern() -> String {
+/// The input pattern of a version that sets none.
+pub fn default_pattern() -> String {
     "{{input}}".into()
 }
 
@@ -164,7 +165,8 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-fn limit(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
+/// `s` has at most `max` characters, or the error names `field` and the limit.
+pub fn limit(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
     let n = chars(s);
     if n > max {
         return Err(FieldError::new(field, format!("at most {max} characters, got {n}")));

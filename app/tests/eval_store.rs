@@ -2,61 +2,13 @@
 //! file and on a fresh schema of the PostgreSQL server at 127.0.0.1:5432 (database `test`),
 //! or `STUDIO_TEST_POSTGRES_URL`.
 
-use app::store::ImportMode;
+mod support;
+
 use app::evals::{Assertion, EvalPlan, EvalSettings, EvalStatus, RowResult, TestRow};
-use app::store::{Backend, Store, StoreError};
+use app::store::ImportMode;
+use app::store::{Store, StoreError};
 use app::templates::{Example, TemplateMeta, VersionSpec};
-
-fn postgres_base() -> String {
-    std::env::var("STUDIO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-struct TestDb {
-    store: Store,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
-}
-
-impl TestDb {
-    async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/studio.db", dir.path().display());
-                TestDb { store: Store::connect(&url).await.unwrap(), url, _dir: Some(dir), schema: None }
-            }
-            Backend::Postgres => {
-                let schema = format!("e_{}", unique());
-                sqlx::any::install_default_drivers();
-                let admin = sqlx::AnyPool::connect(&postgres_base())
-                    .await
-                    .expect("PostgreSQL must be running at 127.0.0.1:5432 (database test, trust auth)");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
-                admin.close().await;
-                let sep = if postgres_base().contains('?') { '&' } else { '?' };
-                let url = format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_base());
-                TestDb { store: Store::connect(&url).await.unwrap(), url, _dir: None, schema: Some(schema) }
-            }
-        }
-    }
-    async fn drop_schema(self) {
-        self.store.close().await;
-        if let Some(schema) = &self.schema {
-            if let Ok(admin) = sqlx::AnyPool::connect(&postgres_base()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await;
-                admin.close().await;
-            }
-        }
-    }
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{}_{:x}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
-}
+use support::on_both;
 
 async fn template(store: &Store, name: &str) {
     let meta = TemplateMeta { name: name.into(), language: "ko".into(), ..Default::default() };
@@ -106,17 +58,6 @@ fn result(index: i64, passed: bool) -> RowResult {
         cached_tokens: 6,
         latency_ms: 5,
         ..Default::default()
-    }
-}
-
-async fn on_both<F, Fut>(f: F)
-where
-    F: Fn(TestDb) -> Fut,
-    Fut: std::future::Future<Output = TestDb>,
-{
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let db = TestDb::new(backend).await;
-        f(db).await.drop_schema().await;
     }
 }
 
@@ -198,7 +139,7 @@ async fn eval_runs_progress_cancel_and_interrupt_on_restart() {
         let listed = reopened.list_eval_runs("t", 10).await.unwrap();
         assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![queued, running, id]);
         assert_eq!(listed[1].version, None, "a draft run");
-        TestDb { store: reopened, ..db }
+        db.with_store(reopened)
     })
     .await;
 }

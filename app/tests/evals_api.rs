@@ -2,61 +2,27 @@
 //! file: test-set import/export, eval runs (progress, cancel, interrupted on restart),
 //! likelihood labelling, compare, the production eval gate, few-shot selection.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use app::{app, AppState};
+mod support;
+
+use app::AppState;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-fn model_path() -> String {
-    let dir = std::env::var_os("STUDIO_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    dir.join("smollm2-135m").to_string_lossy().into_owned()
-}
-
-fn scheduler() -> app::serving::Scheduler {
-    static S: OnceLock<app::serving::Scheduler> = OnceLock::new();
-    S.get_or_init(|| {
-        app::start(&model_path(), 1, 64, inference::EngineConfig { max_running: 16, ..Default::default() }).unwrap()
-    })
-    .clone()
-}
-
-struct Ctx {
-    state: AppState,
-    url: String,
-    _dir: tempfile::TempDir,
-}
+use support::Ctx;
 
 async fn ctx() -> Ctx {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/studio.db", dir.path().display());
-    let store = app::store::Store::connect(&url).await.unwrap();
-    Ctx { state: AppState { scheduler: scheduler(), store }, url, _dir: dir }
+    Ctx::new(support::shared_scheduler(16)).await
 }
 
-impl Ctx {
-    async fn raw(&self, method: &str, uri: &str, body: Body, content_type: &str) -> (StatusCode, Vec<u8>) {
-        let req = Request::builder().method(method).uri(uri).header("content-type", content_type);
-        let resp = app(self.state.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
-        let status = resp.status();
-        (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
-    }
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
-        let (s, b) = self.raw(method, uri, body, "application/json").await;
-        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
-    }
-    async fn upload(&self, uri: &str, text: &str, content_type: &str) -> (StatusCode, Value) {
-        let (s, b) = self.raw("POST", uri, Body::from(text.to_string()), content_type).await;
-        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
-    }
+/// What these tests do with a context besides calling it.
+trait EvalCtx {
+    async fn create_template(&self, name: &str, spec: Value);
+    async fn wait(&self, id: &Value, until: impl Fn(&Value) -> bool) -> Value;
+}
+
+impl EvalCtx for Ctx {
     async fn create_template(&self, name: &str, spec: Value) {
         let (s, v) = self.call("POST", "/api/templates", Some(json!({"name": name, "spec": spec}))).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -335,11 +301,7 @@ async fn a_run_left_running_is_interrupted_when_the_server_restarts() {
     // A "restarted server": a new store (and app) on the same SQLite file.
     let store = app::store::Store::connect(&c.url).await.unwrap();
     assert_eq!(store.interrupt_stale_evals().await.unwrap(), 1);
-    let restarted = Ctx {
-        state: AppState { scheduler: scheduler(), store },
-        url: c.url.clone(),
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let restarted = Ctx::with_state(AppState { scheduler: c.state.scheduler.clone(), store }, c.url.clone());
     let (_, after) = restarted.call("GET", &format!("/api/evals/{id}"), None).await;
     assert_eq!(after["status"], "interrupted", "{after}");
     assert!(after["finished_at"].is_i64());

@@ -4,59 +4,11 @@
 
 use std::collections::BTreeSet;
 
+mod support;
+
 use app::store::{Backend, Store, StoreError, VersionRef};
 use app::templates::{Example, Format, TemplateFile, TemplateMeta, VersionSpec};
-
-fn postgres_base() -> String {
-    std::env::var("STUDIO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A database for one test; dropping it removes the SQLite folder / Postgres schema.
-struct TestDb {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
-}
-
-impl TestDb {
-    async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/studio.db", dir.path().display());
-                TestDb { store: Store::connect(&url).await.unwrap(), _dir: Some(dir), schema: None }
-            }
-            Backend::Postgres => {
-                let schema = format!("t_{}", unique());
-                sqlx::any::install_default_drivers();
-                let admin = sqlx::AnyPool::connect(&postgres_base())
-                    .await
-                    .expect("PostgreSQL must be running at 127.0.0.1:5432 (database test, trust auth)");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
-                admin.close().await;
-                let sep = if postgres_base().contains('?') { '&' } else { '?' };
-                let url = format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_base());
-                TestDb { store: Store::connect(&url).await.unwrap(), _dir: None, schema: Some(schema) }
-            }
-        }
-    }
-    async fn drop_schema(self) {
-        self.store.close().await;
-        if let Some(schema) = &self.schema {
-            if let Ok(admin) = sqlx::AnyPool::connect(&postgres_base()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await;
-                admin.close().await;
-            }
-        }
-    }
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{}_{:x}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
-}
+use support::TestDb;
 
 fn meta(name: &str) -> TemplateMeta {
     TemplateMeta {

@@ -1,58 +1,15 @@
 //! The template API and templates as endpoints, through `app()` + `oneshot`, on the real
 //! SmolLM2 model and a real SQLite file.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod support;
 
-use app::{app, AppState};
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-fn model_path() -> String {
-    let dir = std::env::var_os("STUDIO_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    dir.join("smollm2-135m").to_string_lossy().into_owned()
-}
-
-fn scheduler() -> app::serving::Scheduler {
-    static S: OnceLock<app::serving::Scheduler> = OnceLock::new();
-    S.get_or_init(|| {
-        app::start(&model_path(), 1, 64, inference::EngineConfig { max_running: 8, ..Default::default() }).unwrap()
-    })
-    .clone()
-}
-
-struct Ctx {
-    state: AppState,
-    key: Option<String>,
-    _dir: tempfile::TempDir,
-}
+use support::Ctx;
 
 async fn ctx() -> Ctx {
-    let dir = tempfile::tempdir().unwrap();
-    let store = app::store::Store::connect(&format!("sqlite://{}/studio.db", dir.path().display())).await.unwrap();
-    Ctx { state: AppState { scheduler: scheduler(), store }, key: None, _dir: dir }
-}
-
-impl Ctx {
-    async fn raw(&self, method: &str, uri: &str, body: Body, content_type: &str) -> (StatusCode, Vec<u8>) {
-        let mut req = Request::builder().method(method).uri(uri).header("content-type", content_type);
-        if let Some(k) = &self.key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let resp = app(self.state.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
-        let status = resp.status();
-        (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
-    }
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
-        let (s, b) = self.raw(method, uri, body, "application/json").await;
-        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
-    }
+    Ctx::new(support::shared_scheduler(8)).await
 }
 
 fn sentiment_spec(instruction: &str) -> Value {

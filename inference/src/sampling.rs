@@ -10,6 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::simd::{self, exp_shifted, exp_shifted_in_place};
+
 /// Largest accepted `top_k`; far above any real vocabulary, it only rejects nonsense.
 pub const MAX_TOP_K: usize = 1_000_000;
 /// Most top alternatives reported per token (the OpenAI API's limit).
@@ -145,115 +147,10 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     // of every sequence), so the terms come eight at a time.
     let mut acc = [0f64; 8];
     let n8 = logits.len() / 8 * 8;
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present.
-        unsafe { avx2_exp_sums(&logits[..n8], max, &mut acc) };
-    } else {
-        exp_sums(&logits[..n8], max, &mut acc);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    exp_sums(&logits[..n8], max, &mut acc);
+    simd::exp_sums(&logits[..n8], max, &mut acc);
     let tail: f64 = logits[n8..].iter().map(|&x| f64::from(exp_shifted(x - max))).sum();
     let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
     max + sum.ln() as f32
-}
-
-/// `acc[l] += exp_shifted(x[i] - max)` for `i % 8 == l`, in increasing `i`.
-fn exp_sums(x: &[f32], max: f32, acc: &mut [f64; 8]) {
-    for c in x.chunks_exact(8) {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f64::from(exp_shifted(v - max));
-        }
-    }
-}
-
-// ln 2 in two parts, so that `n * ln 2` is exact enough; Cephes' expf polynomial.
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
-
-/// `exp(x)` for `x <= 0` (a logit minus the row's maximum), within 2 ulp of libm:
-/// `2^n * p(r)` with `r = x - n ln 2`. Below -87 (and for -inf) the result is 0; NaN stays
-/// NaN. Separate multiplies and adds, so [`avx2_exp_sums`] gives the same bits.
-pub(crate) fn exp_shifted(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    if x < -87.0 {
-        return 0.0;
-    }
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = EXP_POLY[0];
-    for c in &EXP_POLY[1..] {
-        p = p * r + c;
-    }
-    let p = p * (r * r) + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// `x = exp_shifted(x - max)` for every element (max: the row's maximum).
-pub(crate) fn exp_shifted_in_place(x: &mut [f32], max: f32) {
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        use std::arch::x86_64::*;
-        done = x.len() / 8 * 8;
-        // SAFETY: AVX2 is present; `done` values are in bounds.
-        unsafe {
-            let m = _mm256_set1_ps(max);
-            for c in x[..done].chunks_exact_mut(8) {
-                let e = avx2_exp_shifted(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
-                _mm256_storeu_ps(c.as_mut_ptr(), e);
-            }
-        }
-    }
-    for v in &mut x[done..] {
-        *v = exp_shifted(*v - max);
-    }
-}
-
-/// [`exp_shifted`] on 8 lanes, with the same bits.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn avx2_exp_shifted(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let floor_at = _mm256_set1_ps(-87.0);
-    // Lanes below -87 (and -inf) give 0; NaN lanes stay NaN through the arithmetic.
-    let under = _mm256_cmp_ps(v, floor_at, _CMP_LT_OQ);
-    let vc = _mm256_blendv_ps(v, floor_at, under);
-    let n = _mm256_floor_ps(_mm256_add_ps(
-        _mm256_mul_ps(vc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        _mm256_set1_ps(0.5),
-    ));
-    let r = _mm256_sub_ps(
-        _mm256_sub_ps(vc, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
-        _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
-    );
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for k in &EXP_POLY[1..] {
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(*k));
-    }
-    let p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
-    let bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
-    _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2_exp_sums(x: &[f32], max: f32, acc: &mut [f64; 8]) {
-    use std::arch::x86_64::*;
-    let (mut lo, mut hi) = (_mm256_loadu_pd(acc.as_ptr()), _mm256_loadu_pd(acc.as_ptr().add(4)));
-    let m = _mm256_set1_ps(max);
-    for c in x.chunks_exact(8) {
-        let e = avx2_exp_shifted(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
-        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    _mm256_storeu_pd(acc.as_mut_ptr(), lo);
-    _mm256_storeu_pd(acc.as_mut_ptr().add(4), hi);
 }
 
 /// Log-softmax of a logits row.
@@ -565,30 +462,6 @@ mod tests {
         assert_eq!(argmax(&logits), 1);
         let p = params(|p| p.temperature = 0.0);
         assert_eq!(draws(&p, &logits, 5), vec![1; 5]);
-    }
-
-    #[test]
-    fn fast_exp_is_within_two_ulp_of_libm_and_the_vector_form_is_identical() {
-        let mut worst = 0i64;
-        for i in 0..=200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let (got, want) = (exp_shifted(x), x.exp());
-            worst = worst.max((got.to_bits() as i64 - want.to_bits() as i64).abs());
-        }
-        assert!(worst <= 2, "{worst} ulp");
-        assert_eq!(exp_shifted(0.0), 1.0);
-        assert_eq!(exp_shifted(-100.0), 0.0);
-        assert_eq!(exp_shifted(f32::NEG_INFINITY), 0.0);
-        assert!(exp_shifted(f32::NAN).is_nan());
-        let row: Vec<f32> =
-            (0..4096).map(|i| ((i * 7919) % 2003) as f32 * -0.05 + 3.0).chain([f32::NEG_INFINITY; 8]).collect();
-        let (mut a, mut b) = ([0.5f64; 8], [0.5f64; 8]);
-        exp_sums(&row, 3.0, &mut a);
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            unsafe { avx2_exp_sums(&row, 3.0, &mut b) };
-            assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
-        }
     }
 
     #[test]

@@ -62,6 +62,8 @@ fn reference_logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
     let cfg: reference::LlamaConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let cfg = cfg.into_config(false);
+    // SAFETY: the mapped file is this test's own checkpoint (`write_checkpoint` wrote it into
+    // a temporary directory), and nothing changes it while the reference model reads it.
     let vb = unsafe {
         candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
             .unwrap()

@@ -6,10 +6,18 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use crate::api::error::ApiError;
-use crate::api::templates::Caller;
 use crate::AppState;
+
+/// Who is calling: the API key's name, or `local` when no keys are configured.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+pub fn caller(c: Option<Extension<Caller>>) -> String {
+    c.map(|Extension(Caller(n))| n).unwrap_or_else(|| "local".into())
+}
 
 fn protected(path: &str) -> bool {
     path.starts_with("/v1/") || path == "/v1" || path.starts_with("/api/") || path == "/api"

@@ -1,4 +1,6 @@
-//! The one place API errors become HTTP responses, in OpenAI's error shape.
+//! The one place errors become HTTP responses, in OpenAI's error shape: every domain
+//! error (serving, templates, evals, store) is mapped to a status and a body here, and so
+//! is the error event of a stream.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,14 +88,21 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// OpenAI's error body: `{"error": {message, type, param, code, ...details}}`. Also the
+    /// data of a stream's error event.
+    pub fn body(&self) -> serde_json::Value {
         let mut error = json!({ "message": self.message, "type": self.kind, "param": self.param, "code": self.code });
-        if let (Some(obj), Some(details)) = (error.as_object_mut(), self.details) {
+        if let (Some(obj), Some(details)) = (error.as_object_mut(), self.details.clone()) {
             obj.extend(details);
         }
-        let body = json!({ "error": error });
-        let mut resp = (self.status, Json(body)).into_response();
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(self.body())).into_response();
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -104,20 +113,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<inference::EngineError> for ApiError {
-    fn from(e: inference::EngineError) -> Self {
-        use inference::EngineError as E;
-        match &e {
-            E::PromptTooLong { .. } | E::EmptyPrompt => ApiError::invalid("prompt", e.to_string()),
-            E::KvBudget { .. } => ApiError::invalid("max_tokens", e.to_string()),
-            E::Sampling(inner) => {
-                let field = match inner {
-                    inference::sampling::SamplingError::OutOfRange { field, .. } => *field,
-                };
-                ApiError::invalid(field, e.to_string())
+impl From<crate::serving::ServeError> for ApiError {
+    fn from(e: crate::serving::ServeError) -> Self {
+        use crate::serving::ServeError as E;
+        match e {
+            E::Invalid { param, message, code } => {
+                let mut err = ApiError::invalid(&param, message);
+                err.code = code;
+                err
             }
-            E::UnknownModel(_) => ApiError::invalid("model", e.to_string()).with_code("model_not_found"),
-            _ => ApiError::internal(e.to_string()),
+            E::QueueFull { capacity } => ApiError::queue_full(capacity),
+            e @ (E::Stopped | E::Internal(_)) => ApiError::internal(e.to_string()),
         }
     }
 }
@@ -149,7 +155,7 @@ impl From<crate::evals::EvalError> for ApiError {
         match e {
             EvalError::Invalid(fe) => ApiError::from(fe),
             EvalError::Store(se) => ApiError::from(se),
-            EvalError::Model(api) => api,
+            EvalError::Model(e) => ApiError::from(e),
             EvalError::Gate { message, candidate, production } => {
                 let mut e = ApiError::status(StatusCode::CONFLICT, message).with_code("eval_gate");
                 e.param = Some("version".into());

@@ -11,18 +11,14 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::auth::{caller, Caller};
 use crate::api::error::ApiError;
-use crate::store::ImportMode;
+use crate::api::json::{parse, ApiJson};
 use crate::evals::{self, EvalPlan, FileFormat, TestRow};
-use crate::api::openai::parse_json;
+use crate::store::ImportMode;
 use crate::store::{Store, VersionRef};
 use crate::templates::{FieldError, VersionSpec};
-use crate::api::templates::Caller;
 use crate::AppState;
-
-fn caller(c: Option<Extension<Caller>>) -> String {
-    c.map(|Extension(Caller(n))| n).unwrap_or_else(|| "local".into())
-}
 
 // ---------------------------------------------------------------------- test sets
 
@@ -71,7 +67,8 @@ pub async fn import_tests(
             evals::parse(f, evals::utf8(&bytes)?)?
         }
         None => {
-            let r: JsonRows = parse_json(body)?;
+            let bytes = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
+            let r: JsonRows = parse(&bytes)?;
             if r.rows.is_empty() {
                 return Err(FieldError::new("rows", "no rows").into());
             }
@@ -161,9 +158,8 @@ pub async fn resolve_spec(
 pub async fn create_eval(
     State(state): State<AppState>,
     who: Option<Extension<Caller>>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<CreateEval>,
 ) -> Result<Response, ApiError> {
-    let r: CreateEval = parse_json(body)?;
     let (version, spec) = resolve_spec(&state.store, &r.template, r.version.as_ref(), r.spec).await?;
     let settings = evals::settings(&state.scheduler, &spec, r.n, r.temperature, r.seed, r.max_tokens)?;
     let plan = EvalPlan { template: r.template, version, spec, settings };
@@ -234,9 +230,8 @@ pub async fn compare(State(state): State<AppState>, Path((a, b)): Path<(i64, i64
 pub async fn select_examples(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<crate::evals::select::SelectRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: crate::evals::select::SelectRequest = parse_json(body)?;
     let (_, spec) = resolve_spec(&state.store, &name, r.version.as_ref(), r.spec.clone()).await?;
     let tests = state.store.list_tests(&name).await?;
     let report = crate::evals::select::select(&state.scheduler, &spec, &tests, &r).await?;

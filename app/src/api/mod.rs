@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod evals;
+pub mod json;
 pub mod openai;
 pub mod templates;
 pub mod ui;
@@ -92,3 +93,11 @@ pub fn loading_gate(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
     })
 }
 
+/// Serves `router` on `listener` until `shutdown` resolves (the CLI's one use of axum).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

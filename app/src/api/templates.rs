@@ -1,7 +1,6 @@
 //! The template API (`/api/templates/...`): CRUD, versions, labels, diff, render, runs, import and export.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,19 +11,12 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::auth::{caller, Caller};
 use crate::api::error::ApiError;
-use crate::api::openai::{parse_json, CompletionRequest, PromptInput, StopInput, ValidCompletion};
-use crate::store::{Run, Store, VersionInfo, VersionRef};
-use crate::templates::{self, TemplateFile, TemplateMeta, VersionSpec};
+use crate::api::json::ApiJson;
+use crate::store::{VersionInfo, VersionRef};
+use crate::templates::{TemplateFile, TemplateMeta, TokenIds, VersionSpec};
 use crate::AppState;
-
-/// Who is calling: the API key's name, or `local` when no keys are configured.
-#[derive(Debug, Clone)]
-pub struct Caller(pub String);
-
-fn caller(c: Option<Extension<Caller>>) -> String {
-    c.map(|Extension(Caller(n))| n).unwrap_or_else(|| "local".into())
-}
 
 #[derive(Debug, Deserialize, Default)]
 pub struct ListQuery {
@@ -91,9 +83,8 @@ pub struct CreateTemplate {
 pub async fn create(
     State(state): State<AppState>,
     who: Option<Extension<Caller>>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<CreateTemplate>,
 ) -> Result<Response, ApiError> {
-    let r: CreateTemplate = parse_json(body)?;
     let meta =
         TemplateMeta { name: r.name, title: r.title, description: r.description, tags: r.tags, language: r.language };
     let (t, v) = state.store.create_template(&meta, &r.spec, &r.note, &caller(who), "user").await?;
@@ -120,9 +111,8 @@ pub struct UpdateMeta {
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<UpdateMeta>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: UpdateMeta = parse_json(body)?;
     let mut meta = state.store.get_template(&name).await?.meta();
     if let Some(v) = r.title {
         meta.title = v;
@@ -165,9 +155,8 @@ pub async fn create_version(
     State(state): State<AppState>,
     who: Option<Extension<Caller>>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<CreateVersion>,
 ) -> Result<Response, ApiError> {
-    let r: CreateVersion = parse_json(body)?;
     let v = state.store.create_version(&name, &r.spec, &r.note, &caller(who)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "version": v }))).into_response())
 }
@@ -206,7 +195,7 @@ pub async fn diff(
     let Query(q) = q.map_err(|e| ApiError::invalid("from", format!("from and to are required: {e}")))?;
     let (_, a) = state.store.resolve(&name, &VersionRef::parse(&q.from)).await?;
     let (_, b) = state.store.resolve(&name, &VersionRef::parse(&q.to)).await?;
-    let mut d = template::diff(&a.spec, &b.spec);
+    let mut d = crate::templates::diff(&a.spec, &b.spec);
     d["from"] = json!({ "version": a.version, "note": a.note, "created_at": a.created_at });
     d["to"] = json!({ "version": b.version, "note": b.note, "created_at": b.created_at });
     Ok(Json(d))
@@ -228,9 +217,8 @@ pub async fn set_label(
     State(state): State<AppState>,
     who: Option<Extension<Caller>>,
     Path((name, label)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<SetLabel>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: SetLabel = parse_json(body)?;
     crate::evals::check_gate(&state.store, &name, &label, r.version).await?;
     let from = state.store.set_label(&name, &label, r.version, &caller(who)).await?;
     Ok(Json(json!({ "template": name, "label": label, "from_version": from, "to_version": r.version })))
@@ -268,9 +256,8 @@ fn rendered_json(state: &AppState, spec: &VersionSpec, vars: &BTreeMap<String, S
 pub async fn render(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<RenderRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: RenderRequest = parse_json(body)?;
     let reference = VersionRef::parse(r.version.as_deref().unwrap_or("latest"));
     let (_, v) = state.store.resolve(&name, &reference).await?;
     let mut out = rendered_json(&state, &v.spec, &r.variables)?;
@@ -293,9 +280,8 @@ pub struct RenderDraft {
 /// Renders an unsaved draft (the playground's live preview and token count).
 pub async fn render_draft(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(r): ApiJson<RenderDraft>,
 ) -> Result<Json<Value>, ApiError> {
-    let r: RenderDraft = parse_json(body)?;
     r.spec.validate()?;
     if !r.partial {
         return Ok(Json(rendered_json(&state, &r.spec, &r.variables)?));

@@ -35,14 +35,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             for r in inference::bench::run(m, t, &batch, prompt_tokens, decode_steps)? {
                 println!(
                     "{:<14} {:>2} {:>5} {:>6} {:>7.2} {:>12.1} {:>11.1} {:>9.0}",
-                    r.model,
-                    r.tp,
-                    r.batch,
-                    r.prompt_tokens,
-                    r.load_s,
-                    r.prefill_tok_s,
-                    r.decode_tok_s,
-                    r.ttft_ms
+                    r.model, r.tp, r.batch, r.prompt_tokens, r.load_s, r.prefill_tok_s, r.decode_tok_s, r.ttft_ms
                 );
             }
         }

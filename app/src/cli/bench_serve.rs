@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use inference::EngineConfig;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -43,7 +44,7 @@ fn completion_tokens(body: &str) -> u64 {
         .filter_map(|l| l.strip_prefix("data: ").or(Some(l)))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v["usage"]["completion_tokens"].as_u64())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 
@@ -183,7 +184,7 @@ pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
                 let state = crate::AppState { scheduler, store };
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?.to_string();
-                tokio::spawn(async move { axum::serve(listener, crate::app(state)).await });
+                tokio::spawn(crate::api::serve(listener, crate::app(state), std::future::pending()));
                 (addr, format!("{model} tp={tp} (in-process)"))
             }
         };

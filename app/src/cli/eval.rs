@@ -8,9 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::store::ImportMode;
 use crate::evals::{self, EvalPlan, FileFormat};
 use crate::serving::Scheduler;
+use crate::store::ImportMode;
 use crate::store::Store;
 use crate::templates::TemplateFile;
 

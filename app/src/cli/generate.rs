@@ -36,7 +36,8 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let GenerateArgs { model, prompt, max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop, tp } = args;
+    let GenerateArgs { model, prompt, max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop, tp } =
+        args;
     let started = Instant::now();
     let mut engine = inference::load_engine(&model, tp, EngineConfig::default())
         .with_context(|| format!("loading model {model}"))?;

@@ -38,9 +38,7 @@ pub fn run(args: KeysArgs) -> Result<()> {
             KeysAction::Create { name } => {
                 let key = store.create_key(&name).await?;
                 println!("{key}");
-                eprintln!(
-                    "key '{name}' created; it is shown only now. Send it as 'Authorization: Bearer <key>'."
-                );
+                eprintln!("key '{name}' created; it is shown only now. Send it as 'Authorization: Bearer <key>'.");
             }
             KeysAction::List => {
                 for k in store.list_keys().await? {

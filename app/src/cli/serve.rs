@@ -97,11 +97,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         });
         eprintln!("studio: loading {model}; listening on http://{addr}");
-        axum::serve(listener, crate::loading_gate(slot))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        crate::api::serve(listener, crate::loading_gate(slot), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
         anyhow::Ok(())
     })?;
     Ok(())

@@ -4,8 +4,10 @@ use anyhow::Result;
 use clap::Subcommand;
 use inference::{EngineConfig, GenerateRequest, SamplingParams};
 
+use crate::templates::TokenIds;
+
 #[derive(Subcommand)]
-enum TemplateAction {
+pub enum TemplateAction {
     /// Check template files: parse and validate, report line and field of any error.
     Check { files: Vec<std::path::PathBuf> },
     /// Print the exact prompt a template file renders to.

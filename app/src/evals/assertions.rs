@@ -1,18 +1,12 @@
 //! Assertions: the checks of a row's output.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use inference::{FinishReason, GenerateRequest, SamplingParams};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::api::error::ApiError;
-use crate::serving::{Priority, Scheduler, SeqEvent};
-use crate::store::{Store, StoreError};
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
-
+use super::MAX_LABELS;
+use crate::templates::FieldError;
 
 /// One check of a row's output, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

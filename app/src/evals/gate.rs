@@ -1,18 +1,9 @@
 //! The production eval gate: `production` moves only to a version that scored at least as well.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use futures_util::StreamExt;
-use inference::{FinishReason, GenerateRequest, SamplingParams};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::api::error::ApiError;
-use crate::serving::{Priority, Scheduler, SeqEvent};
-use crate::store::{Store, StoreError};
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
-
+use super::EvalError;
+use crate::store::Store;
 
 /// With the template's eval gate on, `production` only moves to a version whose latest
 /// completed eval passes at least as often as the current production version's.

@@ -2,18 +2,10 @@
 //! eval runs over the scheduler at batch priority, likelihood labelling, the production
 //! eval gate. Few-shot selection is in [`crate::evals::select`].
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use serde_json::Value;
 
-use futures_util::StreamExt;
-use inference::{FinishReason, GenerateRequest, SamplingParams};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
-use crate::api::error::ApiError;
-use crate::serving::{Priority, Scheduler, SeqEvent};
-use crate::store::{Store, StoreError};
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
+use crate::store::StoreError;
+use crate::templates::FieldError;
 
 pub const MAX_TEST_ROWS: usize = 10_000;
 pub const MAX_ASSERTIONS: usize = 16;
@@ -33,11 +25,10 @@ pub enum EvalError {
     /// The eval gate refused to move `production`: 409 with both scores.
     #[error("{message}")]
     Gate { message: String, candidate: Value, production: Value },
-    /// The scheduler refused (queue full, batcher gone) or the model failed.
+    /// The scheduler refused (batcher gone) or the model failed.
     #[error(transparent)]
-    Model(#[from] ApiError),
+    Model(#[from] crate::serving::ServeError),
 }
-
 
 mod assertions;
 mod gate;
@@ -53,6 +44,7 @@ pub use testset::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::templates::VersionSpec;
 
     fn check(a: Assertion, out: &str, expected: Option<&str>) -> bool {
         a.check(out, expected, None).passed

@@ -8,11 +8,12 @@ use inference::{FinishReason, GenerateRequest, SamplingParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::api::error::ApiError;
-use crate::serving::{Priority, Scheduler, SeqEvent};
-use crate::store::{Store, StoreError};
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
-
+use super::assertions::{Assertion, AssertionResult, LabelScores};
+use super::testset::TestCase;
+use super::{EvalError, MAX_SAMPLES};
+use crate::serving::{Priority, Scheduler, SeqEvent, ServeError};
+use crate::store::Store;
+use crate::templates::{FieldError, TokenIds, VersionSpec, MAX_MAX_TOKENS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,11 +171,11 @@ pub struct Collected {
 }
 
 /// Submits at batch priority (waiting while the queue is full) and awaits the sequence.
-pub async fn run_one(sched: &Scheduler, req: GenerateRequest) -> Result<Collected, ApiError> {
+pub async fn run_one(sched: &Scheduler, req: GenerateRequest) -> Result<Collected, ServeError> {
     let mut rx = loop {
         match sched.submit(req.clone(), Priority::Batch, None) {
             Ok(rx) => break rx,
-            Err(e) if e.code == Some("queue_full") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(ServeError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => return Err(e),
         }
     };
@@ -187,7 +188,7 @@ pub async fn run_one(sched: &Scheduler, req: GenerateRequest) -> Result<Collecte
             }
             SeqEvent::Finished { reason, text, prompt_tokens, cached_tokens, generated_tokens } => {
                 if reason == FinishReason::Cancelled {
-                    return Err(ApiError::internal("the sequence was cancelled"));
+                    return Err(ServeError::internal("the sequence was cancelled"));
                 }
                 out.text.push_str(&text);
                 out.prompt_tokens = prompt_tokens;
@@ -198,7 +199,7 @@ pub async fn run_one(sched: &Scheduler, req: GenerateRequest) -> Result<Collecte
             SeqEvent::Failed(e) => return Err(e),
         }
     }
-    Err(ApiError::internal("the batcher stopped"))
+    Err(ServeError::Stopped)
 }
 
 /// Scores each label as the continuation of `prompt` (summed logprob), concurrently.
@@ -207,11 +208,10 @@ pub async fn score_labels(
     spec: &VersionSpec,
     prompt: &[u32],
     labels: &[String],
-) -> Result<Vec<f64>, ApiError> {
+) -> Result<Vec<f64>, ServeError> {
     let mut reqs = Vec::with_capacity(labels.len());
     for l in labels {
-        let forced =
-            sched.tokenizer.encode(&continuation(spec, l), false).map_err(|e| ApiError::internal(e.to_string()))?;
+        let forced = sched.tokenizer.encode(&continuation(spec, l), false).map_err(ServeError::internal)?;
         reqs.push(GenerateRequest::score(prompt.to_vec(), forced));
     }
     // The first label alone puts the whole prompt in the prefix cache; the others then
@@ -293,7 +293,7 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
                 out.samples.push(c.text);
             }
             Err(e) => {
-                out.error = Some(e.message);
+                out.error = Some(e.to_string());
                 out.latency_ms = started.elapsed().as_millis() as i64;
                 return out;
             }
@@ -306,7 +306,7 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
         match sc {
             Ok(sc) => out.assertions.push(a.check(&out.output, row.expected.as_deref(), sc.as_ref())),
             Err(e) => {
-                out.error = Some(e.message);
+                out.error = Some(e.to_string());
                 out.assertions.push(AssertionResult {
                     kind: a.kind().into(),
                     passed: false,

@@ -11,10 +11,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::error::ApiError;
 use crate::evals::{score_labels, EvalError, TestCase, MAX_LABELS};
 use crate::serving::Scheduler;
-use crate::templates::{Example, FieldError, VersionSpec};
+use crate::templates::{Example, FieldError, TokenIds, VersionSpec};
 
 pub const MAX_K: usize = 8;
 pub const MAX_POOL: usize = 64;
@@ -217,7 +216,7 @@ async fn score_row(
     labels: &[String],
 ) -> Result<(bool, f64), EvalError> {
     let rendered = spec.render(vars)?;
-    let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(crate::serving::ServeError::internal)?;
     let scores = score_labels(sched, spec, &ids, labels).await?;
     let best = crate::evals::LabelScores::new(labels, &scores).best;
     let i = labels.iter().position(|l| l == expected).expect("held-out labels are checked");

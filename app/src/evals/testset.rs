@@ -1,18 +1,13 @@
 //! Test sets: rows of variables, expected output and assertions; CSV and JSONL import/export.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use inference::{FinishReason, GenerateRequest, SamplingParams};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::api::error::ApiError;
-use crate::serving::{Priority, Scheduler, SeqEvent};
-use crate::store::{Store, StoreError};
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS, MAX_VARIABLE_VALUE_CHARS};
-
+use super::assertions::Assertion;
+use super::{ASSERTIONS, EXPECTED, MAX_ASSERTIONS, MAX_TEST_ROWS};
+use crate::templates::{FieldError, MAX_VARIABLE_VALUE_CHARS};
 
 /// One row of a test set: variable values, optional expected output, assertions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

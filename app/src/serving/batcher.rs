@@ -12,8 +12,8 @@ use std::time::Instant;
 use inference::{Engine, Event, FinishReason, GenerateRequest, SampledToken, SeqId, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::api::error::ApiError;
 use crate::serving::metrics::Metrics;
+use crate::serving::ServeError;
 
 /// API traffic is admitted before studio/eval sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum SeqEvent {
         generated_tokens: usize,
     },
     /// The engine refused the sequence (e.g. over the KV budget) or a step failed.
-    Failed(ApiError),
+    Failed(ServeError),
 }
 
 struct Submission {
@@ -93,16 +93,16 @@ impl Scheduler {
         req: GenerateRequest,
         priority: Priority,
         deadline: Option<Instant>,
-    ) -> Result<UnboundedReceiver<SeqEvent>, ApiError> {
+    ) -> Result<UnboundedReceiver<SeqEvent>, ServeError> {
         let prev = self.queued.fetch_add(1, Ordering::SeqCst);
         if prev >= self.capacity {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::queue_full(self.capacity));
+            return Err(ServeError::QueueFull { capacity: self.capacity });
         }
         self.metrics.queue_depth.store((prev + 1) as u64, Ordering::Relaxed);
         let (events, rx) = unbounded_channel();
         let sub = Submission { req, events, deadline, submitted: Instant::now() };
-        self.tx.send(Msg::Submit(sub, priority)).map_err(|_| ApiError::internal("the batcher has stopped"))?;
+        self.tx.send(Msg::Submit(sub, priority)).map_err(|_| ServeError::Stopped)?;
         Ok(rx)
     }
 }
@@ -139,7 +139,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
                     );
                 }
                 Err(e) => {
-                    let _ = sub.events.send(SeqEvent::Failed(ApiError::from(e)));
+                    let _ = sub.events.send(SeqEvent::Failed(ServeError::from(e)));
                 }
             }
         }
@@ -174,7 +174,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
                     tracing::error!("engine step failed: {e}");
                     for (id, l) in live.drain() {
                         engine.cancel(id);
-                        let _ = l.events.send(SeqEvent::Failed(ApiError::internal(e.to_string())));
+                        let _ = l.events.send(SeqEvent::Failed(ServeError::internal(&e)));
                     }
                 }
             }

@@ -82,51 +82,23 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64, kind: &str| {
+        let series: [(&str, &str, &AtomicU64, &str); 6] = [
+            ("studio_queue_depth", "Requests waiting to be admitted.", &self.queue_depth, "gauge"),
+            ("studio_running_sequences", "Sequences in the running batch.", &self.running, "gauge"),
+            ("studio_kv_cache_tokens", "Positions held in KV caches.", &self.kv_cache_tokens, "gauge"),
+            ("studio_prompt_tokens_total", "Prompt tokens processed.", &self.prompt_tokens, "counter"),
+            ("studio_generated_tokens_total", "Tokens generated.", &self.generated_tokens, "counter"),
+            (
+                "studio_cancelled_sequences_total",
+                "Sequences cancelled by disconnect or deadline.",
+                &self.cancelled,
+                "counter",
+            ),
+        ];
+        for (name, help, value, kind) in series {
+            let v = value.load(Ordering::Relaxed);
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
-        };
-        gauge(
-            &mut out,
-            "studio_queue_depth",
-            "Requests waiting to be admitted.",
-            self.queue_depth.load(Ordering::Relaxed),
-            "gauge",
-        );
-        gauge(
-            &mut out,
-            "studio_running_sequences",
-            "Sequences in the running batch.",
-            self.running.load(Ordering::Relaxed),
-            "gauge",
-        );
-        gauge(
-            &mut out,
-            "studio_kv_cache_tokens",
-            "Positions held in KV caches.",
-            self.kv_cache_tokens.load(Ordering::Relaxed),
-            "gauge",
-        );
-        gauge(
-            &mut out,
-            "studio_prompt_tokens_total",
-            "Prompt tokens processed.",
-            self.prompt_tokens.load(Ordering::Relaxed),
-            "counter",
-        );
-        gauge(
-            &mut out,
-            "studio_generated_tokens_total",
-            "Tokens generated.",
-            self.generated_tokens.load(Ordering::Relaxed),
-            "counter",
-        );
-        gauge(
-            &mut out,
-            "studio_cancelled_sequences_total",
-            "Sequences cancelled by disconnect or deadline.",
-            self.cancelled.load(Ordering::Relaxed),
-            "counter",
-        );
+        }
         self.ttft.render("studio_time_to_first_token_seconds", "Time from admission request to first token.", &mut out);
         self.token_latency.render("studio_inter_token_latency_seconds", "Time between generated tokens.", &mut out);
         out.push_str("# HELP studio_requests_total Requests by HTTP status.\n# TYPE studio_requests_total counter\n");

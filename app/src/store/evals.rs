@@ -4,8 +4,9 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::rows::json_col;
+use super::{finish, now_ms, Result, Store, StoreError};
 use crate::evals::{EvalPlan, EvalRun, EvalStatus, RowResult, TestCase, TestRow};
-use crate::store::{finish, json_col, now_ms, Result, Store, StoreError};
 use crate::templates::FieldError;
 
 /// Import mode of a test set.

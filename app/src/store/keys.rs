@@ -1,16 +1,9 @@
 //! API keys: only a hash of each key is stored.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use sqlx::Row;
 
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
-
-use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
+use super::{is_unique_violation, now_ms, ApiKeyInfo, Result, Store, StoreError};
+use crate::templates::FieldError;
 
 impl Store {
     // ------------------------------------------------------------------ API keys

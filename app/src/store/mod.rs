@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
-use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
+use crate::templates::{FieldError, TemplateMeta, VersionSpec};
 
 pub const DEFAULT_SQLITE_PATH: &str = "data/studio.db";
 pub const MAX_LABEL_CHARS: usize = 40;
@@ -33,6 +33,7 @@ pub enum StoreError {
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     /// A fault injected by a test between two writes of one transaction.
+    #[cfg(any(test, feature = "fault-injection"))]
     #[error("injected fault at {0}")]
     Injected(&'static str),
 }
@@ -165,7 +166,7 @@ pub fn validate_label(label: &str) -> std::result::Result<(), FieldError> {
         && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
         && label != "latest"
         && label.parse::<i64>().is_err()
-        && !label.strip_prefix('v').is_some_and(|r| r.parse::<i64>().is_ok());
+        && label.strip_prefix('v').is_none_or(|r| r.parse::<i64>().is_err());
     if !ok {
         return Err(FieldError::new(
             "label",
@@ -177,15 +178,19 @@ pub fn validate_label(label: &str) -> std::result::Result<(), FieldError> {
     Ok(())
 }
 
+/// Test-only fault injection (the `fault-injection` feature, which the app's own tests
+/// turn on): a write transaction can be made to fail between two of its writes.
+#[cfg(any(test, feature = "fault-injection"))]
 #[derive(Debug, Default)]
 pub struct Faults {
-    point: Mutex<Option<&'static str>>,
+    point: std::sync::Mutex<Option<&'static str>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    #[cfg(any(test, feature = "fault-injection"))]
     faults: std::sync::Arc<Faults>,
 }
 
@@ -247,7 +252,12 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend, faults: Default::default() })
+        Ok(Self {
+            pool,
+            backend,
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -263,10 +273,12 @@ impl Store {
     }
 
     /// Makes the next write transaction fail at `point` (tests of atomicity).
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn inject_fault(&self, point: &'static str) {
         *self.faults.point.lock().unwrap() = Some(point);
     }
 
+    #[cfg(any(test, feature = "fault-injection"))]
     fn fault(&self, point: &'static str) -> Result<()> {
         let mut p = self.faults.point.lock().unwrap();
         if *p == Some(point) {
@@ -276,6 +288,11 @@ impl Store {
         Ok(())
     }
 
+    /// Without fault injection, a named point between two writes is just a comment.
+    #[cfg(not(any(test, feature = "fault-injection")))]
+    fn fault(&self, _point: &'static str) -> Result<()> {
+        Ok(())
+    }
 }
 
 mod evals;
@@ -324,7 +341,6 @@ pub(crate) async fn finish<T>(tx: sqlx::Transaction<'static, sqlx::Any>, result:
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

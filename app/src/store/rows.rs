@@ -1,25 +1,18 @@
 //! Row mapping: database rows into the store's types, in one place.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
-
-use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
+use super::{Result, StoreError, VersionInfo};
 
 /// A JSON TEXT column, decoded; bad JSON is reported as corrupt data naming the column.
-pub(crate) fn json_col<T: serde::de::DeserializeOwned>(r: &sqlx::any::AnyRow, col: &str) -> Result<T> {
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(r: &sqlx::any::AnyRow, col: &str) -> Result<T> {
     let s: String = r.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
 /// `created_col` names the version's creation time (aliased when joined with templates).
-fn version_from_row(row: &AnyRow, created_col: &str) -> Result<VersionInfo> {
+pub(super) fn version_from_row(row: &AnyRow, created_col: &str) -> Result<VersionInfo> {
     let spec: String = row.try_get("spec")?;
     Ok(VersionInfo {
         version: row.try_get("version")?,

@@ -1,16 +1,10 @@
 //! The run history of the playground and template endpoints.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::Row;
 
-use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
+use super::rows::json_col;
+use super::{now_ms, Result, Run, Store};
 
 impl Store {
     // ------------------------------------------------------------------ runs
@@ -75,5 +69,4 @@ impl Store {
             })
             .collect()
     }
-
 }

@@ -1,15 +1,16 @@
 //! Templates, their immutable versions, labels with history, and file import.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
+use super::rows::version_from_row;
+use super::{
+    finish, is_busy, is_unique_violation, not_found, now_ms, validate_label, ImportOutcome, LabelEvent, Result, Store,
+    StoreError, TemplateInfo, VersionInfo, VersionRef,
+};
 use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
 
 impl Store {
@@ -32,7 +33,7 @@ impl Store {
         })
     }
 
-    async fn template_id(&self, name: &str) -> Result<i64> {
+    pub(super) async fn template_id(&self, name: &str) -> Result<i64> {
         sqlx::query("SELECT id FROM templates WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -455,7 +456,6 @@ impl Store {
         }
         Ok(ImportOutcome { name: t.name, version: v.version, created_template: false, unchanged: false })
     }
-
 }
 
 async fn insert_version(

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use super::spec::VersionSpec;
 use serde_json::{json, Value};
 
 // Diff

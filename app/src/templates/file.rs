@@ -1,9 +1,7 @@
 //! The `prompts/` file format (TOML): one template's metadata and one version.
 
-use std::collections::{BTreeMap, BTreeSet};
-
+use super::spec::{default_pattern, limit, Example, Format, Parameters, TemplateMeta, VersionSpec, MAX_NOTE_CHARS};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 // The prompts/ file format (TOML)
 

@@ -15,10 +15,6 @@ pub use spec::*;
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     fn sentiment() -> VersionSpec {
         VersionSpec {
             instruction: "영화 리뷰의 감정을 분류하세요.".into(),

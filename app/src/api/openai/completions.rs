@@ -1,85 +1,30 @@
-//! OpenAI-compatible endpoints: handler → validation into a `ValidCompletion` → the
-//! batcher's bounded queue → a stream of events back (SSE or one JSON body).
+//! `/v1/completions`: handler → validation into a [`ValidRequest`] → the batcher's bounded
+//! queue → a stream of events back, as SSE or one JSON body. Chat and template endpoints
+//! answer through [`respond`] too.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use api_types::CompletionFields;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use inference::{FinishReason, GenerateRequest, SampledToken, SamplingParams};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use inference::{FinishReason, SampledToken};
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
-use crate::serving::{Priority, SeqEvent};
+use crate::api::json::WithParams;
+use crate::serving::{Priority, RequestOptions, SeqEvent, ValidRequest};
 use crate::AppState;
 
-pub const MAX_N: usize = 16;
-pub const MAX_STOPS: usize = 4;
-pub const DEFAULT_MAX_TOKENS: usize = 16;
+/// How long one request may run before the batcher cancels it.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Parses a JSON body; errors name the field at fault (`temperature: invalid type ...`).
-pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let param = if path == "." { "body".to_string() } else { path };
-        ApiError::invalid(&param, format!("{param}: {}", e.inner()))
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum PromptInput {
-    Text(String),
-    Texts(Vec<String>),
-    Tokens(Vec<u32>),
-    TokenLists(Vec<Vec<u32>>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum StopInput {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
-    pub model: Option<String>,
-    pub prompt: PromptInput,
-    pub max_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub n: Option<usize>,
-    pub seed: Option<u64>,
-    pub stop: Option<StopInput>,
-    pub logprobs: Option<usize>,
-    pub echo: Option<bool>,
-    pub stream: Option<bool>,
-    pub user: Option<String>,
-    pub repetition_penalty: Option<f32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-}
-
-/// A completion request that passed validation: every sequence to run, ready for the queue.
-#[derive(Debug)]
-pub struct ValidCompletion {
-    /// One entry per choice: (prompt index, prompt text, request).
-    pub choices: Vec<(usize, String, GenerateRequest)>,
-    pub echo: bool,
-    pub stream: bool,
-    pub logprobs: bool,
+/// What a response carries besides the generated choices.
+#[derive(Debug, Default)]
+pub struct ResponseExtras {
     /// Answer in the chat-completions shape.
     pub chat: bool,
     /// Set for template endpoints: `{name, version}`, echoed in the response.
@@ -109,126 +54,6 @@ impl RunRecorder {
             tracing::warn!("could not save the run to the history: {e}");
         }
     }
-}
-
-fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
-    match model {
-        Some(m) if m != &state.scheduler.model_name => Err(ApiError::invalid(
-            "model",
-            format!("model '{m}' is not served here; available: {}", state.scheduler.model_name),
-        )
-        .with_code("model_not_found")),
-        _ => Ok(()),
-    }
-}
-
-impl ValidCompletion {
-    pub fn new(state: &AppState, r: CompletionRequest) -> Result<Self, ApiError> {
-        check_model(state, &r.model)?;
-        let tok = &state.scheduler.tokenizer;
-        let ctx = state.scheduler.context_length;
-        let prompts: Vec<(String, Vec<u32>)> = match r.prompt {
-            PromptInput::Text(t) => vec![(t.clone(), tok.encode(&t, true).map_err(internal)?)],
-            PromptInput::Texts(ts) => ts
-                .into_iter()
-                .map(|t| Ok((t.clone(), tok.encode(&t, true).map_err(internal)?)))
-                .collect::<Result<_, ApiError>>()?,
-            PromptInput::Tokens(ids) => {
-                check_token_ids("prompt", &ids, tok)?;
-                vec![(tok.decode(&ids, false).map_err(internal)?, ids)]
-            }
-            PromptInput::TokenLists(l) => l
-                .into_iter()
-                .map(|ids| {
-                    check_token_ids("prompt", &ids, tok)?;
-                    Ok((tok.decode(&ids, false).map_err(internal)?, ids))
-                })
-                .collect::<Result<_, ApiError>>()?,
-        };
-        if prompts.is_empty() {
-            return Err(ApiError::invalid("prompt", "prompt: at least one prompt is required"));
-        }
-        let n = r.n.unwrap_or(1);
-        if n == 0 || n > MAX_N {
-            return Err(ApiError::invalid("n", format!("n must be between 1 and {MAX_N}, got {n}")));
-        }
-        let stops = match r.stop {
-            None => Vec::new(),
-            Some(StopInput::One(s)) => vec![s],
-            Some(StopInput::Many(v)) => v,
-        };
-        if stops.len() > MAX_STOPS {
-            return Err(ApiError::invalid("stop", format!("stop: at most {MAX_STOPS} sequences, got {}", stops.len())));
-        }
-        let max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-        let sampling = SamplingParams {
-            temperature: r.temperature.unwrap_or(1.0),
-            top_p: r.top_p.unwrap_or(1.0),
-            top_k: r.top_k.unwrap_or(0),
-            repetition_penalty: r.repetition_penalty.unwrap_or(1.0),
-            presence_penalty: r.presence_penalty.unwrap_or(0.0),
-            frequency_penalty: r.frequency_penalty.unwrap_or(0.0),
-            seed: r.seed,
-            logprobs: r.logprobs,
-        };
-        sampling.validate().map_err(inference::EngineError::from)?;
-        let mut choices = Vec::new();
-        for (i, (text, ids)) in prompts.into_iter().enumerate() {
-            if ids.is_empty() || (ids.len() == 1 && Some(ids[0]) == tok.bos_id()) {
-                return Err(ApiError::invalid("prompt", "prompt is empty: at least one token is needed"));
-            }
-            if ids.len() >= ctx {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("prompt is {} tokens; the model's context is {ctx} tokens", ids.len()),
-                )
-                .with_code("context_length_exceeded"));
-            }
-            let room = ctx - ids.len();
-            if max_tokens == 0 || max_tokens > room {
-                return Err(ApiError::invalid(
-                    "max_tokens",
-                    format!("max_tokens must be between 1 and {room} (context {ctx} minus {} prompt tokens), got {max_tokens}", ids.len()),
-                ));
-            }
-            for k in 0..n {
-                let mut s = sampling.clone();
-                // n samples of one prompt must differ but stay reproducible.
-                s.seed = sampling.seed.map(|seed| seed.wrapping_add(k as u64));
-                let req = GenerateRequest {
-                    prompt_tokens: ids.clone(),
-                    max_tokens,
-                    sampling: s,
-                    stop: stops.clone(),
-                    ignore_eos: false,
-                    forced: Vec::new(),
-                };
-                choices.push((i, text.clone(), req));
-            }
-        }
-        Ok(Self {
-            choices,
-            echo: r.echo.unwrap_or(false),
-            stream: r.stream.unwrap_or(false),
-            logprobs: r.logprobs.is_some(),
-            chat: false,
-            template: None,
-            record: None,
-        })
-    }
-}
-
-/// Token ids from a client must exist in the vocabulary before anything decodes them.
-fn check_token_ids(param: &str, ids: &[u32], tok: &inference::Tokenizer) -> Result<(), ApiError> {
-    let vocab = tok.vocab_size() as u32;
-    match ids.iter().find(|&&t| t >= vocab) {
-        Some(bad) => Err(ApiError::invalid(param, format!("token id {bad} is outside the vocabulary (0..{vocab})"))),
-        None => Ok(()),
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e.to_string())
 }
 
 fn now_secs() -> u64 {
@@ -280,102 +105,21 @@ fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
 
 pub async fn completions(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    WithParams(r, params): WithParams<CompletionFields>,
 ) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse_json(body)?;
-    let valid = ValidCompletion::new(&state, req)?;
-    respond(state, valid).await
-}
-
-#[derive(Debug, Deserialize, serde::Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ChatRequest {
-    pub model: Option<String>,
-    pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<usize>,
-    pub max_completion_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub n: Option<usize>,
-    pub seed: Option<u64>,
-    pub stop: Option<StopInput>,
-    pub logprobs: Option<bool>,
-    pub top_logprobs: Option<usize>,
-    pub stream: Option<bool>,
-    pub user: Option<String>,
-    pub repetition_penalty: Option<f32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-}
-
-/// Renders the model's own chat template (from its GGUF metadata or tokenizer config).
-fn render_chat(state: &AppState, messages: &[ChatMessage]) -> Result<String, ApiError> {
-    let tok = &state.scheduler.tokenizer;
-    let Some(template) = tok.chat_template() else {
-        return Err(ApiError::invalid(
-            "messages",
-            format!("model '{}' has no chat template; use /v1/completions", state.scheduler.model_name),
-        )
-        .with_code("no_chat_template"));
+    let opts = RequestOptions {
+        model: r.model,
+        logprobs: r.logprobs,
+        echo: r.echo.unwrap_or(false),
+        stream: r.stream.unwrap_or(false),
     };
-    if messages.is_empty() {
-        return Err(ApiError::invalid("messages", "messages: at least one message is required"));
-    }
-    let mut env = minijinja::Environment::new();
-    minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    let piece = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-    let bos = piece(tok.bos_id());
-    let eos = piece(tok.eos_ids().first().copied());
-    let ctx =
-        minijinja::context! { messages => messages, add_generation_prompt => true, bos_token => bos, eos_token => eos };
-    env.render_str(template, ctx).map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))
+    let valid = ValidRequest::new(&state.scheduler, r.prompt, params, opts)?;
+    respond(state, valid, ResponseExtras::default()).await
 }
 
-pub async fn chat_completions(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let r: ChatRequest = parse_json(body)?;
-    check_model(&state, &r.model)?;
-    let prompt = render_chat(&state, &r.messages)?;
-    // The template writes any BOS itself.
-    let ids = state.scheduler.tokenizer.encode(&prompt, false).map_err(internal)?;
-    let logprobs = if r.logprobs.unwrap_or(false) { Some(r.top_logprobs.unwrap_or(0)) } else { None };
-    let as_completion = CompletionRequest {
-        model: None,
-        prompt: PromptInput::Tokens(ids),
-        max_tokens: r.max_completion_tokens.or(r.max_tokens).or(Some(512.min(state.scheduler.context_length / 2))),
-        temperature: r.temperature,
-        top_p: r.top_p,
-        top_k: r.top_k,
-        n: r.n,
-        seed: r.seed,
-        stop: r.stop,
-        logprobs,
-        echo: None,
-        stream: r.stream,
-        user: r.user,
-        repetition_penalty: r.repetition_penalty,
-        presence_penalty: r.presence_penalty,
-        frequency_penalty: r.frequency_penalty,
-    };
-    let mut valid = ValidCompletion::new(&state, as_completion)?;
-    valid.chat = true;
-    respond(state, valid).await
-}
-
-pub async fn respond(state: AppState, mut valid: ValidCompletion) -> Result<Response, ApiError> {
-    let record = valid.record.take();
+/// Submits every choice at API priority and answers as one body or an SSE stream.
+pub async fn respond(state: AppState, valid: ValidRequest, extras: ResponseExtras) -> Result<Response, ApiError> {
+    let ResponseExtras { chat, template, record } = extras;
     let deadline = Some(Instant::now() + REQUEST_DEADLINE);
     let mut receivers = Vec::with_capacity(valid.choices.len());
     let mut prompt_tokens = 0;
@@ -383,11 +127,18 @@ pub async fn respond(state: AppState, mut valid: ValidCompletion) -> Result<Resp
         prompt_tokens += req.prompt_tokens.len();
         receivers.push(state.scheduler.submit(req.clone(), Priority::Api, deadline)?);
     }
-    let id = request_id(if valid.chat { "chatcmpl" } else { "cmpl" });
+    let id = request_id(if chat { "chatcmpl" } else { "cmpl" });
     let created = now_secs();
     let model = state.scheduler.model_name.clone();
     if valid.stream {
-        let stream = completion_stream(state, valid, receivers, id, created, model, prompt_tokens, record);
+        let stream = completion_stream(
+            state,
+            valid,
+            receivers,
+            Head { id, created, model, chat, template },
+            prompt_tokens,
+            record,
+        );
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
     let mut choices = Vec::new();
@@ -418,7 +169,7 @@ pub async fn respond(state: AppState, mut valid: ValidCompletion) -> Result<Resp
                     finish = Some(reason);
                     break;
                 }
-                SeqEvent::Failed(err) => return Err(err),
+                SeqEvent::Failed(err) => return Err(err.into()),
             }
         }
         let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
@@ -426,32 +177,39 @@ pub async fn respond(state: AppState, mut valid: ValidCompletion) -> Result<Resp
             first = Some((text[echo_len..].to_string(), finish));
         }
         let lp = if valid.logprobs { lp.to_json() } else { Value::Null };
-        choices.push(if valid.chat {
+        choices.push(if chat {
             json!({ "index": index, "message": { "role": "assistant", "content": text },
                 "logprobs": lp, "finish_reason": finish_str(finish) })
         } else {
             json!({ "text": text, "index": index, "logprobs": lp, "finish_reason": finish_str(finish) })
         });
     }
-    let object = if valid.chat { "chat.completion" } else { "text_completion" };
+    let object = if chat { "chat.completion" } else { "text_completion" };
     if let (Some(rec), Some((text, finish))) = (record, first) {
         rec.save(text, finish_str(finish), (prompt_tokens, completion_tokens, cached_tokens), ttft).await;
     }
     let mut body = json!({ "id": id, "object": object, "created": created, "model": model,
         "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens) });
-    if let Some(t) = valid.template {
+    if let Some(t) = template {
         body["template"] = t;
     }
     Ok(Json(body).into_response())
 }
 
-fn completion_stream(
-    state: AppState,
-    valid: ValidCompletion,
-    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<SeqEvent>>,
+/// What every chunk of one response repeats.
+struct Head {
     id: String,
     created: u64,
     model: String,
+    chat: bool,
+    template: Option<Value>,
+}
+
+fn completion_stream(
+    state: AppState,
+    valid: ValidRequest,
+    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<SeqEvent>>,
+    head: Head,
     prompt_tokens: usize,
     mut record: Option<RunRecorder>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -463,8 +221,7 @@ fn completion_stream(
     }));
     let echoes: Vec<Option<String>> = valid.choices.iter().map(|(_, p, _)| valid.echo.then(|| p.clone())).collect();
     let logprobs = valid.logprobs;
-    let chat = valid.chat;
-    let template = valid.template.clone();
+    let Head { id, created, model, chat, template } = head;
     let chunk = move |index: usize, text: String, lp: Value, finish: Option<&str>, usage: Value| {
         let mut body = if chat {
             json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -531,9 +288,7 @@ fn completion_stream(
             }
             SeqEvent::Failed(e) => {
                 done += 1;
-                let err =
-                    json!({ "error": { "message": e.message, "type": e.kind, "param": e.param, "code": e.code } });
-                out.push(SseEvent::default().data(err.to_string()));
+                out.push(SseEvent::default().data(ApiError::from(e).body().to_string()));
             }
         }
         stream::iter(out.into_iter().map(Ok))
@@ -546,52 +301,4 @@ fn completion_stream(
         }
         Ok(SseEvent::default().data("[DONE]"))
     }))
-}
-
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "object": "list", "data": [{ "id": state.scheduler.model_name, "object": "model",
-        "created": 0, "owned_by": "studio", "context_length": state.scheduler.context_length }] }))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct TokenizeRequest {
-    pub model: Option<String>,
-    pub prompt: String,
-    #[serde(default = "yes")]
-    pub add_special_tokens: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-pub async fn tokenize(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let r: TokenizeRequest = parse_json(body)?;
-    check_model(&state, &r.model)?;
-    let tok = &state.scheduler.tokenizer;
-    let ids = tok.encode(&r.prompt, r.add_special_tokens).map_err(internal)?;
-    let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap_or_default()).collect();
-    Ok(Json(
-        json!({ "tokens": ids, "token_strs": pieces, "count": ids.len(), "max_model_len": state.scheduler.context_length }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DetokenizeRequest {
-    pub model: Option<String>,
-    pub tokens: Vec<u32>,
-}
-
-pub async fn detokenize(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let r: DetokenizeRequest = parse_json(body)?;
-    check_model(&state, &r.model)?;
-    let tok = &state.scheduler.tokenizer;
-    check_token_ids("tokens", &r.tokens, tok)?;
-    Ok(Json(json!({ "prompt": tok.decode(&r.tokens, false).map_err(internal)? })))
 }

@@ -1,181 +1,19 @@
-//! Finding and loading models: the families we run, the installed-model registry, and
-//! the tensor-parallel group of rank threads that owns one loaded model.
+//! A loaded model: the tensor-parallel group of rank threads that owns it, each with its
+//! shard of the weights and its part of every sequence's KV cache.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use serde::Serialize;
 
-use crate::comm::{Communicator, Threads};
+use super::family::{Family, FamilyConfig};
+use super::files::ModelFiles;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::SeqCache;
-use crate::layers::{Chunk, SeqId};
-use crate::tokenizer::Tokenizer;
-use crate::tp::Shard;
-use crate::weights::{Metadata, WeightSource};
-use crate::{gemma3, llama};
-
-/// A model family's configuration, as read from the model's files.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum FamilyConfig {
-    Gemma3(gemma3::Config),
-    Llama(llama::Config),
-}
-
-impl FamilyConfig {
-    pub fn architecture(&self) -> &'static str {
-        match self {
-            FamilyConfig::Gemma3(_) => "gemma3",
-            FamilyConfig::Llama(_) => "llama",
-        }
-    }
-    pub fn num_layers(&self) -> usize {
-        match self {
-            FamilyConfig::Gemma3(c) => c.num_hidden_layers,
-            FamilyConfig::Llama(c) => c.num_hidden_layers,
-        }
-    }
-    pub fn context_length(&self) -> usize {
-        match self {
-            FamilyConfig::Gemma3(c) => c.max_position_embeddings,
-            FamilyConfig::Llama(c) => c.max_position_embeddings,
-        }
-    }
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            FamilyConfig::Gemma3(c) => c.vocab_size,
-            FamilyConfig::Llama(c) => c.vocab_size,
-        }
-    }
-    /// f32 K and V for every layer and KV head, summed over ranks at TP=1.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        let (layers, kv, d) = match self {
-            FamilyConfig::Gemma3(c) => (c.num_hidden_layers, c.num_key_value_heads, c.head_dim),
-            FamilyConfig::Llama(c) => (c.num_hidden_layers, c.n_kv_heads(), c.head_dim()),
-        };
-        layers * kv * d * 2 * 4
-    }
-}
-
-/// One rank's shard of a model.
-#[derive(Debug)]
-pub enum Family {
-    Gemma3(gemma3::Model),
-    Llama(llama::Model),
-}
-
-impl Family {
-    pub fn load(vb: &WeightSource, cfg: &FamilyConfig, shard: &Shard, device: &Device) -> Result<Self> {
-        Ok(match cfg {
-            FamilyConfig::Gemma3(c) => Family::Gemma3(gemma3::Model::load(vb, c, shard, device)?),
-            FamilyConfig::Llama(c) => Family::Llama(llama::Model::load(vb, c, shard, device)?),
-        })
-    }
-    pub fn forward(&self, chunks: &[Chunk], caches: &mut [&mut SeqCache]) -> candle_core::Result<Vec<Tensor>> {
-        match self {
-            Family::Gemma3(m) => m.forward(chunks, caches),
-            Family::Llama(m) => m.forward(chunks, caches),
-        }
-    }
-}
-
-/// Where a model's files are and what they hold, before any weight is read.
-#[derive(Debug, Clone)]
-pub struct ModelFiles {
-    pub name: String,
-    pub path: PathBuf,
-    pub config: FamilyConfig,
-}
-
-impl ModelFiles {
-    /// A `.gguf` file, or a directory with `config.json` + `*.safetensors` + `tokenizer.json`
-    /// (llama family), or a directory holding one `.gguf`.
-    pub fn inspect(path: &Path) -> Result<(Self, Tokenizer)> {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        if path.is_dir() {
-            if path.join("config.json").exists() {
-                let cfg = llama::Config::from_config_json(&path.join("config.json"))?;
-                let tok = Tokenizer::from_tokenizer_json(&path.join("tokenizer.json"))?;
-                let files = Self { name, path: path.to_path_buf(), config: FamilyConfig::Llama(cfg) };
-                return Ok((files, tok));
-            }
-            let gguf = find_gguf(path)?.ok_or_else(|| EngineError::BadModel {
-                path: path.to_path_buf(),
-                reason: "no .gguf file and no config.json".into(),
-            })?;
-            let (mut files, tok) = Self::inspect(&gguf)?;
-            files.name = name;
-            return Ok((files, tok));
-        }
-        let src = WeightSource::open_gguf(path)?;
-        let md = Metadata { md: src.gguf_metadata().expect("gguf"), path };
-        let arch = md.string("general.architecture").unwrap_or_default();
-        let config = match arch.as_str() {
-            "gemma3" => FamilyConfig::Gemma3(gemma3::Config::from_gguf(&md)?),
-            "llama" => FamilyConfig::Llama(llama::Config::from_gguf(&md)?),
-            other => return Err(EngineError::UnsupportedArchitecture(other.to_string())),
-        };
-        let tok = Tokenizer::from_gguf(md.md)?;
-        Ok((Self { name, path: path.to_path_buf(), config }, tok))
-    }
-
-    fn open(&self) -> Result<WeightSource> {
-        if self.path.is_dir() {
-            if self.path.join("config.json").exists() {
-                return WeightSource::open_safetensors_dir(&self.path);
-            }
-            let gguf = find_gguf(&self.path)?.expect("inspected before");
-            return WeightSource::open_gguf(&gguf);
-        }
-        WeightSource::open_gguf(&self.path)
-    }
-}
-
-fn find_gguf(dir: &Path) -> Result<Option<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| EngineError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
-        .collect();
-    found.sort();
-    Ok(found.into_iter().next())
-}
-
-/// The models directory: `$STUDIO_MODELS_DIR`, else `./models`.
-pub fn models_dir() -> PathBuf {
-    std::env::var_os("STUDIO_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
-}
-
-/// Installed models: each subdirectory of the models directory holding a `.gguf` or a
-/// Hugging Face checkpoint, by directory name.
-pub fn installed_models(dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<(String, PathBuf)> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && (p.join("config.json").exists() || matches!(find_gguf(p), Ok(Some(_)))))
-        .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p))
-        .collect();
-    out.sort();
-    out
-}
-
-/// A model name (`gemma3-270m`), or a path to a `.gguf` file or checkpoint directory.
-pub fn resolve_model(name_or_path: &str) -> Result<PathBuf> {
-    let p = PathBuf::from(name_or_path);
-    if p.exists() {
-        return Ok(p);
-    }
-    let candidate = models_dir().join(name_or_path);
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    Err(EngineError::UnknownModel(name_or_path.to_string()))
-}
+use crate::nn::{Chunk, SeqCache, SeqId};
+use crate::parallel::{Communicator, Local, Shard, Threads};
 
 enum RankCmd {
     Forward(Arc<Vec<Chunk>>),
@@ -219,7 +57,7 @@ impl ShardedModel {
             return Err(EngineError::BadTp { tp, reason: "must be at least 1".into() });
         }
         let comms: Vec<Arc<dyn Communicator>> = if tp == 1 {
-            vec![Arc::new(crate::comm::Local)]
+            vec![Arc::new(Local)]
         } else {
             Threads::group(tp).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
         };
@@ -230,7 +68,7 @@ impl ShardedModel {
     /// Loads over NCCL, one GPU per rank.
     #[cfg(feature = "nccl")]
     pub fn load_nccl(files: ModelFiles, tp: usize) -> Result<Self> {
-        let comms = crate::comm::Nccl::group(tp)?;
+        let comms = crate::parallel::comm::Nccl::group(tp)?;
         let devices = (0..tp).map(Device::new_cuda).collect::<candle_core::Result<Vec<_>>>()?;
         let comms = comms.into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
         Self::load_with(files, comms, devices)

@@ -7,17 +7,16 @@ use std::sync::Arc;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::source::{Metadata, WeightSource};
 use crate::error::EngineError;
-use crate::kv_cache::SeqCache;
-use crate::layers::{
-    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
-    HeadSplit, Rope,
+use crate::nn::{
+    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, silu_mul, split_logits, to_heads,
+    Chunk, HeadSplit, RmsNorm, Rope, Scores, SeqCache,
 };
-use crate::tp::{
-    block_parts, head_parts, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear, VocabParallelEmbedding,
-    VocabParallelHead, MLP_PARTS,
+use crate::parallel::{
+    block_parts, head_parts, RowParallelLinear, Shard, StackedColumnLinear, VocabParallelEmbedding, VocabParallelHead,
+    MLP_PARTS,
 };
-use crate::weights::{Metadata, WeightSource};
 
 /// Field names follow Hugging Face's `config.json`, so a checkpoint's config deserializes
 /// directly; GGUF metadata is mapped onto the same struct.
@@ -141,9 +140,9 @@ impl Attention {
     fn forward(&self, x: &Tensor, chunks: &[Chunk], caches: &mut [&mut SeqCache], layer: usize) -> Result<Tensor> {
         let (d, nq, nkv) = (self.heads.head_dim, self.heads.n_q(), self.heads.n_kv());
         let qkv = self.qkv_proj.forward(x)?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scores = Scores { window: None, scale: 1.0 / (d as f64).sqrt() };
         if host_attention_for(x.device()) {
-            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, None, scale)?;
+            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, scores)?;
             return self.o_proj.forward(&y);
         }
         let y = per_chunk(&qkv, chunks, |i, rows| {
@@ -151,7 +150,7 @@ impl Attention {
             let q = self.rope.apply(&to_heads(&rows.narrow(1, 0, nq * d)?, nq, d)?, pos)?;
             let k = self.rope.apply(&to_heads(&rows.narrow(1, nq * d, nkv * d)?, nkv, d)?, pos)?;
             let v = to_heads(&rows.narrow(1, (nq + nkv) * d, nkv * d)?, nkv, d)?;
-            causal_attention(&q, &k, &v, &mut caches[i].layers[layer], &self.heads, pos, None, scale)
+            causal_attention(&q, &k, &v, &mut caches[i].layers[layer], &self.heads, pos, scores)
         })?;
         self.o_proj.forward(&y)
     }
@@ -168,9 +167,9 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up_proj.forward(x)?;
-        if crate::layers::host_attention_for(x.device()) {
+        if host_attention_for(x.device()) {
             // Invariant numerics on the CPU: one pass on the pool.
-            return self.down_proj.forward(&crate::layers::silu_mul(&gate_up, self.ff)?);
+            return self.down_proj.forward(&silu_mul(&gate_up, self.ff)?);
         }
         let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, self.ff)?)?;
         self.down_proj.forward(&(gate * gate_up.narrow(1, self.ff, self.ff)?)?)

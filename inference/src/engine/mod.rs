@@ -5,130 +5,23 @@
 //! batched forward pass over sequences of different lengths. A server's continuous
 //! batching loop calls `add`/`cancel` between steps and forwards the events.
 
+mod prefix_cache;
+pub mod request;
+pub mod stream;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
+use self::prefix_cache::PrefixCache;
+use self::stream::{IncrementalDecoder, StopMatcher};
 use crate::error::{EngineError, Result};
-use crate::layers::{Chunk, SeqId};
 use crate::model::ShardedModel;
-use crate::sampling::{SampledToken, Sampler, SamplingParams};
-use crate::stream::{Detokenize, IncrementalDecoder, StopMatcher};
+use crate::nn::{Chunk, SeqId};
+use crate::sampling::{SampledToken, Sampler};
 use crate::tokenizer::Tokenizer;
 
-impl Detokenize for Tokenizer {
-    fn decode_ids(&self, ids: &[u32]) -> String {
-        self.decode(ids, true).unwrap_or_default()
-    }
-}
-
-/// What to generate for one sequence.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    pub prompt_tokens: Vec<u32>,
-    pub max_tokens: usize,
-    pub sampling: SamplingParams,
-    pub stop: Vec<String>,
-    /// Keep going past end-of-sequence tokens (benchmarks).
-    pub ignore_eos: bool,
-    /// Tokens to score instead of generating: when not empty the sequence is prefilled with
-    /// the prompt and these tokens in one pass (prefix cache and batching as usual), one
-    /// `Token` event per forced token reports its logprob after the prompt and the tokens
-    /// before it, then it finishes (`Stop`) without generating; `max_tokens`, `stop` and the
-    /// sampling draw are not used.
-    pub forced: Vec<u32>,
-}
-
-impl GenerateRequest {
-    pub fn greedy(prompt_tokens: Vec<u32>, max_tokens: usize) -> Self {
-        Self {
-            prompt_tokens,
-            max_tokens,
-            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-            stop: Vec::new(),
-            ignore_eos: false,
-            forced: Vec::new(),
-        }
-    }
-
-    /// Scores `forced` as the continuation of `prompt` (likelihood labelling).
-    pub fn score(prompt_tokens: Vec<u32>, forced: Vec<u32>) -> Self {
-        Self { forced, ..Self::greedy(prompt_tokens, 0) }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// `max_tokens` reached, or the context is full.
-    Length,
-    /// A stop sequence or an end-of-sequence token.
-    Stop,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub enum Event {
-    /// One generated token and the text it completes (possibly empty: text that may still
-    /// be half a character or the start of a stop sequence is held back).
-    Token { seq: SeqId, token: SampledToken, text: String },
-    /// The sequence is done; `text` is whatever was still held back.
-    Finished {
-        seq: SeqId,
-        reason: FinishReason,
-        text: String,
-        prompt_tokens: usize,
-        /// Prompt tokens whose KV came from the prefix cache instead of being prefilled.
-        cached_tokens: usize,
-        generated_tokens: usize,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Most prompt + decode tokens in one forward pass; a longer prompt is admitted alone.
-    pub max_batch_tokens: usize,
-    /// Most sequences decoding together.
-    pub max_running: usize,
-    /// KV bytes the prefix cache may keep (0 = off).
-    pub prefix_cache_bytes: usize,
-    /// KV bytes running sequences may use; a sequence is admitted only when its prompt
-    /// plus `max_tokens` fits beside the reservations of those running (0 = unlimited).
-    pub kv_budget_bytes: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20, kv_budget_bytes: 4 << 30 }
-    }
-}
-
-/// Shortest shared prefix worth reusing.
-const MIN_PREFIX_REUSE: usize = 8;
-/// A prompt that adds fewer new tokens than this (and under an eighth of its length) to a
-/// kept one is not kept itself.
-const NEAR_COPY_TOKENS: usize = 64;
-
-/// A prompt whose KV is kept (under its own sequence id on every rank) for reuse.
-struct PrefixEntry {
-    cache_seq: SeqId,
-    tokens: Vec<u32>,
-    last_used: u64,
-}
-
-/// Prompts seen recently, least recently used evicted first under a KV byte budget. A new
-/// prompt starts from a copy of the longest token prefix it shares with one of them.
-#[derive(Default)]
-struct PrefixCache {
-    entries: Vec<PrefixEntry>,
-    clock: u64,
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
+pub use self::request::{EngineConfig, Event, FinishReason, GenerateRequest, Generation};
 
 struct Sequence {
     tokens: Vec<u32>,
@@ -252,30 +145,15 @@ impl Engine {
             return Ok(());
         }
         let s = &self.seqs[&id];
-        let prompt = &s.tokens[..s.prompt_len];
-        // At least the last prompt token is always computed: its logits start generation
-        // (or score the first forced token).
-        let best = self
-            .prefix
-            .entries
-            .iter_mut()
-            .map(|e| (common_prefix(&e.tokens, prompt).min(prompt.len() - 1), e))
-            .max_by_key(|(n, _)| *n);
-        if let Some((n, entry)) = best {
-            if n >= MIN_PREFIX_REUSE {
-                self.prefix.clock += 1;
-                entry.last_used = self.prefix.clock;
-                let src = entry.cache_seq;
-                self.model.copy_prefix(src, id, n)?;
-                let s = self.seqs.get_mut(&id).expect("just added");
-                s.cached = n;
-                s.reused = n;
-            }
+        if let Some((src, n)) = self.prefix.lookup(&s.tokens[..s.prompt_len]) {
+            self.model.copy_prefix(src, id, n)?;
+            let s = self.seqs.get_mut(&id).expect("just added");
+            s.cached = n;
+            s.reused = n;
         }
         Ok(())
     }
 
-    /// Keeps a copy of a freshly prefilled prompt's KV for later requests.
     /// Draws the next token of every generating (not scored) sequence in `order`, on the
     /// matmul pool: a full-vocabulary softmax per sequence is the largest cost left
     /// outside the forward pass. Each sampler only sees its own row, so the result does
@@ -291,7 +169,7 @@ impl Engine {
                 }
             }
         }
-        crate::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
+        crate::kernels::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
             for j in range {
                 let mut job = jobs[j].lock().expect("sampling job");
                 let (_, sampler, row, out) = &mut *job;
@@ -307,6 +185,7 @@ impl Engine {
             .collect())
     }
 
+    /// Keeps a copy of a freshly prefilled prompt's KV for later requests.
     fn remember_prefix(&mut self, id: SeqId) -> Result<()> {
         let budget = self.cfg.prefix_cache_bytes;
         let per_token = self.model.config().kv_bytes_per_token().max(1);
@@ -314,43 +193,12 @@ impl Engine {
             let s = &self.seqs[&id];
             s.tokens[..s.prompt_len].to_vec()
         };
-        if budget == 0 || prompt.len() < MIN_PREFIX_REUSE || prompt.len() * per_token > budget {
+        let Some(clock) = self.prefix.admit(&prompt, per_token, budget) else {
             return Ok(());
-        }
-        self.prefix.clock += 1;
-        let clock = self.prefix.clock;
-        // Already kept (or a longer prompt that contains it): just refresh. Nearly kept too:
-        // a few-shot template run again with a new last line shares all but a few tokens
-        // with the entry it started from. Keeping it as well would copy the whole prompt's
-        // KV before the first token and fill the budget with near-copies of one template;
-        // a later run gains at most those few tokens from it.
-        let best = self
-            .prefix
-            .entries
-            .iter_mut()
-            .rev()
-            .map(|e| (common_prefix(&e.tokens, &prompt), e))
-            .max_by_key(|(n, _)| *n);
-        if let Some((shared, e)) = best {
-            let new = prompt.len() - shared;
-            if new < NEAR_COPY_TOKENS && new * 8 < prompt.len() {
-                e.last_used = clock;
-                return Ok(());
-            }
-        }
+        };
         let cache_seq = self.next_seq_id();
         self.model.copy_prefix(id, cache_seq, prompt.len())?;
-        // A kept prompt that this one extends is superseded by it.
-        let (superseded, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.prefix.entries)
-            .into_iter()
-            .partition(|e| common_prefix(&e.tokens, &prompt) == e.tokens.len());
-        self.prefix.entries = kept;
-        self.prefix.entries.push(PrefixEntry { cache_seq, tokens: prompt, last_used: clock });
-        let mut freed: Vec<SeqId> = superseded.into_iter().map(|e| e.cache_seq).collect();
-        while self.prefix.entries.iter().map(|e| e.tokens.len()).sum::<usize>() * per_token > budget {
-            let (i, _) = self.prefix.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).expect("non-empty");
-            freed.push(self.prefix.entries.swap_remove(i).cache_seq);
-        }
+        let freed = self.prefix.insert(cache_seq, prompt, clock, per_token, budget);
         if !freed.is_empty() {
             self.model.free(freed);
         }
@@ -359,7 +207,7 @@ impl Engine {
 
     /// Prompt positions kept by the prefix cache.
     pub fn prefix_cache_tokens(&self) -> usize {
-        self.prefix.entries.iter().map(|e| e.tokens.len()).sum()
+        self.prefix.tokens()
     }
 
     /// Stops a sequence and frees its cache; returns false if it was not there.
@@ -550,18 +398,5 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Generation {
-    pub tokens: Vec<SampledToken>,
-    pub text: String,
-    pub finish_reason: Option<FinishReason>,
-}
-
-impl Generation {
-    pub fn token_ids(&self) -> Vec<u32> {
-        self.tokens.iter().map(|t| t.id).collect()
     }
 }

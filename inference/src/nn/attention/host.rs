@@ -10,13 +10,15 @@
 //! matmul, softmax per sequence and layer) took a large share of a decode step.
 //!
 //! Products are added by FMA (`mul_add` in the scalar forms, which are the fallback
-//! without AVX2/FMA) and the softmax uses [`crate::sampling::exp_shifted`], so the
+//! without AVX2/FMA) and the softmax uses [`simd::exp_shifted`], so the
 //! vectorized and the scalar forms of every loop give the same bits.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::kv_cache::HostKv;
+use crate::kernels::pool;
+use crate::nn::kv_cache::HostKv;
+use crate::simd::{self, lane_total};
 
 /// The rows of one sequence's queries and the cache they attend to (which already holds
 /// their own keys and values).
@@ -66,7 +68,8 @@ pub fn attend(q: &[f32], q_stride: usize, queries: &[Query], heads: &Heads, out:
             for row in items {
                 let Some(c) = queries.get(owner[row]) else { continue };
                 let pos = c.start_pos + (row - c.rows.start);
-                // SAFETY: each row item writes only its own row of outputs.
+                // SAFETY: `out` holds `rows * n_q * d` floats (asserted above) and outlives the
+                // pool call; row `row` is in exactly one work item, so these slices never overlap.
                 let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * n_q * d), n_q * d) };
                 let positions = first_visible(pos, heads.window)..pos + 1;
                 let q = &q[row * q_stride..][..n_q * d];
@@ -80,7 +83,7 @@ pub fn attend(q: &[f32], q_stride: usize, queries: &[Query], heads: &Heads, out:
     if keys * n_q * d < 1 << 15 {
         work(0..items);
     } else {
-        let pool = crate::pool::pool();
+        let pool = pool::pool();
         pool.run(items, items.div_ceil(4 * pool.threads()), &work);
     }
 }
@@ -113,7 +116,7 @@ fn one_row(
     let (s, inv) = scores.split_at_mut(n_q * n);
     for (s, inv) in s.chunks_exact_mut(n.max(1)).zip(inv.iter_mut()) {
         let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        crate::sampling::exp_shifted_in_place(s, max);
+        simd::exp_shifted_in_place(s, max);
         *inv = 1.0 / s.iter().fold(0f32, |a, &x| a + x);
     }
     for (h, &g) in kv_of_q.iter().enumerate() {
@@ -126,21 +129,18 @@ fn one_row(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
 /// `out[i] = dot(q, key at positions.start + i) * scale`, keys `w` apart in `k` from
 /// offset `off`: [`dot`]'s bits, eight keys at a time (independent chains, their lane
 /// totals taken together).
 fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usize>, scale: f32, out: &mut [f32]) {
     let d = q.len();
     #[cfg(target_arch = "x86_64")]
-    if d % 8 == 0 && has_fma() {
+    if d.is_multiple_of(8) && simd::has_avx2_fma() {
         assert!(positions.end == positions.start || (positions.end - 1) * w + off + d <= k.len());
         assert!(out.len() >= positions.len());
-        // SAFETY: AVX2/FMA are present; the asserts bound every key read and score written.
+        // SAFETY: AVX2 and FMA were detected just above; the asserts bound every key read
+        // (`n` keys `w` apart from `positions.start`, `d` floats each) and score written, and
+        // the first key's offset is in bounds (callers pass a query's own position at least).
         unsafe { fma_scores(q, k.as_ptr().add(positions.start * w + off), w, positions.len(), scale, out) };
         return;
     }
@@ -149,25 +149,12 @@ fn head_scores(q: &[f32], k: &[f32], w: usize, off: usize, positions: Range<usiz
     }
 }
 
-/// [`dot`]'s fixed sum of its eight lanes (before any tail): the order two rounds of
-/// `hadd` and a sum of the 128-bit halves give.
-fn lane_total(l: &[f32; 8]) -> f32 {
-    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
-}
-
-/// [`lane_total`] of eight accumulators at once: lane `j` of the result is `a[j]`'s.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn lane_totals(a: &[std::arch::x86_64::__m256; 8]) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let (h01, h23) = (_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    let (h45, h67) = (_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-    // Per 128-bit half: keys 0..4 (resp. 4..8), lanes 0..4 (low half) or 4..8 (high).
-    let (q0, q1) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
-    _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31))
-}
-
+/// [`head_scores`] with AVX2 and FMA: eight keys at a time, each its own chain, their lane
+/// totals taken together ([`simd::avx2_lane_totals`]), then the rest one by one.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `d = q.len()` is a multiple of 8; for `i < n` the `d` floats
+/// at `k + i * w` can be read; `out` holds at least `n` scores.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, out: &mut [f32]) {
@@ -189,7 +176,7 @@ unsafe fn fma_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, o
             a[6] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[6].add(c)), a[6]);
             a[7] = _mm256_fmadd_ps(u, _mm256_loadu_ps(kr[7].add(c)), a[7]);
         }
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(lane_totals(&a), sc));
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(simd::avx2_lane_totals(&a), sc));
         i += 8;
     }
     while i < n {
@@ -210,9 +197,11 @@ unsafe fn fma_scores(q: &[f32], k: *const f32, w: usize, n: usize, scale: f32, o
 fn weighted_values(p: &[f32], v: &[f32], w: usize, off: usize, first: usize, out: &mut [f32]) {
     let d = out.len();
     #[cfg(target_arch = "x86_64")]
-    if d % 8 == 0 && has_fma() {
+    if d.is_multiple_of(8) && simd::has_avx2_fma() {
         assert!(p.is_empty() || (first + p.len() - 1) * w + off + d <= v.len());
-        // SAFETY: AVX2/FMA are present; the assert bounds every value read.
+        // SAFETY: AVX2 and FMA were detected just above; the assert bounds every value read
+        // (`p.len()` positions `w` apart from `first`, `d` floats each), and the first one's
+        // offset is in bounds (callers pass a query's own position at least).
         unsafe { fma_values(p, v.as_ptr().add(first * w + off), w, out) };
         return;
     }
@@ -224,6 +213,11 @@ fn weighted_values(p: &[f32], v: &[f32], w: usize, off: usize, first: usize, out
     }
 }
 
+/// [`weighted_values`] with AVX2 and FMA: 64 columns (8 chains) at a time, then 8.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `d = out.len()` is a multiple of 8; for `i < p.len()` the
+/// `d` floats at `v + i * w` can be read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_values(p: &[f32], v: *const f32, w: usize, out: &mut [f32]) {
@@ -260,8 +254,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     #[cfg(target_arch = "x86_64")]
     {
-        if has_fma() {
-            // SAFETY: AVX2/FMA are present; both slices hold `n8` floats.
+        if simd::has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected just above; both slices are `n8` floats long
+            // (the kernel reads whole chunks of 8 of them).
             unsafe { fma_lanes(&a[..n8], &b[..n8], &mut acc) };
         } else {
             scalar_lanes(&a[..n8], &b[..n8], &mut acc);
@@ -285,6 +280,10 @@ fn scalar_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
     }
 }
 
+/// [`scalar_lanes`] with AVX2 and FMA, the same bits.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` and `b` have the same length, a multiple of 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
@@ -299,26 +298,16 @@ unsafe fn fma_lanes(a: &[f32], b: &[f32], acc: &mut [f32; 8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv_cache::LayerKv;
+    use crate::nn::kv_cache::LayerKv;
     use candle_core::{Device, Tensor};
 
     fn randn(n: usize) -> Vec<f32> {
         Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
     }
 
-    /// Softmax attention in f64 with an explicit mask.
-    fn reference(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        pos: usize,
-        first: usize,
-        n_kv: usize,
-        g: usize,
-        d: usize,
-        scale: f64,
-    ) -> Vec<f64> {
-        let w = n_kv * d;
+    /// Softmax attention in f64 with an explicit mask, over KV head `g` of `kv`.
+    fn reference(q: &[f32], kv: &HostKv, pos: usize, first: usize, g: usize, d: usize, scale: f64) -> Vec<f64> {
+        let (k, v, w) = (&kv.k, &kv.v, kv.width);
         let s: Vec<f64> = (first..=pos)
             .map(|t| (0..d).map(|i| q[i] as f64 * k[t * w + g * d + i] as f64).sum::<f64>() * scale)
             .collect();
@@ -345,17 +334,8 @@ mod tests {
             for row in 0..len {
                 for hq in 0..n_q {
                     let g = heads.kv_of_q[hq];
-                    let want = reference(
-                        &q[(row * n_q + hq) * d..][..d],
-                        &h.k,
-                        &h.v,
-                        row,
-                        first_visible(row, window),
-                        n_kv,
-                        g,
-                        d,
-                        0.3,
-                    );
+                    let want =
+                        reference(&q[(row * n_q + hq) * d..][..d], h, row, first_visible(row, window), g, d, 0.3);
                     for (a, b) in out[(row * n_q + hq) * d..][..d].iter().zip(&want) {
                         assert!((*a as f64 - b).abs() < 1e-5, "{window:?} row {row} head {hq}: {a} vs {b}");
                     }
@@ -389,7 +369,8 @@ mod tests {
         let (mut x, mut y) = ([0.25f32; 8], [0.25f32; 8]);
         scalar_lanes(&a, &b, &mut x);
         #[cfg(target_arch = "x86_64")]
-        if has_fma() {
+        if simd::has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected just above; `a` and `b` are 72 floats each.
             unsafe { fma_lanes(&a, &b, &mut y) };
             assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
         }

@@ -20,13 +20,16 @@ struct Chunk {
     layout: Layout,
 }
 
-// SAFETY: the chunk is plain memory; each `Block` owns a disjoint range of it.
+// SAFETY: a chunk is plain memory that it owns (freed once, by its last `Arc`); each
+// `Block` reads and writes only its own disjoint range of it.
 unsafe impl Send for Chunk {}
+// SAFETY: as for `Send`: through a shared chunk, each block touches only its own range.
 unsafe impl Sync for Chunk {}
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // SAFETY: allocated in `Chunk::new` with this layout.
+        // SAFETY: `ptr` was allocated in `Chunk::new` with this layout, and this is the one
+        // drop of the chunk (the last `Arc` going away).
         unsafe { std::alloc::dealloc(self.ptr, self.layout) }
     }
 }
@@ -34,13 +37,15 @@ impl Drop for Chunk {
 impl Chunk {
     fn new(bytes: usize) -> Option<Arc<Chunk>> {
         let layout = Layout::from_size_align(bytes.div_ceil(PAGE) * PAGE, PAGE).ok()?;
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: the layout's size is a positive multiple of `PAGE` (`bytes > 0`: callers
+        // never ask for an empty chunk), as `alloc` requires.
         let ptr = unsafe { std::alloc::alloc(layout) };
         if ptr.is_null() {
             return None;
         }
         #[cfg(target_os = "linux")]
-        // SAFETY: `ptr` is page aligned and the range is ours. A refusal changes nothing.
+        // SAFETY: `ptr..ptr + size` is memory we just allocated, page aligned; `madvise`
+        // only takes a hint about it (a refusal changes nothing), not the memory itself.
         unsafe {
             libc::madvise(ptr as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
         }
@@ -63,11 +68,13 @@ impl std::fmt::Debug for Block {
 
 impl Block {
     pub fn as_ptr(&self) -> *const u8 {
-        // SAFETY: `offset + len` is within the chunk.
+        // SAFETY: `offset + len` is within the chunk's allocation (`copy_of` carves blocks
+        // inside it), so the offset pointer stays in bounds.
         unsafe { self.chunk.ptr.add(self.offset) }
     }
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        // SAFETY: as above; no other block covers this range.
+        // SAFETY: as in `as_ptr`; no other block covers this range, and `&mut self` makes
+        // this the only pointer handed out for it meanwhile.
         unsafe { self.chunk.ptr.add(self.offset) }
     }
     pub fn len(&self) -> usize {
@@ -96,7 +103,9 @@ pub(super) fn copy_of(bytes: &[u8]) -> Option<Block> {
         *used += len;
         block
     };
-    // SAFETY: the block holds `len >= bytes.len()` bytes; the padding is zeroed.
+    // SAFETY: the block owns `len >= bytes.len()` bytes (its own range of the chunk), so
+    // the copy and the zeroing of the padding `bytes.len()..len` stay inside it, and
+    // `bytes` (the caller's memory) does not overlap a block just carved out.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), block.as_mut_ptr(), bytes.len());
         std::ptr::write_bytes(block.as_mut_ptr().add(bytes.len()), 0, len - bytes.len());

@@ -12,7 +12,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
-use crate::tp::Weight;
+use crate::weight::Weight;
 
 pub enum WeightSource {
     Gguf { path: PathBuf, content: gguf_file::Content, reader: Mutex<BufReader<File>> },
@@ -49,7 +49,9 @@ impl WeightSource {
         if files.is_empty() {
             return Err(EngineError::BadModel { path: dir.to_path_buf(), reason: "no *.safetensors file".into() });
         }
-        // SAFETY: the files are mapped read-only; we do not modify them while loaded.
+        // SAFETY: a mapping is sound while nobody changes the file under it: these are
+        // mapped read-only, the engine never writes them, and model files are not rewritten
+        // while a model is loaded from them (as for any memory-mapped weights).
         let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| EngineError::BadModel {
             path: dir.to_path_buf(),
             reason: format!("unreadable safetensors: {e}"),

@@ -114,12 +114,7 @@ impl Communicator for Threads {
         if self.shared.world == 1 {
             return Ok(x.clone());
         }
-        let parts = self.exchange(x);
-        let mut acc = parts[0].clone();
-        for p in &parts[1..] {
-            acc = (acc + p)?;
-        }
-        Ok(acc)
+        sum_in_order(&self.exchange(x))
     }
     fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor> {
         if self.shared.world == 1 {
@@ -169,6 +164,7 @@ mod nccl {
     // SAFETY: a Comm is only used by the rank thread that owns its device; the engine
     // never issues collectives for one rank from two threads at once.
     unsafe impl Send for Nccl {}
+    // SAFETY: as for `Send`: a shared `Nccl` is still only used from its rank's thread.
     unsafe impl Sync for Nccl {}
 
     impl Nccl {
@@ -212,6 +208,9 @@ mod nccl {
             match s.dtype() {
                 DType::F32 => {
                     let src = s.as_cuda_slice::<f32>()?.slice(o1..o2);
+                    // SAFETY: the buffer starts uninitialized; the all-reduce below writes all
+                    // `elem_count` elements before anything reads them (it is only returned
+                    // as the op's output once the collective succeeded).
                     let mut dst = unsafe { dev.alloc::<f32>(elem_count)? };
                     self.0
                         .all_reduce(&src, &mut dst, &ReduceOp::Sum)
@@ -242,6 +241,9 @@ mod nccl {
             match s.dtype() {
                 DType::F32 => {
                     let src = s.as_cuda_slice::<f32>()?.slice(o1..o2);
+                    // SAFETY: the buffer starts uninitialized; the all-gather below writes all
+                    // `elem_count * world` elements (every rank's part) before anything reads
+                    // them (it is only returned as the op's output once the collective succeeded).
                     let mut dst = unsafe { dev.alloc::<f32>(elem_count * world)? };
                     self.0
                         .all_gather(&src, &mut dst)

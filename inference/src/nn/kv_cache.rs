@@ -4,7 +4,7 @@
 //! is an in-place write, not a copy of the whole history.
 //!
 //! Two forms: device tensors (candle's attention, any device), or host vectors that the
-//! CPU attention kernel ([`crate::attention`]) reads directly. A cache uses one form for
+//! CPU attention kernel ([`super::attention::host`]) reads directly. A cache uses one form for
 //! its whole life; the model picks it when it loads.
 
 use candle_core::{Result, Tensor};

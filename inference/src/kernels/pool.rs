@@ -29,8 +29,11 @@ struct Job {
     done: AtomicUsize,
 }
 
-// SAFETY: `work` is `Sync` and used as described on the field.
+// SAFETY: the only non-`Send` field is `work`, a pointer to a `Sync` closure, which a
+// worker only calls while the caller waits for it (see the field); the rest are atomics
+// and plain numbers.
 unsafe impl Send for Job {}
+// SAFETY: as for `Send`: shared, a job only calls its `Sync` closure and updates atomics.
 unsafe impl Sync for Job {}
 
 impl Job {
@@ -42,7 +45,9 @@ impl Job {
                 return;
             }
             let end = self.n_items.min(start + self.chunk);
-            // SAFETY: a chunk was claimed, so the caller is still waiting (see `work`).
+            // SAFETY: this thread claimed `start..end`, and `Pool::run` does not return (so the
+            // closure stays alive) until `done` counts every claimed item, this chunk's
+            // included; the closure is `Sync`, so calling it from here is allowed.
             unsafe { (*self.work)(start..end) };
             self.done.fetch_add(end - start, Ordering::Release);
         }
@@ -90,7 +95,9 @@ impl Pool {
             work(0..n_items);
             return;
         };
-        // SAFETY: only the lifetime is erased; see `Job::work`.
+        // SAFETY: the same fat pointer with its lifetime erased; it is dereferenced only by
+        // `Job::run` for a claimed chunk, and this function waits below until every claimed
+        // chunk is done, so no use outlives `work`'s borrow.
         let work: *const Work = unsafe { std::mem::transmute::<&(dyn Fn(Range<usize>) + Sync), &'static Work>(work) };
         let job =
             Arc::new(Job { work, n_items, chunk: chunk.max(1), next: AtomicUsize::new(0), done: AtomicUsize::new(0) });
@@ -125,7 +132,7 @@ fn worker(shared: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 64 == 0 && idle.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && idle.elapsed() > SPIN {
                 std::thread::park();
             } else {
                 std::hint::spin_loop();

@@ -7,16 +7,15 @@ use std::sync::Arc;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::kv_cache::SeqCache;
-use crate::layers::{
+use super::source::{Metadata, WeightSource};
+use crate::nn::{
     causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
-    HeadSplit, Rope,
+    HeadSplit, RmsNorm, Rope, Scores, SeqCache,
 };
-use crate::tp::{
-    block_parts, head_parts, ColumnParallelLinear, RmsNorm, RowParallelLinear, Shard, StackedColumnLinear,
+use crate::parallel::{
+    block_parts, head_parts, ColumnParallelLinear, RowParallelLinear, Shard, StackedColumnLinear,
     VocabParallelEmbedding, VocabParallelHead, MLP_PARTS,
 };
-use crate::weights::{Metadata, WeightSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Activation {
@@ -76,7 +75,7 @@ impl Config {
     }
 
     pub fn is_sliding(&self, layer: usize) -> bool {
-        (layer + 1) % self.sliding_window_pattern != 0
+        !(layer + 1).is_multiple_of(self.sliding_window_pattern)
     }
 }
 
@@ -89,8 +88,7 @@ struct Attention {
     k_norm: RmsNorm,
     heads: HeadSplit,
     rope: Arc<Rope>,
-    window: Option<usize>,
-    scale: f64,
+    scores: Scores,
 }
 
 impl Attention {
@@ -107,7 +105,7 @@ impl Attention {
             let q = self.q_norm.forward(&q.reshape((tokens * nq, d))?)?.reshape((tokens, nq * d))?;
             let k = self.k_norm.forward(&k.reshape((tokens * nkv, d))?)?.reshape((tokens, nkv * d))?;
             let qkv = Tensor::cat(&[&q, &k, &v], 1)?;
-            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, self.window, self.scale)?;
+            let y = host_attention(&qkv, chunks, caches, layer, &self.heads, &self.rope, self.scores)?;
             return self.o_proj.forward(&y);
         }
         // ...then attention sequence by sequence, each against its own cache.
@@ -118,7 +116,7 @@ impl Attention {
             let q = self.rope.apply(&self.q_norm.forward(&q)?, chunks[i].start_pos)?;
             let k = self.rope.apply(&self.k_norm.forward(&k)?, chunks[i].start_pos)?;
             let cache = &mut caches[i].layers[layer];
-            causal_attention(&q, &k, &v, cache, &self.heads, chunks[i].start_pos, self.window, self.scale)
+            causal_attention(&q, &k, &v, cache, &self.heads, chunks[i].start_pos, self.scores)
         })?;
         self.o_proj.forward(&y)
     }
@@ -202,8 +200,10 @@ impl Model {
                     q_norm: norm(&p("attn_q_norm"))?,
                     k_norm: norm(&p("attn_k_norm"))?,
                     rope: if sliding { rope_local.clone() } else { rope_global.clone() },
-                    window: sliding.then_some(cfg.sliding_window),
-                    scale: 1.0 / cfg.query_pre_attn_scalar.sqrt(),
+                    scores: Scores {
+                        window: sliding.then_some(cfg.sliding_window),
+                        scale: 1.0 / cfg.query_pre_attn_scalar.sqrt(),
+                    },
                     heads,
                 },
                 post_attention_layernorm: norm(&p("post_attention_norm"))?,

@@ -1,9 +1,17 @@
 //! Streaming text out of a growing token sequence: UTF-8-safe incremental
 //! detokenization and stop-sequence matching, independent of the tokenizer.
 
-/// Anything that can turn token ids into text (the engine's Tokenizer implements this elsewhere).
+use crate::tokenizer::Tokenizer;
+
+/// Anything that can turn token ids into text (the engine's [`Tokenizer`], a test's fake).
 pub trait Detokenize {
     fn decode_ids(&self, ids: &[u32]) -> String;
+}
+
+impl Detokenize for Tokenizer {
+    fn decode_ids(&self, ids: &[u32]) -> String {
+        self.decode(ids, true).unwrap_or_default()
+    }
 }
 
 /// How many trailing prompt ids give the first generated token its context.

@@ -15,7 +15,8 @@
 
 use std::ops::Range;
 
-use super::f16_to_f32;
+use super::tiles::even_split;
+use crate::simd;
 
 /// Weight rows per panel: one lane of an AVX-512 vector each.
 pub(super) const ROWS: usize = 16;
@@ -131,7 +132,8 @@ impl QuantRows {
     #[cfg(test)]
     pub fn quantize(&mut self, x: &[f32], m: usize, nb: usize) {
         self.resize(m, nb);
-        // SAFETY: sized for `m` rows just above.
+        // SAFETY: `resize` sized `self` for `m` rows just above, `self` outlives the
+        // handle (a temporary), and this thread is the only one writing.
         unsafe { self.rows().quantize(x, 0..m) }
     }
 
@@ -165,7 +167,8 @@ pub(super) struct RowWriter {
     sum: *mut i32,
 }
 
-// SAFETY: callers write disjoint rows (see `quantize`).
+// SAFETY: a shared handle only writes through its pointers in `quantize`, whose contract
+// has the threads sharing it write disjoint rows of a buffer that outlives it.
 unsafe impl Sync for RowWriter {}
 
 impl RowWriter {
@@ -189,13 +192,13 @@ impl RowWriter {
 /// One block: returns `(d, Σq)`.
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx512() {
-        // SAFETY: AVX-512 F/DQ are present.
+    if simd::has_avx512() {
+        // SAFETY: AVX-512 F and DQ were detected just above (the kernel takes references only).
         return unsafe { x512::quantize_block(x, q) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: AVX2 is present.
+    if simd::has_avx2_fma_f16c() {
+        // SAFETY: AVX2 was detected just above (the kernel takes references only).
         return unsafe { x86::quantize_block(x, q) };
     }
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -225,10 +228,10 @@ impl Kernel {
     pub(super) fn best() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::has_avx512() && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            if simd::has_avx512_vnni() {
                 return Kernel::Vnni512;
             }
-            if super::has_avx2() {
+            if simd::has_avx2_fma_f16c() {
                 return Kernel::Avx2;
             }
         }
@@ -301,8 +304,8 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
         return;
     }
     // The other kernels hold fewer accumulators: tiles of at most `AVX2_TILE_ROWS` rows,
-    // split evenly ([`super::even_split`]: 12 rows are 6 + 6, not 8 + 4).
-    for (i, r) in super::even_split(0..rows, AVX2_TILE_ROWS) {
+    // split evenly ([`even_split`]: 12 rows are 6 + 6, not 8 + 4).
+    for (i, r) in even_split(0..rows, AVX2_TILE_ROWS) {
         let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
         macro_rules! by_rows {
             ($($f:ident)::+, $q4:literal) => {
@@ -330,6 +333,9 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
 }
 
 /// The reference arithmetic, one lane at a time.
+///
+/// # Safety
+/// As for [`tile`] with `rows = R`.
 unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
     let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
     let fmt = Format::of(Q4);
@@ -365,6 +371,21 @@ unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
     }
 }
 
+/// An IEEE half (a GGUF block's scale) as f32, exactly.
+pub(super) fn f16_to_f32(bits: u16) -> f32 {
+    let sign = ((bits >> 15) as u32) << 31;
+    let exp = ((bits >> 10) & 0x1f) as u32;
+    let frac = (bits & 0x3ff) as u32;
+    let v = match (exp, frac) {
+        (0, 0) => sign,
+        // Subnormal: exact as a product (a power of two times a small integer).
+        (0, f) => return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * f as f32 * (-24f32).exp2(),
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 112) << 23) | (f << 13),
+    };
+    f32::from_bits(v)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
@@ -372,6 +393,9 @@ mod x86 {
 
     /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
     /// ties-to-even rounding (the default MXCSR mode); a maximum is exact in any order.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
         let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
@@ -402,6 +426,9 @@ mod x86 {
     /// most) and widen once per block: 9 multiplies per row and block instead of 12,
     /// and multiplies are what this loop waits on. Q8_0 values stay signed (`maddubs`
     /// takes `|w|` and `x` with `w`'s sign); their pairs reach 32512 and widen each step.
+    ///
+    /// # Safety
+    /// As for [`super::tile`] with `rows = R <= 8`; the CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
         let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
@@ -507,6 +534,10 @@ mod x512 {
 
     /// A whole panel per vector. `vpdpbusd` multiplies unsigned by signed bytes: Q8_0's
     /// signed weights are flipped to `w + 128` and `128 · Σq` taken off the sum.
+    ///
+    /// # Safety
+    /// As for [`super::tile`] with `rows = R`; the CPU has AVX-512 F, BW and VNNI, AVX2,
+    /// FMA and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
         let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
@@ -575,6 +606,9 @@ mod x512 {
 
     /// [`super::quantize_block`]'s arithmetic: the same `d`, `1 / d`, products and
     /// ties-to-even rounding (the default MXCSR mode).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and DQ.
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
         let (a, b) = (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16)));
@@ -622,7 +656,7 @@ mod tests {
         let mut ks = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::batched::has_avx2() {
+            if simd::has_avx2_fma_f16c() {
                 ks.push(Kernel::Avx2);
             }
             if Kernel::best() == Kernel::Vnni512 {
@@ -686,9 +720,11 @@ mod tests {
             assert_eq!(got, (d, b.iter().map(|v| *v as i32).sum()));
             // The AVX2 form too, where AVX-512 would have been chosen above.
             #[cfg(target_arch = "x86_64")]
-            if crate::batched::has_avx2() {
+            if simd::has_avx2_fma_f16c() {
                 let mut c = [0i8; 32];
-                assert_eq!(unsafe { x86::quantize_block(xb, &mut c) }, got);
+                // SAFETY: AVX2 was detected just above (the kernel takes references only).
+                let avx2 = unsafe { x86::quantize_block(xb, &mut c) };
+                assert_eq!(avx2, got);
                 assert_eq!(c, a);
             }
         }
@@ -736,6 +772,10 @@ mod tests {
                         let ldy = 20;
                         let mut y = vec![f32::NAN; rows * ldy];
                         let i0 = m - rows;
+                        // SAFETY: `kernels()` are the ones this CPU runs; panel `p` of `panels`
+                        // holds `nb` blocks (`blocks` and its parts within them); `xq` holds rows
+                        // `i0..i0 + rows = m - rows..m`; `y`, `t` and `parts` hold `rows` rows
+                        // of `ldy >= width` outputs; `rows <= MAX_TILE_ROWS`.
                         unsafe {
                             let w = panels.as_ptr().add(p * nb * fmt.panel_bytes());
                             let job = Tile {
@@ -825,6 +865,8 @@ mod tests {
                     width: n,
                     add: false,
                 };
+                // SAFETY: `kernels()` are the ones this CPU runs; `panels` is one panel of
+                // `nb` blocks, `xq` holds the `m = 8` rows and `y` their `m × n` outputs.
                 unsafe { tile(kernel, fmt, &job, m) };
                 for (i, v) in y.iter().enumerate() {
                     let (r, c) = (i / n, i % n);
@@ -843,6 +885,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn f16_conversion_is_exact() {
+        for bits in [0u16, 0x8000, 0x0001, 0x03ff, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0x3555] {
+            let want = match bits {
+                0x0001 => 2f32.powi(-24),
+                0x03ff => 1023.0 * 2f32.powi(-24),
+                0x3c00 => 1.0,
+                0xbc00 => -1.0,
+                0x7bff => 65504.0,
+                0x7c00 => f32::INFINITY,
+                0x3555 => 0.333_251_95,
+                _ => 0.0,
+            };
+            assert_eq!(f16_to_f32(bits), want, "{bits:#x}");
         }
     }
 }

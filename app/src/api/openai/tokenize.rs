@@ -1,0 +1,58 @@
+//! `/v1/models`, `/v1/tokenize`, `/v1/detokenize`.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::serving::validate::{check_model, check_token_ids};
+use crate::serving::ServeError;
+use crate::AppState;
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "object": "list", "data": [{ "id": state.scheduler.model_name, "object": "model",
+        "created": 0, "owned_by": "studio", "context_length": state.scheduler.context_length }] }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    pub model: Option<String>,
+    pub prompt: String,
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn tokenize(
+    State(state): State<AppState>,
+    ApiJson(r): ApiJson<TokenizeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_model(&state.scheduler, &r.model)?;
+    let tok = &state.scheduler.tokenizer;
+    let ids = tok.encode(&r.prompt, r.add_special_tokens).map_err(ServeError::internal)?;
+    let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap_or_default()).collect();
+    Ok(Json(
+        json!({ "tokens": ids, "token_strs": pieces, "count": ids.len(), "max_model_len": state.scheduler.context_length }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    pub model: Option<String>,
+    pub tokens: Vec<u32>,
+}
+
+pub async fn detokenize(
+    State(state): State<AppState>,
+    ApiJson(r): ApiJson<DetokenizeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_model(&state.scheduler, &r.model)?;
+    let tok = &state.scheduler.tokenizer;
+    check_token_ids("tokens", &r.tokens, tok)?;
+    Ok(Json(json!({ "prompt": tok.decode(&r.tokens, false).map_err(ServeError::internal)? })))
+}

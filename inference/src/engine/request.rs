@@ -1,0 +1,101 @@
+//! What a caller hands the engine (a [`GenerateRequest`], an [`EngineConfig`]) and what
+//! comes back (each step's [`Event`]s, or a whole [`Generation`]).
+
+use serde::Serialize;
+
+use crate::nn::SeqId;
+use crate::sampling::{SampledToken, SamplingParams};
+
+/// What to generate for one sequence.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt_tokens: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// Tokens to score instead of generating: when not empty the sequence is prefilled with
+    /// the prompt and these tokens in one pass (prefix cache and batching as usual), one
+    /// `Token` event per forced token reports its logprob after the prompt and the tokens
+    /// before it, then it finishes (`Stop`) without generating; `max_tokens`, `stop` and the
+    /// sampling draw are not used.
+    pub forced: Vec<u32>,
+}
+
+impl GenerateRequest {
+    pub fn greedy(prompt_tokens: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            max_tokens,
+            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+            stop: Vec::new(),
+            ignore_eos: false,
+            forced: Vec::new(),
+        }
+    }
+
+    /// Scores `forced` as the continuation of `prompt` (likelihood labelling).
+    pub fn score(prompt_tokens: Vec<u32>, forced: Vec<u32>) -> Self {
+        Self { forced, ..Self::greedy(prompt_tokens, 0) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// A stop sequence or an end-of-sequence token.
+    Stop,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum Event {
+    /// One generated token and the text it completes (possibly empty: text that may still
+    /// be half a character or the start of a stop sequence is held back).
+    Token { seq: SeqId, token: SampledToken, text: String },
+    /// The sequence is done; `text` is whatever was still held back.
+    Finished {
+        seq: SeqId,
+        reason: FinishReason,
+        text: String,
+        prompt_tokens: usize,
+        /// Prompt tokens whose KV came from the prefix cache instead of being prefilled.
+        cached_tokens: usize,
+        generated_tokens: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most prompt + decode tokens in one forward pass; a longer prompt is admitted alone.
+    pub max_batch_tokens: usize,
+    /// Most sequences decoding together.
+    pub max_running: usize,
+    /// KV bytes the prefix cache may keep (0 = off).
+    pub prefix_cache_bytes: usize,
+    /// KV bytes running sequences may use; a sequence is admitted only when its prompt
+    /// plus `max_tokens` fits beside the reservations of those running (0 = unlimited).
+    pub kv_budget_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20, kv_budget_bytes: 4 << 30 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    pub tokens: Vec<SampledToken>,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+impl Generation {
+    pub fn token_ids(&self) -> Vec<u32> {
+        self.tokens.iter().map(|t| t.id).collect()
+    }
+}
