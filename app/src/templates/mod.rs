@@ -42,7 +42,7 @@ mod tests {
         b.examples[1].output = "중립".into();
         b.examples.push(Example { input: "그냥 그랬다".into(), output: "중립".into() });
         b.parameters.temperature = 0.5;
-        let d = diff(&a, &b);
+        let d = serde_json::to_value(diff(&a, &b)).unwrap();
         assert_eq!(d["unchanged"], false);
         assert_eq!(d["text"][0]["field"], "instruction");
         let inserted: String = d["text"][0]["ops"]
@@ -59,7 +59,8 @@ mod tests {
         assert_eq!(d["values"][0]["field"], "parameters.temperature");
         assert_eq!(d["values"][0]["old"], 0.0);
         assert_eq!(d["values"][0]["new"], 0.5);
-        assert_eq!(diff(&a, &a)["unchanged"], true);
+        assert!(diff(&a, &a).unchanged);
+        assert!(d.get("from").is_none(), "the handler adds which versions were compared");
     }
 
     #[test]

@@ -8,15 +8,11 @@ pub use api_types::template::*;
 pub trait TokenIds {
     /// The prefix (with BOS) and the suffix encoded apart, then joined; and the prefix's
     /// length in tokens.
-    fn token_ids(&self, tok: &inference::Tokenizer)
-        -> Result<(Vec<u32>, usize), inference::tokenizer::TokenizerError>;
+    fn token_ids(&self, tok: &inference::Tokenizer) -> Result<(Vec<u32>, usize), inference::tokenizer::TokenizerError>;
 }
 
 impl TokenIds for Rendered {
-    fn token_ids(
-        &self,
-        tok: &inference::Tokenizer,
-    ) -> Result<(Vec<u32>, usize), inference::tokenizer::TokenizerError> {
+    fn token_ids(&self, tok: &inference::Tokenizer) -> Result<(Vec<u32>, usize), inference::tokenizer::TokenizerError> {
         if self.prefix.is_empty() {
             return Ok((tok.encode(&self.suffix, true)?, 0));
         }

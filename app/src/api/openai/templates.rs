@@ -94,7 +94,7 @@ async fn complete_spec(
     let run = Run {
         template: Some(t.name.clone()),
         version: Some(v.version),
-        variables: json!(call.variables),
+        variables: call.variables.clone(),
         prompt: rendered.text(),
         parameters: recorded,
         source: "api".into(),
