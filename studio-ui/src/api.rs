@@ -2,7 +2,10 @@
 //! business logic: rendering, validation, diffs and generation all happen on the server.
 //! On the server (SSR) these calls are never made: pages fetch after hydration.
 
-use serde_json::Value;
+use api_types::completions::Completion;
+use api_types::error::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// An error the API answered (or a network failure), ready to show next to a control.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,20 +24,16 @@ impl ApiError {
 
     /// An error from an HTTP status and the body the server sent (OpenAI's error shape).
     pub fn from_body(status: u16, body: &str) -> Self {
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let e = &v["error"];
-        let message = e["message"].as_str().map(str::to_string).unwrap_or_else(|| {
-            if body.trim().is_empty() {
-                format!("the server answered HTTP {status}")
-            } else {
-                body.chars().take(300).collect()
+        match serde_json::from_str::<ErrorBody>(body) {
+            Ok(ErrorBody { error: e }) => Self { status, message: e.message, param: e.param, code: e.code },
+            Err(_) => {
+                let message = if body.trim().is_empty() {
+                    format!("the server answered HTTP {status}")
+                } else {
+                    body.chars().take(300).collect()
+                };
+                Self { status, message, param: None, code: None }
             }
-        });
-        Self {
-            status,
-            message,
-            param: e["param"].as_str().map(str::to_string),
-            code: e["code"].as_str().map(str::to_string),
         }
     }
 
@@ -79,13 +78,19 @@ mod browser {
         ApiError::network(format!("could not reach the studio server: {msg}"))
     }
 
-    async fn fetch(
+    async fn fetch<B: Serialize + ?Sized>(
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         signal: Option<&web_sys::AbortSignal>,
     ) -> Result<web_sys::Response, ApiError> {
-        let raw = body.map(|b| ("application/json", b.to_string()));
+        let raw = match body {
+            Some(b) => Some((
+                "application/json",
+                serde_json::to_string(b).map_err(|e| ApiError::network(format!("unsendable request: {e}")))?,
+            )),
+            None => None,
+        };
         fetch_raw(method, path, raw, signal).await
     }
 
@@ -119,32 +124,8 @@ mod browser {
         Ok(t.as_string().unwrap_or_default())
     }
 
-    pub async fn request(method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
-        let resp = fetch(method, path, body, None).await?;
-        let status = resp.status();
-        let body = text(&resp).await?;
-        if !(200..300).contains(&status) {
-            return Err(ApiError::from_body(status, &body));
-        }
-        if body.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&body).map_err(|e| ApiError::network(format!("unreadable answer: {e}")))
-    }
-
-    /// Sends a file's text (CSV, JSONL) as the body.
-    pub async fn send_text(method: &str, path: &str, content_type: &str, body: String) -> Result<Value, ApiError> {
-        let resp = fetch_raw(method, path, Some((content_type, body)), None).await?;
-        let status = resp.status();
-        let body = text(&resp).await?;
-        if !(200..300).contains(&status) {
-            return Err(ApiError::from_body(status, &body));
-        }
-        Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    pub async fn request_text(path: &str) -> Result<String, ApiError> {
-        let resp = fetch("GET", path, None, None).await?;
+    /// The body of a successful answer, or the error it carries.
+    async fn answer(resp: web_sys::Response) -> Result<String, ApiError> {
         let status = resp.status();
         let body = text(&resp).await?;
         if !(200..300).contains(&status) {
@@ -153,14 +134,42 @@ mod browser {
         Ok(body)
     }
 
-    /// POSTs `body` and calls `on_event` with each server-sent event's JSON, in order.
+    /// An answer's JSON as `T` (an empty body reads as `null`).
+    fn parse<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+        let body = if body.trim().is_empty() { "null" } else { body };
+        serde_json::from_str(body).map_err(|e| ApiError::network(format!("unreadable answer: {e}")))
+    }
+
+    pub async fn request<T: DeserializeOwned, B: Serialize + ?Sized>(
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ApiError> {
+        parse(&answer(fetch(method, path, body, None).await?).await?)
+    }
+
+    /// Sends a file's text (CSV, JSONL) as the body.
+    pub async fn send_text<T: DeserializeOwned>(
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<T, ApiError> {
+        parse(&answer(fetch_raw(method, path, Some((content_type, body)), None).await?).await?)
+    }
+
+    pub async fn request_text(path: &str) -> Result<String, ApiError> {
+        answer(fetch::<()>("GET", path, None, None).await?).await
+    }
+
+    /// POSTs `body` and calls `on_event` with each server-sent completion chunk, in order.
     /// Events are split on whole lines of bytes first, so a character split across network
     /// chunks is never decoded in halves.
-    pub async fn stream(
+    pub async fn stream<B: Serialize + ?Sized>(
         path: &str,
-        body: &Value,
+        body: &B,
         abort: &Abort,
-        mut on_event: impl FnMut(Value),
+        mut on_event: impl FnMut(Completion),
     ) -> Result<(), ApiError> {
         let signal = abort.0.as_ref().map(|c| c.signal());
         let resp = fetch("POST", path, Some(body), signal.as_ref()).await?;
@@ -188,11 +197,12 @@ mod browser {
                 if data == "[DONE]" {
                     return Ok(());
                 }
-                if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    if v.get("error").is_some() && v.get("choices").is_none() {
+                match serde_json::from_str::<Completion>(data) {
+                    Ok(chunk) => on_event(chunk),
+                    Err(_) if serde_json::from_str::<ErrorBody>(data).is_ok() => {
                         return Err(ApiError::from_body(500, data));
                     }
-                    on_event(v);
+                    Err(_) => {}
                 }
             }
         }
@@ -203,9 +213,20 @@ mod browser {
 #[cfg(feature = "hydrate")]
 pub use browser::{request, request_text, send_text, stream};
 
+/// What the API calls answer on the server, where they are never made.
 #[cfg(not(feature = "hydrate"))]
-pub async fn send_text(_method: &str, _path: &str, _content_type: &str, _body: String) -> Result<Value, ApiError> {
+fn browser_only<T>() -> Result<T, ApiError> {
     Err(ApiError::network("the studio calls its API from the browser only"))
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn send_text<T: DeserializeOwned>(
+    _method: &str,
+    _path: &str,
+    _content_type: &str,
+    _body: String,
+) -> Result<T, ApiError> {
+    browser_only()
 }
 
 /// Cancels a streaming request (the Stop button): the server sees the connection close and
@@ -235,31 +256,48 @@ impl Abort {
 }
 
 #[cfg(not(feature = "hydrate"))]
-pub async fn stream(_path: &str, _body: &Value, _abort: &Abort, _on_event: impl FnMut(Value)) -> Result<(), ApiError> {
-    Err(ApiError::network("the studio calls its API from the browser only"))
+pub async fn stream<B: Serialize + ?Sized>(
+    _path: &str,
+    _body: &B,
+    _abort: &Abort,
+    _on_event: impl FnMut(Completion),
+) -> Result<(), ApiError> {
+    browser_only()
 }
 
 #[cfg(not(feature = "hydrate"))]
-pub async fn request(_method: &str, _path: &str, _body: Option<&Value>) -> Result<Value, ApiError> {
-    Err(ApiError::network("the studio calls its API from the browser only"))
+pub async fn request<T: DeserializeOwned, B: Serialize + ?Sized>(
+    _method: &str,
+    _path: &str,
+    _body: Option<&B>,
+) -> Result<T, ApiError> {
+    browser_only()
 }
 
 #[cfg(not(feature = "hydrate"))]
 pub async fn request_text(_path: &str) -> Result<String, ApiError> {
-    Err(ApiError::network("the studio calls its API from the browser only"))
+    browser_only()
 }
 
-pub async fn get(path: &str) -> Result<Value, ApiError> {
-    request("GET", path, None).await
+pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
+    request::<T, ()>("GET", path, None).await
 }
 
-pub async fn post(path: &str, body: &Value) -> Result<Value, ApiError> {
+pub async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(path: &str, body: &B) -> Result<T, ApiError> {
     request("POST", path, Some(body)).await
 }
 
-pub async fn put(path: &str, body: &Value) -> Result<Value, ApiError> {
+pub async fn put<T: DeserializeOwned, B: Serialize + ?Sized>(path: &str, body: &B) -> Result<T, ApiError> {
     request("PUT", path, Some(body)).await
 }
+
+pub async fn patch<T: DeserializeOwned, B: Serialize + ?Sized>(path: &str, body: &B) -> Result<T, ApiError> {
+    request("PATCH", path, Some(body)).await
+}
+
+/// An empty JSON object, for a POST that needs no fields.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NoFields {}
 
 /// Percent-encodes one URL path segment or query value (template names are slugs, but
 /// search words and labels may be any text).

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod code;
+pub mod components;
 pub mod draft;
 pub mod pages;
 pub mod tokens;

@@ -1,8 +1,10 @@
 //! The token-confidence view: each generated piece of text shaded by the probability the
 //! model gave it; hovering or tapping shows the alternatives it considered.
 
+use std::collections::BTreeMap;
+
+use api_types::completions::Choice;
 use leptos::prelude::*;
-use serde_json::Value;
 
 /// One visible piece of output: whole characters only. Tokens that end in the middle of a
 /// character (common for Korean/Japanese byte-level tokens) are merged with the next.
@@ -25,10 +27,10 @@ pub struct PieceBuilder {
 
 impl PieceBuilder {
     /// One streamed chunk's choice (`text` plus OpenAI `logprobs` for one token).
-    pub fn push_choice(&mut self, choice: &Value) {
-        let text = choice["text"].as_str().unwrap_or_default();
-        let lp = &choice["logprobs"];
-        let logprob = lp["token_logprobs"][0].as_f64();
+    pub fn push_choice(&mut self, choice: &Choice) {
+        let text = choice.text.as_str();
+        let lp = choice.logprobs.as_ref();
+        let logprob = lp.and_then(|l| l.token_logprobs.first()).map(|&l| f64::from(l));
         // The final chunk carries only text that was held back: it belongs to the last piece.
         if logprob.is_none() && self.pending.is_none() {
             match self.pieces.last_mut() {
@@ -43,7 +45,7 @@ impl PieceBuilder {
         let mut piece = self.pending.take().unwrap_or(Piece {
             text: String::new(),
             prob: 1.0,
-            alternatives: alternatives(&lp["top_logprobs"][0]),
+            alternatives: lp.and_then(|l| l.top_logprobs.first()).map(alternatives).unwrap_or_default(),
             tokens: 0,
         });
         if let Some(l) = logprob {
@@ -65,11 +67,8 @@ impl PieceBuilder {
     }
 }
 
-fn alternatives(top: &Value) -> Vec<(String, f64)> {
-    let mut alts: Vec<(String, f64)> = top
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?.exp()))).collect())
-        .unwrap_or_default();
+fn alternatives(top: &BTreeMap<String, f32>) -> Vec<(String, f64)> {
+    let mut alts: Vec<(String, f64)> = top.iter().map(|(k, &v)| (k.clone(), f64::from(v).exp())).collect();
     alts.sort_by(|a, b| b.1.total_cmp(&a.1));
     alts
 }
@@ -163,9 +162,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn chunk(text: &str, lp: f64) -> Value {
-        json!({ "text": text, "logprobs": { "tokens": ["x"], "token_logprobs": [lp],
-            "top_logprobs": [{ "a": -0.1, "b": -2.0 }] } })
+    fn chunk(text: &str, lp: f64) -> Choice {
+        serde_json::from_value(json!({ "text": text, "index": 0, "finish_reason": null, "logprobs": { "tokens": ["x"],
+            "token_logprobs": [lp], "top_logprobs": [{ "a": -0.1, "b": -2.0 }], "text_offset": [0] } }))
+        .unwrap()
     }
 
     #[test]
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(b.pieces.len(), 2);
         assert_eq!(b.pieces[0].text, "긍");
         assert_eq!(b.pieces[0].tokens, 2);
-        assert!((b.pieces[0].prob - 0.5).abs() < 1e-9);
+        assert!((b.pieces[0].prob - 0.5).abs() < 1e-6);
         assert_eq!(b.text(), "긍정");
         assert_eq!(b.pieces[0].alternatives[0].0, "a");
     }

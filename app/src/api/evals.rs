@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use api_types::evals::{
+    CreateEval, EvalComparison, EvalList, EvalRun, EvalRunDetail, FlippedRow, ImportRows, RowOutcome, Selection,
+    TestList, TestsImported,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -9,12 +13,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::auth::{caller, Caller};
 use crate::api::error::ApiError;
 use crate::api::json::{parse, ApiJson};
-use crate::evals::{self, EvalPlan, FileFormat, TestRow};
+use crate::evals::{self, EvalPlan, FileFormat, RowCheck, TestRow};
 use crate::store::ImportMode;
 use crate::store::{Store, VersionRef};
 use crate::templates::{FieldError, VersionSpec};
@@ -22,9 +26,9 @@ use crate::AppState;
 
 // ---------------------------------------------------------------------- test sets
 
-pub async fn list_tests(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn list_tests(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<TestList>, ApiError> {
     let rows = state.store.list_tests(&name).await?;
-    Ok(Json(json!({ "template": name, "count": rows.len(), "rows": rows })))
+    Ok(Json(TestList { template: name, count: rows.len(), rows }))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -33,19 +37,13 @@ pub struct ImportQuery {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRows {
-    rows: Vec<TestRow>,
-}
-
 pub async fn import_tests(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<ImportQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TestsImported>, ApiError> {
     let mode = ImportMode::parse(q.mode.as_deref().unwrap_or("replace"))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_lowercase();
     let format = match q.format.as_deref() {
@@ -68,7 +66,7 @@ pub async fn import_tests(
         }
         None => {
             let bytes = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
-            let r: JsonRows = parse(&bytes)?;
+            let r: ImportRows = parse(&bytes)?;
             if r.rows.is_empty() {
                 return Err(FieldError::new("rows", "no rows").into());
             }
@@ -79,7 +77,7 @@ pub async fn import_tests(
         }
     };
     let count = state.store.import_tests(&name, &rows, mode).await?;
-    Ok(Json(json!({ "template": name, "imported": rows.len(), "count": count })))
+    Ok(Json(TestsImported { template: name, imported: rows.len(), count }))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -111,20 +109,6 @@ pub async fn delete_tests(State(state): State<AppState>, Path(name): Path<String
 }
 
 // ---------------------------------------------------------------------- runs
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEval {
-    pub template: String,
-    /// A number, `latest` or a label (number or string).
-    pub version: Option<Value>,
-    /// An unsaved draft instead of a saved version.
-    pub spec: Option<VersionSpec>,
-    pub n: Option<usize>,
-    pub temperature: Option<f32>,
-    pub seed: Option<u64>,
-    pub max_tokens: Option<usize>,
-}
 
 /// The version a request names (`version` as number or string), or the draft `spec`.
 pub async fn resolve_spec(
@@ -164,7 +148,7 @@ pub async fn create_eval(
     let settings = evals::settings(&state.scheduler, &spec, r.n, r.temperature, r.seed, r.max_tokens)?;
     let plan = EvalPlan { template: r.template, version, spec, settings };
     let run = evals::start(&state.scheduler, &state.store, plan, &caller(who)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(run))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,28 +160,32 @@ pub async fn get_eval(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<GetQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EvalRunDetail>, ApiError> {
     let run = state.store.eval_run(id).await?;
-    let mut v = json!(run);
-    if q.results.unwrap_or(true) {
-        v["results"] = json!(state.store.eval_results(id).await?);
-    }
-    Ok(Json(v))
+    let results = if q.results.unwrap_or(true) { Some(state.store.eval_results(id).await?) } else { None };
+    Ok(Json(EvalRunDetail { run, results }))
 }
 
-pub async fn cancel_eval(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.store.cancel_eval_run(id).await?)))
+pub async fn cancel_eval(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<EvalRun>, ApiError> {
+    Ok(Json(state.store.cancel_eval_run(id).await?))
 }
 
-pub async fn template_evals(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn template_evals(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<EvalList>, ApiError> {
     let runs = state.store.list_eval_runs(&name, 200).await?;
-    let evals: Vec<Value> = runs.iter().map(|r| r.summary()).collect();
-    Ok(Json(json!({ "template": name, "evals": evals })))
+    Ok(Json(EvalList { template: name, evals: runs.iter().map(EvalRun::summary).collect() }))
 }
 
-pub async fn compare(State(state): State<AppState>, Path((a, b)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
+pub async fn compare(
+    State(state): State<AppState>,
+    Path((a, b)): Path<(i64, i64)>,
+) -> Result<Json<EvalComparison>, ApiError> {
     let (ra, rb) = (state.store.eval_run(a).await?, state.store.eval_run(b).await?);
-    let key = |r: &evals::RowResult| format!("{}\u{0}{:?}", json!(r.variables), r.expected);
+    let key = |r: &evals::RowResult| {
+        format!("{}\u{0}{:?}", serde_json::to_string(&r.variables).expect("variables serialize"), r.expected)
+    };
     let a_rows = state.store.eval_results(a).await?;
     let mut b_rows: BTreeMap<String, evals::RowResult> =
         state.store.eval_results(b).await?.into_iter().map(|r| (key(&r), r)).collect();
@@ -207,11 +195,13 @@ pub async fn compare(State(state): State<AppState>, Path((a, b)): Path<(i64, i64
             unmatched += 1;
             continue;
         };
-        let row = json!({
-            "index": y.index, "variables": y.variables, "expected": y.expected,
-            "a": {"index": x.index, "output": x.output, "passed": x.passed},
-            "b": {"index": y.index, "output": y.output, "passed": y.passed},
-        });
+        let row = FlippedRow {
+            index: y.index,
+            variables: y.variables.clone(),
+            expected: y.expected.clone(),
+            a: RowOutcome::from(&x),
+            b: RowOutcome::from(&y),
+        };
         match (x.passed, y.passed) {
             (false, true) => fixed.push(row),
             (true, false) => broken.push(row),
@@ -219,10 +209,7 @@ pub async fn compare(State(state): State<AppState>, Path((a, b)): Path<(i64, i64
         }
     }
     unmatched += b_rows.len();
-    Ok(Json(json!({
-        "a": ra.summary(), "b": rb.summary(),
-        "fixed": fixed, "broken": broken, "unchanged": unchanged, "unmatched": unmatched,
-    })))
+    Ok(Json(EvalComparison { a: ra.summary(), b: rb.summary(), fixed, broken, unchanged, unmatched }))
 }
 
 // ---------------------------------------------------------------------- few-shot selection
@@ -231,11 +218,9 @@ pub async fn select_examples(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(r): ApiJson<crate::evals::select::SelectRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Selection>, ApiError> {
     let (_, spec) = resolve_spec(&state.store, &name, r.version.as_ref(), r.spec.clone()).await?;
     let tests = state.store.list_tests(&name).await?;
     let report = crate::evals::select::select(&state.scheduler, &spec, &tests, &r).await?;
-    let mut v = json!(report);
-    v["template"] = json!(name);
-    Ok(Json(v))
+    Ok(Json(Selection { template: name, report }))
 }

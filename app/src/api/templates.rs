@@ -2,6 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use api_types::templates::{
+    CreateTemplate, CreateVersion, CreatedTemplate, CreatedVersion, LabelMoved, Labels, RenderDraft, RenderRequest,
+    RenderedPrompt, RunList, SetLabel, TemplateDetail, TemplateList, TemplateSummary, UpdateMeta, UpdatedTemplate,
+    VersionDetail, VersionDiff, VersionList, VersionStamp,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -9,13 +14,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::api::auth::{caller, Caller};
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::store::{VersionInfo, VersionRef};
-use crate::templates::{TemplateFile, TemplateMeta, VersionSpec};
+use crate::store::{TemplateInfo, VersionInfo, VersionRef};
+use crate::templates::{TemplateFile, TemplateMeta, TokenIds, VersionSpec};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, Default)]
@@ -28,19 +32,19 @@ pub struct ListQuery {
 }
 
 /// A template for the library view: metadata, labels and a summary of its latest version.
-fn summary(t: &crate::store::TemplateInfo, latest: &VersionInfo) -> Value {
-    let spec = &latest.spec;
-    json!({
-        "template": t,
-        "variables": spec.variables(),
-        "example_count": spec.examples.len(),
-        "example": spec.examples.first(),
-        "instruction": spec.instruction,
-        "latest_note": latest.note,
-    })
+fn summary(template: TemplateInfo, latest: VersionInfo) -> TemplateSummary {
+    let spec = latest.spec;
+    TemplateSummary {
+        template,
+        variables: spec.variables(),
+        example_count: spec.examples.len(),
+        example: spec.examples.into_iter().next(),
+        instruction: spec.instruction,
+        latest_note: latest.note,
+    }
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<TemplateList>, ApiError> {
     let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().map(|w| w.to_lowercase()).collect();
     let mut out = Vec::new();
     for (t, latest) in state.store.list_templates_with_latest().await? {
@@ -57,27 +61,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
         if q.source.as_ref().is_some_and(|s| &t.source != s) {
             continue;
         }
-        out.push(summary(&t, &latest));
+        out.push(summary(t, latest));
     }
-    Ok(Json(json!({ "templates": out, "count": out.len() })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTemplate {
-    pub name: String,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub language: String,
-    #[serde(default)]
-    pub spec: VersionSpec,
-    #[serde(default)]
-    pub note: String,
+    Ok(Json(TemplateList { count: out.len(), templates: out }))
 }
 
 pub async fn create(
@@ -88,31 +74,20 @@ pub async fn create(
     let meta =
         TemplateMeta { name: r.name, title: r.title, description: r.description, tags: r.tags, language: r.language };
     let (t, v) = state.store.create_template(&meta, &r.spec, &r.note, &caller(who), "user").await?;
-    Ok((StatusCode::CREATED, Json(json!({ "template": t, "version": v })).into_response()).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedTemplate { template: t, version: v })).into_response())
 }
 
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<TemplateDetail>, ApiError> {
     let t = state.store.get_template(&name).await?;
     let latest = state.store.get_version(&name, t.latest_version).await?;
-    Ok(Json(json!({ "template": t, "latest": latest, "variables": latest.spec.variables() })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateMeta {
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub tags: Option<Vec<String>>,
-    pub language: Option<String>,
-    /// The production eval gate (see docs/evals-api.md).
-    pub eval_gate: Option<bool>,
+    Ok(Json(TemplateDetail { template: t, variables: latest.spec.variables(), latest }))
 }
 
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(r): ApiJson<UpdateMeta>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UpdatedTemplate>, ApiError> {
     let mut meta = state.store.get_template(&name).await?.meta();
     if let Some(v) = r.title {
         meta.title = v;
@@ -129,7 +104,7 @@ pub async fn update(
     if let Some(on) = r.eval_gate {
         state.store.set_eval_gate(&name, on).await?;
     }
-    Ok(Json(json!({ "template": state.store.update_meta(&name, &meta).await? })))
+    Ok(Json(UpdatedTemplate { template: state.store.update_meta(&name, &meta).await? }))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
@@ -137,18 +112,10 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn versions(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn versions(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<VersionList>, ApiError> {
     let t = state.store.get_template(&name).await?;
     let versions = state.store.list_versions(&name).await?;
-    Ok(Json(json!({ "template": t, "versions": versions })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVersion {
-    pub spec: VersionSpec,
-    #[serde(default)]
-    pub note: String,
+    Ok(Json(VersionList { template: t, versions }))
 }
 
 pub async fn create_version(
@@ -158,16 +125,20 @@ pub async fn create_version(
     ApiJson(r): ApiJson<CreateVersion>,
 ) -> Result<Response, ApiError> {
     let v = state.store.create_version(&name, &r.spec, &r.note, &caller(who)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "version": v }))).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedVersion { version: v })).into_response())
 }
 
 pub async fn get_version(
     State(state): State<AppState>,
     Path((name, reference)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionDetail>, ApiError> {
     let (t, v) = state.store.resolve(&name, &VersionRef::parse(&reference)).await?;
-    let labels: Vec<&String> = t.labels.iter().filter(|(_, &n)| n == v.version).map(|(l, _)| l).collect();
-    Ok(Json(json!({ "template": t.name, "version": v, "labels": labels, "variables": v.spec.variables() })))
+    Ok(Json(VersionDetail {
+        labels: t.labels_of(v.version),
+        template: t.name,
+        variables: v.spec.variables(),
+        version: v,
+    }))
 }
 
 /// Versions are immutable: any attempt to change one is refused.
@@ -191,26 +162,19 @@ pub async fn diff(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionDiff>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("from", format!("from and to are required: {e}")))?;
     let (_, a) = state.store.resolve(&name, &VersionRef::parse(&q.from)).await?;
     let (_, b) = state.store.resolve(&name, &VersionRef::parse(&q.to)).await?;
-    let mut d = crate::templates::diff(&a.spec, &b.spec);
-    d["from"] = json!({ "version": a.version, "note": a.note, "created_at": a.created_at });
-    d["to"] = json!({ "version": b.version, "note": b.note, "created_at": b.created_at });
-    Ok(Json(d))
+    let stamp = |v: &VersionInfo| VersionStamp { version: v.version, note: v.note.clone(), created_at: v.created_at };
+    let d = crate::templates::diff(&a.spec, &b.spec);
+    Ok(Json(VersionDiff { from: Some(stamp(&a)), to: Some(stamp(&b)), ..d }))
 }
 
-pub async fn labels(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn labels(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Labels>, ApiError> {
     let t = state.store.get_template(&name).await?;
     let history = state.store.label_history(&name).await?;
-    Ok(Json(json!({ "labels": t.labels, "history": history })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetLabel {
-    pub version: i64,
+    Ok(Json(Labels { labels: t.labels, history }))
 }
 
 pub async fn set_label(
@@ -218,10 +182,10 @@ pub async fn set_label(
     who: Option<Extension<Caller>>,
     Path((name, label)): Path<(String, String)>,
     ApiJson(r): ApiJson<SetLabel>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LabelMoved>, ApiError> {
     crate::evals::check_gate(&state.store, &name, &label, r.version).await?;
     let from = state.store.set_label(&name, &label, r.version, &caller(who)).await?;
-    Ok(Json(json!({ "template": name, "label": label, "from_version": from, "to_version": r.version })))
+    Ok(Json(LabelMoved { template: name, label, from_version: from, to_version: r.version }))
 }
 
 pub async fn delete_label(
@@ -233,61 +197,45 @@ pub async fn delete_label(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenderRequest {
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
-    /// A version number, label or `latest` (default).
-    pub version: Option<String>,
-}
-
-fn rendered_json(state: &AppState, spec: &VersionSpec, vars: &BTreeMap<String, String>) -> Result<Value, ApiError> {
+fn rendered(state: &AppState, spec: &VersionSpec, vars: &BTreeMap<String, String>) -> Result<RenderedPrompt, ApiError> {
     let r = spec.render(vars)?;
     let (ids, prefix_tokens) =
         r.token_ids(&state.scheduler.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json!({
-        "prompt": r.text(), "prefix": r.prefix, "suffix": r.suffix,
-        "prompt_tokens": ids.len(), "prefix_tokens": prefix_tokens,
-        "context_length": state.scheduler.context_length, "variables": spec.variables(),
-    }))
+    Ok(RenderedPrompt {
+        prompt: r.text(),
+        prefix: r.prefix,
+        suffix: r.suffix,
+        prompt_tokens: ids.len(),
+        prefix_tokens,
+        context_length: state.scheduler.context_length,
+        variables: spec.variables(),
+        version: None,
+        missing: None,
+    })
 }
 
 pub async fn render(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(r): ApiJson<RenderRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RenderedPrompt>, ApiError> {
     let reference = VersionRef::parse(r.version.as_deref().unwrap_or("latest"));
     let (_, v) = state.store.resolve(&name, &reference).await?;
-    let mut out = rendered_json(&state, &v.spec, &r.variables)?;
-    out["version"] = json!(v.version);
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenderDraft {
-    pub spec: VersionSpec,
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
-    /// While typing: variables not filled in yet stay as `{{name}}` and extra ones are
-    /// ignored, so the preview and token count never stop on a half-written input.
-    #[serde(default)]
-    pub partial: bool,
+    Ok(Json(RenderedPrompt { version: Some(v.version), ..rendered(&state, &v.spec, &r.variables)? }))
 }
 
 /// Renders an unsaved draft (the playground's live preview and token count).
 pub async fn render_draft(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<RenderDraft>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RenderedPrompt>, ApiError> {
     r.spec.validate()?;
     if !r.partial {
-        return Ok(Json(rendered_json(&state, &r.spec, &r.variables)?));
+        return Ok(Json(rendered(&state, &r.spec, &r.variables)?));
     }
     let needed = r.spec.variables();
-    let missing: Vec<&String> = needed.iter().filter(|n| r.variables.get(*n).is_none_or(|v| v.is_empty())).collect();
+    let missing: Vec<String> =
+        needed.iter().filter(|n| r.variables.get(*n).is_none_or(|v| v.is_empty())).cloned().collect();
     let vars: BTreeMap<String, String> = needed
         .iter()
         .map(|n| match r.variables.get(n).filter(|v| !v.is_empty()) {
@@ -295,9 +243,7 @@ pub async fn render_draft(
             None => (n.clone(), format!("{{{{{n}}}}}")),
         })
         .collect();
-    let mut out = rendered_json(&state, &r.spec, &vars)?;
-    out["missing"] = json!(missing);
-    Ok(Json(out))
+    Ok(Json(RenderedPrompt { missing: Some(missing), ..rendered(&state, &r.spec, &vars)? }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,9 +255,9 @@ pub async fn runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    Ok(Json(json!({ "runs": state.store.list_runs(&name, limit).await? })))
+    Ok(Json(RunList { runs: state.store.list_runs(&name, limit).await? }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,5 +297,5 @@ pub async fn import(
     })?;
     let outcome = state.store.import_file(&file, &caller(who), "user").await?;
     let status = if outcome.created_template { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!(outcome))).into_response())
+    Ok((status, Json(outcome)).into_response())
 }

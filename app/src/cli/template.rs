@@ -4,6 +4,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use inference::{EngineConfig, GenerateRequest, SamplingParams};
 
+use crate::templates::TokenIds;
+
 #[derive(Subcommand)]
 pub enum TemplateAction {
     /// Check template files: parse and validate, report line and field of any error.

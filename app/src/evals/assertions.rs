@@ -2,67 +2,26 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::MAX_LABELS;
 use crate::templates::FieldError;
 
-/// One check of a row's output, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Assertion {
-    /// The trimmed output equals `value`, or the row's `expected` when there is no value.
-    Exact {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        value: Option<String>,
-    },
-    Contains {
-        value: String,
-    },
-    NotContains {
-        value: String,
-    },
-    Regex {
-        pattern: String,
-    },
-    StartsWith {
-        value: String,
-    },
-    /// The trimmed output is one of the labels (classification).
-    OneOf {
-        values: Vec<String>,
-    },
-    /// The output parses as JSON.
-    Json,
-    /// At most `chars` characters (Unicode scalar values) of trimmed output.
-    MaxLength {
-        chars: usize,
-    },
-    /// Label by likelihood: every label is scored as the forced continuation of the
-    /// prompt (summed logprob, no sampling); passes when the best equals `expected`.
-    Likelihood {
-        labels: Vec<String>,
-    },
+pub use api_types::evals::{Assertion, AssertionResult};
+
+/// Validating and checking an [`Assertion`] (the type is shared with the studio; these
+/// need the regex engine and the label scores).
+pub trait AssertionCheck {
+    /// `field` names the assertion (`rows[3].assertions[0]`); `expected` is the row's.
+    fn validate(&self, field: &str, expected: Option<&str>) -> Result<(), FieldError>;
+
+    /// Checks `output` (trimmed here). `likelihood` holds the label scores when this is a
+    /// likelihood assertion.
+    fn check(&self, output: &str, expected: Option<&str>, likelihood: Option<&LabelScores>) -> AssertionResult;
 }
 
-impl Assertion {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Assertion::Exact { .. } => "exact",
-            Assertion::Contains { .. } => "contains",
-            Assertion::NotContains { .. } => "not_contains",
-            Assertion::Regex { .. } => "regex",
-            Assertion::StartsWith { .. } => "starts_with",
-            Assertion::OneOf { .. } => "one_of",
-            Assertion::Json => "json",
-            Assertion::MaxLength { .. } => "max_length",
-            Assertion::Likelihood { .. } => "likelihood",
-        }
-    }
-
-    /// `field` names the assertion (`rows[3].assertions[0]`); `expected` is the row's.
-    pub fn validate(&self, field: &str, expected: Option<&str>) -> Result<(), FieldError> {
+impl AssertionCheck for Assertion {
+    fn validate(&self, field: &str, expected: Option<&str>) -> Result<(), FieldError> {
         let labels = |values: &Vec<String>, name: &str| {
             if values.is_empty() || values.len() > MAX_LABELS {
                 return Err(FieldError::new(
@@ -98,9 +57,7 @@ impl Assertion {
         }
     }
 
-    /// Checks `output` (trimmed here). `likelihood` holds the label scores when this is a
-    /// likelihood assertion.
-    pub fn check(&self, output: &str, expected: Option<&str>, likelihood: Option<&LabelScores>) -> AssertionResult {
+    fn check(&self, output: &str, expected: Option<&str>, likelihood: Option<&LabelScores>) -> AssertionResult {
         let out = output.trim();
         let (passed, detail) = match self {
             Assertion::Exact { value } => {
@@ -137,18 +94,6 @@ impl Assertion {
         };
         AssertionResult { kind: self.kind().to_string(), passed, detail, chosen, scores }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AssertionResult {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub passed: bool,
-    pub detail: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chosen: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scores: Option<BTreeMap<String, f64>>,
 }
 
 /// Summed logprob of each label as the continuation, and the best one.

@@ -1,51 +1,19 @@
 //! Eval runs over the scheduler at batch priority: one row, a whole run, likelihood labelling.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use inference::{FinishReason, GenerateRequest, SamplingParams};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use super::assertions::{Assertion, AssertionResult, LabelScores};
+use super::assertions::{Assertion, AssertionCheck, AssertionResult, LabelScores};
 use super::testset::TestCase;
 use super::{EvalError, MAX_SAMPLES};
 use crate::serving::{Priority, Scheduler, SeqEvent, ServeError};
 use crate::store::Store;
-use crate::templates::{FieldError, VersionSpec, MAX_MAX_TOKENS};
+use crate::templates::{FieldError, TokenIds, VersionSpec, MAX_MAX_TOKENS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvalStatus {
-    Queued,
-    Running,
-    Completed,
-    Cancelled,
-    Interrupted,
-    Failed,
-}
-
-impl EvalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvalStatus::Queued => "queued",
-            EvalStatus::Running => "running",
-            EvalStatus::Completed => "completed",
-            EvalStatus::Cancelled => "cancelled",
-            EvalStatus::Interrupted => "interrupted",
-            EvalStatus::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Completed, Self::Cancelled, Self::Interrupted, Self::Failed]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-    }
-    pub fn is_over(self) -> bool {
-        !matches!(self, EvalStatus::Queued | EvalStatus::Running)
-    }
-}
+pub use api_types::evals::{EvalRun, EvalStatus, EvalSummary, RowResult};
 
 /// How a run samples: recorded with it so it can be replayed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,68 +24,6 @@ pub struct EvalSettings {
     pub max_tokens: usize,
     pub model: String,
     pub tp: usize,
-}
-
-/// An eval run and its progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalRun {
-    pub id: i64,
-    pub template: String,
-    pub version: Option<i64>,
-    pub status: EvalStatus,
-    pub done: i64,
-    pub total: i64,
-    pub passed: i64,
-    pub pass_rate: Option<f64>,
-    pub n: usize,
-    pub temperature: f32,
-    pub seed: u64,
-    pub max_tokens: usize,
-    pub model: String,
-    pub tp: usize,
-    /// Mean share of samples agreeing with the row's majority output.
-    pub stability: Option<f64>,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub error: Option<String>,
-    pub created_by: String,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub spec: VersionSpec,
-}
-
-impl EvalRun {
-    pub fn summary(&self) -> Value {
-        json!({
-            "id": self.id, "template": self.template, "version": self.version, "status": self.status,
-            "done": self.done, "total": self.total, "passed": self.passed, "pass_rate": self.pass_rate,
-            "n": self.n, "temperature": self.temperature, "seed": self.seed, "model": self.model, "tp": self.tp,
-            "stability": self.stability, "created_at": self.created_at, "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        })
-    }
-}
-
-/// One row's outcome in a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct RowResult {
-    pub index: i64,
-    pub test_id: Option<i64>,
-    pub variables: BTreeMap<String, String>,
-    pub expected: Option<String>,
-    /// The majority output over the samples (the only one when n = 1).
-    pub output: String,
-    pub samples: Vec<String>,
-    pub stability: f64,
-    pub passed: bool,
-    pub assertions: Vec<AssertionResult>,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub latency_ms: i64,
-    pub error: Option<String>,
 }
 
 /// What `POST /api/evals` asks for, resolved.

@@ -4,16 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::evals::{score_labels, EvalError, TestCase, MAX_LABELS};
+use crate::serving::Scheduler;
+use crate::templates::{Example, FieldError, TokenIds, VersionSpec};
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::evals::{score_labels, EvalError, TestCase, MAX_LABELS};
-use crate::serving::Scheduler;
-use crate::templates::{Example, FieldError, VersionSpec};
 
 pub const MAX_K: usize = 8;
 pub const MAX_POOL: usize = 64;
@@ -22,74 +19,11 @@ pub const MAX_RANDOM_SETS: usize = 10;
 /// Label scorings one selection may ask for (k × pool × held-out rows × labels).
 pub const MAX_SCORINGS: usize = 40_000;
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SelectRequest {
-    pub version: Option<Value>,
-    pub spec: Option<VersionSpec>,
-    pub k: Option<usize>,
-    pub holdout: Option<f64>,
-    pub labels: Option<Vec<String>>,
-    pub max_pool: Option<usize>,
-    pub random_sets: Option<usize>,
-    pub seed: Option<u64>,
-}
+pub use api_types::evals::{Candidate, HeldOut, RandomBaseline, SelectReport, SelectRequest, Tried};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Candidate {
-    pub id: usize,
-    /// `example` (the version's own) or `test` (a test row with an expected output).
-    pub source: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_id: Option<i64>,
-    pub input: String,
-    pub output: String,
-}
-
-/// One candidate set and its score on the held-out rows.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Tried {
-    pub round: usize,
-    /// Pool ids, in prompt order.
-    pub examples: Vec<usize>,
-    /// Share of held-out rows whose most likely label is the expected one.
-    pub accuracy: f64,
-    /// Mean summed logprob of the expected label.
-    pub mean_logprob: f64,
-}
-
-impl Tried {
-    fn better_than(&self, o: &Tried) -> bool {
-        (self.accuracy, self.mean_logprob) > (o.accuracy, o.mean_logprob)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RandomBaseline {
-    pub sets: Vec<Tried>,
-    pub mean_accuracy: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HeldOut {
-    pub index: i64,
-    pub test_id: i64,
-    pub expected: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SelectReport {
-    pub k: usize,
-    pub labels: Vec<String>,
-    pub holdout: Vec<HeldOut>,
-    pub pool: Vec<Candidate>,
-    pub tried: Vec<Tried>,
-    pub best: Tried,
-    pub random: RandomBaseline,
-    /// The version's own examples, scored the same way (absent when it has none).
-    pub current: Option<Tried>,
-    /// The base spec with the best examples: a draft, not saved.
-    pub spec: VersionSpec,
+/// A set scores better on accuracy, then on the mean likelihood of the expected labels.
+fn better_than(a: &Tried, b: &Tried) -> bool {
+    (a.accuracy, a.mean_logprob) > (b.accuracy, b.mean_logprob)
 }
 
 struct Plan {
@@ -138,7 +72,7 @@ fn plan(spec: &VersionSpec, tests: &[TestCase], r: &SelectRequest) -> Result<Pla
         .enumerate()
         .map(|(id, (test_id, input, output))| Candidate {
             id,
-            source: if test_id.is_some() { "test" } else { "example" },
+            source: if test_id.is_some() { "test" } else { "example" }.to_string(),
             test_id,
             input,
             output,
@@ -288,7 +222,7 @@ pub async fn select(
         let scored = score_sets(sched, base, &p, sets, round).await?;
         let mut round_best = scored[0].clone();
         for t in &scored[1..] {
-            if t.better_than(&round_best) {
+            if better_than(t, &round_best) {
                 round_best = t.clone();
             }
         }

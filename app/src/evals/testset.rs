@@ -1,36 +1,21 @@
 //! Test sets: rows of variables, expected output and assertions; CSV and JSONL import/export.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::assertions::Assertion;
+use super::assertions::AssertionCheck;
 use super::{ASSERTIONS, EXPECTED, MAX_ASSERTIONS, MAX_TEST_ROWS};
 use crate::templates::{FieldError, MAX_VARIABLE_VALUE_CHARS};
 
-/// One row of a test set: variable values, optional expected output, assertions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct TestRow {
-    pub variables: BTreeMap<String, String>,
-    #[serde(default)]
-    pub expected: Option<String>,
-    #[serde(default)]
-    pub assertions: Vec<Assertion>,
+pub use api_types::evals::{TestCase, TestRow};
+
+/// Validating a [`TestRow`] (shared with the studio) against the limits and its assertions.
+pub trait RowCheck {
+    /// `row` is 1-based, as error messages count.
+    fn validate(&self, row: usize) -> Result<(), FieldError>;
 }
 
-impl TestRow {
-    /// The assertions that apply: the row's, or `exact` against `expected` when it has none.
-    pub fn effective_assertions(&self) -> Vec<Assertion> {
-        if self.assertions.is_empty() && self.expected.is_some() {
-            vec![Assertion::Exact { value: None }]
-        } else {
-            self.assertions.clone()
-        }
-    }
-
-    /// `row` is 1-based, as error messages count.
-    pub fn validate(&self, row: usize) -> Result<(), FieldError> {
+impl RowCheck for TestRow {
+    fn validate(&self, row: usize) -> Result<(), FieldError> {
         for (k, v) in &self.variables {
             if k.trim().is_empty() {
                 return Err(FieldError::new(format!("rows[{row}]"), format!("row {row}: a column name is empty")));
@@ -59,15 +44,6 @@ impl TestRow {
         }
         Ok(())
     }
-}
-
-/// A stored row: its id and position in the set.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TestCase {
-    pub id: i64,
-    pub index: i64,
-    #[serde(flatten)]
-    pub row: TestRow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

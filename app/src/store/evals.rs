@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::rows::json_col;
 use super::{finish, now_ms, Result, Store, StoreError};
-use crate::evals::{EvalPlan, EvalRun, EvalStatus, RowResult, TestCase, TestRow};
+use crate::evals::{EvalPlan, EvalRun, EvalStatus, EvalSummary, RowResult, TestCase, TestRow};
 use crate::templates::FieldError;
 
 /// Import mode of a test set.
@@ -164,7 +164,7 @@ impl Store {
         let passed: i64 = r.try_get("passed")?;
         let stability_sum: f64 = r.try_get("stability_sum")?;
         let temperature: f64 = r.try_get("temperature")?;
-        Ok(EvalRun {
+        let summary = EvalSummary {
             id: r.try_get("id")?,
             template: r.try_get("template_name")?,
             version: r.try_get("version")?,
@@ -176,18 +176,21 @@ impl Store {
             n: r.try_get::<i64, _>("n")? as usize,
             temperature: temperature as f32,
             seed: r.try_get::<i64, _>("seed")? as u64,
-            max_tokens: r.try_get::<i64, _>("max_tokens")? as usize,
             model: r.try_get("model")?,
             tp: r.try_get::<i64, _>("tp")? as usize,
             stability: (done > 0).then(|| stability_sum / done as f64),
+            created_at: r.try_get("created_at")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+        };
+        Ok(EvalRun {
+            summary,
+            max_tokens: r.try_get::<i64, _>("max_tokens")? as usize,
             prompt_tokens: r.try_get("prompt_tokens")?,
             completion_tokens: r.try_get("completion_tokens")?,
             cached_tokens: r.try_get("cached_tokens")?,
             error: r.try_get("error")?,
             created_by: r.try_get("created_by")?,
-            created_at: r.try_get("created_at")?,
-            started_at: r.try_get("started_at")?,
-            finished_at: r.try_get("finished_at")?,
             spec: json_col(r, "spec")?,
         })
     }

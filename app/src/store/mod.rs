@@ -3,17 +3,14 @@
 //! says `postgres://`; the same queries run on both (through sqlx's `Any` driver, `$n`
 //! placeholders, times as Unix milliseconds, JSON as text).
 
-use std::collections::BTreeMap;
 use std::path::Path;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
-use crate::templates::{FieldError, TemplateMeta, VersionSpec};
+use crate::templates::FieldError;
 
 pub const DEFAULT_SQLITE_PATH: &str = "data/studio.db";
 pub const MAX_LABEL_CHARS: usize = 40;
@@ -50,74 +47,8 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TemplateInfo {
-    pub name: String,
-    pub title: String,
-    pub description: String,
-    pub tags: Vec<String>,
-    pub language: String,
-    /// `library` (from prompts/) or `user`.
-    pub source: String,
-    pub latest_version: i64,
-    pub labels: BTreeMap<String, i64>,
-    /// `production` moves only to a version that evals at least as well (see `evals::check_gate`).
-    pub eval_gate: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl TemplateInfo {
-    pub fn meta(&self) -> TemplateMeta {
-        TemplateMeta {
-            name: self.name.clone(),
-            title: self.title.clone(),
-            description: self.description.clone(),
-            tags: self.tags.clone(),
-            language: self.language.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VersionInfo {
-    pub version: i64,
-    pub spec: VersionSpec,
-    pub content_hash: String,
-    pub note: String,
-    pub author: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LabelEvent {
-    pub label: String,
-    pub from_version: Option<i64>,
-    pub to_version: i64,
-    pub actor: String,
-    pub at: i64,
-}
-
-/// One playground / template-endpoint run.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct Run {
-    pub id: i64,
-    pub template: Option<String>,
-    pub version: Option<i64>,
-    pub variables: Value,
-    pub prompt: String,
-    pub parameters: Value,
-    pub output: String,
-    pub finish_reason: String,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub latency_ms: i64,
-    pub ttft_ms: Option<i64>,
-    /// `api` (template endpoint) or `studio`.
-    pub source: String,
-    pub created_at: i64,
-}
+// The rows the API sends as they are: shared with the studio.
+pub use api_types::templates::{ImportOutcome, LabelEvent, Run, TemplateInfo, VersionInfo};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ApiKeyInfo {
@@ -126,16 +57,6 @@ pub struct ApiKeyInfo {
     pub prefix: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
-}
-
-/// What importing a template file did.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ImportOutcome {
-    pub name: String,
-    pub version: i64,
-    pub created_template: bool,
-    /// The file's content equals the latest version: nothing was written.
-    pub unchanged: bool,
 }
 
 /// A version reference: a number, `latest`, or a label.

@@ -1,6 +1,5 @@
 //! The run history of the playground and template endpoints.
 
-use serde_json::Value;
 use sqlx::Row;
 
 use super::rows::json_col;
@@ -21,7 +20,7 @@ impl Store {
         )
         .bind(template_id)
         .bind(run.version)
-        .bind(run.variables.to_string())
+        .bind(serde_json::to_string(&run.variables).expect("variables serialize"))
         .bind(&run.prompt)
         .bind(run.parameters.to_string())
         .bind(&run.output)
@@ -48,14 +47,13 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let json = |col: &str| -> Result<Value> { json_col(r, col) };
                 Ok(Run {
                     id: r.try_get("id")?,
                     template: Some(name.to_string()),
                     version: r.try_get("version")?,
-                    variables: json("variables")?,
+                    variables: json_col(r, "variables")?,
                     prompt: r.try_get("prompt")?,
-                    parameters: json("parameters")?,
+                    parameters: json_col(r, "parameters")?,
                     output: r.try_get("output")?,
                     finish_reason: r.try_get("finish_reason")?,
                     prompt_tokens: r.try_get("prompt_tokens")?,

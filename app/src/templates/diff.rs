@@ -2,68 +2,73 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use api_types::templates::{
+    ChangeKind, ExampleChange, ExampleChangeKind, FieldOps, Op, TextChange, TextOp, ValueChange, VersionDiff,
+};
+use serde_json::Value;
+
 use super::spec::VersionSpec;
-use serde_json::{json, Value};
 
-// Diff
-
-fn text_ops(old: &str, new: &str) -> Vec<Value> {
+/// Character-level diff of two texts, runs of the same kind merged.
+fn text_ops(old: &str, new: &str) -> Vec<TextOp> {
     use similar::{ChangeTag, TextDiff};
     let diff = TextDiff::configure().algorithm(similar::Algorithm::Patience).diff_chars(old, new);
-    let mut ops: Vec<Value> = Vec::new();
-    let mut last: Option<(&'static str, String)> = None;
+    let mut ops: Vec<TextOp> = Vec::new();
     for change in diff.iter_all_changes() {
         let op = match change.tag() {
-            ChangeTag::Equal => "equal",
-            ChangeTag::Delete => "delete",
-            ChangeTag::Insert => "insert",
+            ChangeTag::Equal => Op::Equal,
+            ChangeTag::Delete => Op::Delete,
+            ChangeTag::Insert => Op::Insert,
         };
-        match &mut last {
-            Some((o, text)) if *o == op => text.push_str(change.value()),
-            _ => {
-                if let Some((o, text)) = last.take() {
-                    ops.push(json!({ "op": o, "text": text }));
-                }
-                last = Some((op, change.value().to_string()));
-            }
+        match ops.last_mut() {
+            Some(last) if last.op == op => last.text.push_str(change.value()),
+            _ => ops.push(TextOp { op, text: change.value().to_string() }),
         }
-    }
-    if let Some((o, text)) = last {
-        ops.push(json!({ "op": o, "text": text }));
     }
     ops
 }
 
 /// Field-level diff of two versions: text diffs (character level, merged runs) for the
 /// instruction, the input pattern and each example; old → new for format and parameters.
-pub fn diff(old: &VersionSpec, new: &VersionSpec) -> Value {
-    let mut changes: Vec<Value> = Vec::new();
-    let mut text = |field: String, a: &str, b: &str| {
+pub fn diff(old: &VersionSpec, new: &VersionSpec) -> VersionDiff {
+    let mut changes: Vec<TextChange> = Vec::new();
+    let mut text = |field: &str, a: &str, b: &str| {
         if a != b {
-            changes.push(json!({ "field": field, "kind": "text", "old": a, "new": b, "ops": text_ops(a, b) }));
+            changes.push(TextChange {
+                field: field.to_string(),
+                kind: ChangeKind::Text,
+                old: a.to_string(),
+                new: b.to_string(),
+                ops: text_ops(a, b),
+            });
         }
     };
-    text("instruction".into(), &old.instruction, &new.instruction);
-    text("input_pattern".into(), &old.input_pattern, &new.input_pattern);
+    text("instruction", &old.instruction, &new.instruction);
+    text("input_pattern", &old.input_pattern, &new.input_pattern);
     let n = old.examples.len().max(new.examples.len());
     let mut example_changes = Vec::new();
     for i in 0..n {
-        match (old.examples.get(i), new.examples.get(i)) {
-            (Some(a), Some(b)) if a == b => {}
+        let (a, b) = (old.examples.get(i), new.examples.get(i));
+        let change = match (a, b) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(_), Some(_)) => ExampleChangeKind::Modified,
+            (Some(_), None) => ExampleChangeKind::Removed,
+            (None, Some(_)) => ExampleChangeKind::Added,
+            (None, None) => continue,
+        };
+        let fields = match (a, b) {
             (Some(a), Some(b)) => {
                 let mut fields = Vec::new();
-                if a.input != b.input {
-                    fields.push(json!({ "field": "input", "ops": text_ops(&a.input, &b.input) }));
+                for (field, x, y) in [("input", &a.input, &b.input), ("output", &a.output, &b.output)] {
+                    if x != y {
+                        fields.push(FieldOps { field: field.to_string(), ops: text_ops(x, y) });
+                    }
                 }
-                if a.output != b.output {
-                    fields.push(json!({ "field": "output", "ops": text_ops(&a.output, &b.output) }));
-                }
-                example_changes.push(json!({ "index": i, "change": "modified", "old": a, "new": b, "fields": fields }));
+                Some(fields)
             }
-            (Some(a), None) => example_changes.push(json!({ "index": i, "change": "removed", "old": a })),
-            (None, Some(b)) => example_changes.push(json!({ "index": i, "change": "added", "new": b })),
-            (None, None) => {}
-        }
+            _ => None,
+        };
+        example_changes.push(ExampleChange { index: i, change, old: a.cloned(), new: b.cloned(), fields });
     }
     let mut values = Vec::new();
     let to_map = |v: Value| -> BTreeMap<String, Value> {
@@ -78,13 +83,17 @@ pub fn diff(old: &VersionSpec, new: &VersionSpec) -> Value {
         for k in keys {
             let (va, vb) = (a.get(k).cloned().unwrap_or(Value::Null), b.get(k).cloned().unwrap_or(Value::Null));
             if va != vb {
-                values.push(json!({ "field": format!("{group}.{k}"), "old": va, "new": vb }));
+                values.push(ValueChange { field: format!("{group}.{k}"), old: va, new: vb });
             }
         }
     }
     if old.model != new.model {
-        values.push(json!({ "field": "model", "old": old.model, "new": new.model }));
+        values.push(ValueChange {
+            field: "model".into(),
+            old: old.model.clone().into(),
+            new: new.model.clone().into(),
+        });
     }
-    json!({ "text": changes, "examples": example_changes, "values": values,
-            "unchanged": changes.is_empty() && example_changes.is_empty() && values.is_empty() })
+    let unchanged = changes.is_empty() && example_changes.is_empty() && values.is_empty();
+    VersionDiff { text: changes, examples: example_changes, values, unchanged, from: None, to: None }
 }

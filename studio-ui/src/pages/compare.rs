@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use api_types::completions::Completion;
+use api_types::templates::{TemplateDetail, TemplateList, VersionList};
+use api_types::GenerationParams;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use serde_json::json;
 
 use crate::api::{self, enc, Abort, ApiError};
+use crate::components::playground::DraftRun;
+use crate::components::{ErrorNote, RunClock, RunStats, Stat, VariableFields};
 use crate::draft::{self, Draft};
-use crate::pages::{ErrorNote, VariableField};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Column {
@@ -18,11 +21,7 @@ struct Column {
     temperature: String,
     output: String,
     running: bool,
-    ttft_ms: Option<f64>,
-    tokens: usize,
-    tokens_per_s: Option<f64>,
-    cached: Option<u64>,
-    prompt_tokens: Option<u64>,
+    stats: RunStats,
     error: Option<ApiError>,
 }
 
@@ -33,14 +32,19 @@ impl Column {
             temperature: String::new(),
             output: String::new(),
             running: false,
-            ttft_ms: None,
-            tokens: 0,
-            tokens_per_s: None,
-            cached: None,
-            prompt_tokens: None,
+            stats: RunStats::default(),
             error: None,
         }
     }
+}
+
+/// `POST /v1/templates/{name}@{version}/completions`, as a column sends it.
+#[derive(serde::Serialize)]
+struct TemplateRun {
+    variables: BTreeMap<String, String>,
+    stream: Option<bool>,
+    #[serde(flatten)]
+    params: GenerationParams,
 }
 
 #[component]
@@ -58,19 +62,11 @@ pub fn ComparePage() -> impl IntoView {
 
     Effect::new(move |_| {
         api::spawn(async move {
-            if let Ok(v) = api::get("/api/templates").await {
+            if let Ok(v) = api::get::<TemplateList>("/api/templates").await {
                 templates.set(
-                    v["templates"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
+                    v.templates
                         .iter()
-                        .map(|s| {
-                            let t = &s["template"];
-                            let name = t["name"].as_str().unwrap_or_default().to_string();
-                            let title = t["title"].as_str().filter(|s| !s.is_empty()).unwrap_or(&name).to_string();
-                            (name, title)
-                        })
+                        .map(|s| (s.template.name.clone(), s.template.display_title().to_string()))
                         .collect(),
                 );
             }
@@ -85,15 +81,9 @@ pub fn ComparePage() -> impl IntoView {
         }
         has_draft.set(draft::storage_get(&Draft::storage_key(Some(&name))).is_some());
         api::spawn(async move {
-            match api::get(&format!("/api/templates/{}/versions", enc(&name))).await {
+            match api::get::<VersionList>(&format!("/api/templates/{}/versions", enc(&name))).await {
                 Ok(v) => {
-                    let vs: Vec<i64> = v["versions"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|v| v["version"].as_i64())
-                        .collect();
+                    let vs: Vec<i64> = v.versions.iter().map(|v| v.version).collect();
                     let latest = vs.iter().copied().max().unwrap_or(1);
                     let mut chosen: Vec<String> =
                         wanted.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).take(4).collect();
@@ -101,7 +91,7 @@ pub fn ComparePage() -> impl IntoView {
                         chosen = if latest > 1 {
                             vec![(latest - 1).to_string(), latest.to_string()]
                         } else {
-                            vec!["1".into(), "1".into()]
+                            vec![String::from("1"); 2]
                         };
                     }
                     versions.set(vs);
@@ -110,16 +100,8 @@ pub fn ComparePage() -> impl IntoView {
                 }
                 Err(e) => error.set(Some(e)),
             }
-            if let Ok(t) = api::get(&format!("/api/templates/{}", enc(&name))).await {
-                variables.set(
-                    t["variables"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect(),
-                );
+            if let Ok(t) = api::get::<TemplateDetail>(&format!("/api/templates/{}", enc(&name))).await {
+                variables.set(t.variables);
             }
         });
     });
@@ -136,21 +118,8 @@ pub fn ComparePage() -> impl IntoView {
                 (n, v)
             })
             .collect();
-        let temperature: Option<f64> = col.temperature.trim().parse().ok();
-        let (path, mut body) = if col.variant == "draft" {
-            let d: Draft = draft::storage_get(&Draft::storage_key(Some(&name)))
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default();
-            ("/api/draft/completions".to_string(), json!({ "spec": d.spec(), "variables": vars, "stream": true }))
-        } else {
-            (
-                format!("/v1/templates/{}@{}/completions", enc(&name), enc(&col.variant)),
-                json!({ "variables": vars, "stream": true }),
-            )
-        };
-        if let Some(t) = temperature {
-            body["temperature"] = json!(t);
-        }
+        let params = GenerationParams { temperature: col.temperature.trim().parse().ok(), ..Default::default() };
+        let stream = Some(true);
         columns.update(|c| {
             let c = &mut c[i];
             *c = Column {
@@ -161,35 +130,28 @@ pub fn ComparePage() -> impl IntoView {
             };
         });
         api::spawn(async move {
-            let start = api::now_ms();
-            let mut first = None::<f64>;
-            let mut tokens = 0usize;
             let abort = Abort::new();
-            let r = api::stream(&path, &body, &abort, |ev| {
-                let choice = &ev["choices"][0];
-                let text = choice["text"].as_str().unwrap_or_default().to_string();
-                let now = api::now_ms();
-                if choice["finish_reason"].is_null() {
-                    tokens += 1;
-                    if first.is_none() {
-                        first = Some(now);
-                    }
-                }
+            let mut clock = RunClock::start();
+            let on_chunk = |chunk: Completion| {
+                let Some(choice) = chunk.choices.first() else { return };
+                clock.chunk(&chunk, choice.finish_reason.is_none());
                 columns.update(|c| {
                     let Some(c) = c.get_mut(i) else { return };
-                    c.output.push_str(&text);
-                    c.tokens = tokens;
-                    c.ttft_ms = first.map(|f| f - start);
-                    if let Some(f) = first.filter(|f| tokens > 1 && now > *f) {
-                        c.tokens_per_s = Some((tokens - 1) as f64 / ((now - f) / 1000.0));
-                    }
-                    if ev["usage"].is_object() {
-                        c.prompt_tokens = ev["usage"]["prompt_tokens"].as_u64();
-                        c.cached = ev["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().or(Some(0));
-                    }
+                    c.output.push_str(&choice.text);
+                    c.stats = clock.stats.clone();
                 });
-            })
-            .await;
+            };
+            let r = if col.variant == "draft" {
+                let d: Draft = draft::storage_get(&Draft::storage_key(Some(&name)))
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                let spec = d.spec();
+                let body = DraftRun { spec: &spec, variables: vars, stream, logprobs: None, params };
+                api::stream("/api/draft/completions", &body, &abort, on_chunk).await
+            } else {
+                let path = format!("/v1/templates/{}@{}/completions", enc(&name), enc(&col.variant));
+                api::stream(&path, &TemplateRun { variables: vars, stream, params }, &abort, on_chunk).await
+            };
             columns.update(|c| {
                 if let Some(c) = c.get_mut(i) {
                     c.running = false;
@@ -222,25 +184,18 @@ pub fn ComparePage() -> impl IntoView {
                     </select>
                 </div>
             </div>
-            <ErrorNote error=error.into()/>
+            <ErrorNote error=error/>
             <Show when=move || !template.get().is_empty()>
                 <div class="card">
                     <h3>"Input"</h3>
                     <div class="variables">
-                        <For
-                            each=move || variables.get()
-                            key=|n| n.clone()
-                            children=move |n| {
-                                let (n2, n3) = (n.clone(), n.clone());
-                                view! {
-                                    <VariableField
-                                        name=n
-                                        value=Signal::derive(move || values.with(|v| v.get(&n2).cloned().unwrap_or_default()))
-                                        on_input=Callback::new(move |v| values.update(|m| { m.insert(n3.clone(), v); }))
-                                        testid="compare-variable"
-                                    />
-                                }
-                            }
+                        <VariableFields
+                            names=variables
+                            values=values
+                            on_input=Callback::new(move |(n, v)| values.update(|m| {
+                                m.insert(n, v);
+                            }))
+                            testid="compare-variable"
                         />
                     </div>
                     <div class="row">
@@ -286,10 +241,10 @@ pub fn ComparePage() -> impl IntoView {
                                     </div>
                                     <ErrorNote error=Signal::derive(move || col().and_then(|c| c.error))/>
                                     <div class="stats small">
-                                        <div><span class="k">"First token"</span><span class="v">{move || col().and_then(|c| c.ttft_ms).map(|t| format!("{t:.0} ms")).unwrap_or("–".into())}</span></div>
-                                        <div><span class="k">"Speed"</span><span class="v">{move || col().and_then(|c| c.tokens_per_s).map(|t| format!("{t:.1} tok/s")).unwrap_or("–".into())}</span></div>
-                                        <div><span class="k">"Tokens"</span><span class="v">{move || col().map(|c| c.tokens.to_string()).unwrap_or_default()}</span></div>
-                                        <div><span class="k">"Cached"</span><span class="v">{move || col().and_then(|c| c.prompt_tokens.map(|p| format!("{} / {p}", c.cached.unwrap_or(0)))).unwrap_or("–".into())}</span></div>
+                                        <Stat label="First token" value=Signal::derive(move || col().map(|c| c.stats.ttft_text()).unwrap_or("–".into()))/>
+                                        <Stat label="Speed" value=Signal::derive(move || col().map(|c| c.stats.speed_text()).unwrap_or("–".into()))/>
+                                        <Stat label="Tokens" value=Signal::derive(move || col().map(|c| c.stats.tokens.to_string()).unwrap_or_default())/>
+                                        <Stat label="Cached" value=Signal::derive(move || col().and_then(|c| c.stats.prompt_tokens.map(|p| format!("{} / {p}", c.stats.cached_tokens.unwrap_or(0)))).unwrap_or("–".into()))/>
                                     </div>
                                     <Show when=move || col().is_some_and(|c| c.running)>
                                         <div class="progress-line"></div>

@@ -1,48 +1,37 @@
 //! The library: every template (shipped and the user's), searchable and filterable.
 
+use api_types::templates::{TemplateList, TemplateSummary};
 use leptos::prelude::*;
-use serde_json::Value;
 
 use crate::api::{self, enc, ApiError};
-use crate::pages::ErrorNote;
+use crate::components::ErrorNote;
 
 #[component]
 pub fn LibraryPage() -> impl IntoView {
     let q = RwSignal::new(String::new());
     let tag = RwSignal::new(String::new());
     let language = RwSignal::new(String::new());
-    let all = RwSignal::new(None::<Vec<Value>>);
+    let all = RwSignal::new(None::<Vec<TemplateSummary>>);
     let error = RwSignal::new(None::<ApiError>);
 
     Effect::new(move |_| {
         api::spawn(async move {
-            match api::get("/api/templates").await {
-                Ok(v) => all.set(Some(v["templates"].as_array().cloned().unwrap_or_default())),
+            match api::get::<TemplateList>("/api/templates").await {
+                Ok(v) => all.set(Some(v.templates)),
                 Err(e) => error.set(Some(e)),
             }
         });
     });
 
     let tags = move || {
-        let mut t: Vec<String> = all
-            .get()
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|s| s["template"]["tags"].as_array().cloned().unwrap_or_default())
-            .filter_map(|t| t.as_str().map(str::to_string))
-            .collect();
+        let mut t: Vec<String> = all.get().unwrap_or_default().into_iter().flat_map(|s| s.template.tags).collect();
         t.sort();
         t.dedup();
         t
     };
     let languages = move || {
-        let mut l: Vec<String> = all
-            .get()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| s["template"]["language"].as_str().map(str::to_string))
-            .filter(|l| !l.is_empty())
-            .collect();
+        let mut l: Vec<String> =
+            all.get().unwrap_or_default().into_iter().map(|s| s.template.language).filter(|l| !l.is_empty()).collect();
         l.sort();
         l.dedup();
         l
@@ -55,22 +44,11 @@ pub fn LibraryPage() -> impl IntoView {
             .unwrap_or_default()
             .into_iter()
             .filter(|s| {
-                let t = &s["template"];
-                let hay = format!(
-                    "{} {} {} {}",
-                    t["name"].as_str().unwrap_or_default(),
-                    t["title"].as_str().unwrap_or_default(),
-                    t["description"].as_str().unwrap_or_default(),
-                    t["tags"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "))
-                        .unwrap_or_default()
-                )
-                .to_lowercase();
+                let t = &s.template;
+                let hay = format!("{} {} {} {}", t.name, t.title, t.description, t.tags.join(" ")).to_lowercase();
                 words.iter().all(|w| hay.contains(w.as_str()))
-                    && (tag.is_empty()
-                        || t["tags"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&tag))))
-                    && (language.is_empty() || t["language"].as_str() == Some(language.as_str()))
+                    && (tag.is_empty() || t.tags.contains(&tag))
+                    && (language.is_empty() || t.language == language)
             })
             .collect::<Vec<_>>()
     };
@@ -103,7 +81,7 @@ pub fn LibraryPage() -> impl IntoView {
                     }).collect_view()}
                 </div>
             </div>
-            <ErrorNote error=error.into()/>
+            <ErrorNote error=error/>
             {move || match all.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(_) => {
@@ -134,22 +112,14 @@ pub fn language_name(code: &str) -> String {
 }
 
 #[component]
-fn TemplateCard(summary: Value) -> impl IntoView {
-    let t = &summary["template"];
-    let name = t["name"].as_str().unwrap_or_default().to_string();
-    let title = t["title"].as_str().filter(|s| !s.is_empty()).unwrap_or(&name).to_string();
-    let description = t["description"].as_str().unwrap_or_default().to_string();
-    let tags: Vec<String> = t["tags"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let example = &summary["example"];
-    let ex =
-        example["input"].as_str().map(|i| (i.to_string(), example["output"].as_str().unwrap_or_default().to_string()));
-    let source = t["source"].as_str().unwrap_or_default().to_string();
-    let version = t["latest_version"].as_i64().unwrap_or(0);
-    let production = t["labels"]["production"].as_i64();
-    let lang = language_name(t["language"].as_str().unwrap_or_default());
+fn TemplateCard(summary: TemplateSummary) -> impl IntoView {
+    let t = summary.template;
+    let title = t.display_title().to_string();
+    let ex = summary.example.map(|e| (e.input, e.output));
+    let version = t.latest_version;
+    let production = t.labels.get("production").copied();
+    let lang = language_name(&t.language);
+    let (name, description, tags, source) = (t.name, t.description, t.tags, t.source);
     view! {
         <article class="tcard" data-testid="template-card" data-name=name.clone()>
             <div class="tcard-head">

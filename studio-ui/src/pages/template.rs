@@ -1,28 +1,32 @@
 //! A template's page: versions with notes and dates, labels (moving `production` is the
 //! rollback), a diff between any two versions, label history and run history.
 
+use api_types::templates::{
+    ExampleChange, ExampleChangeKind, LabelEvent, LabelMoved, Labels, Op, Run, RunList, SetLabel, TemplateInfo, TextOp,
+    VersionDiff, VersionInfo, VersionList,
+};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::{self, enc, ApiError};
+use crate::components::{vars_text, version_label, ErrorNote};
 use crate::fmt_time;
-use crate::pages::ErrorNote;
 
 #[component]
 pub fn TemplatePage() -> impl IntoView {
     let params = use_params_map();
     let name = Memo::new(move |_| params.with(|p| p.get("name")).unwrap_or_default());
-    let info = RwSignal::new(None::<Value>);
-    let versions = RwSignal::new(Vec::<Value>::new());
-    let history = RwSignal::new(Vec::<Value>::new());
-    let runs = RwSignal::new(Vec::<Value>::new());
+    let info = RwSignal::new(None::<TemplateInfo>);
+    let versions = RwSignal::new(Vec::<VersionInfo>::new());
+    let history = RwSignal::new(Vec::<LabelEvent>::new());
+    let runs = RwSignal::new(Vec::<Run>::new());
     let error = RwSignal::new(None::<ApiError>);
     let reload = RwSignal::new(0u32);
 
     let from = RwSignal::new(String::new());
     let to = RwSignal::new(String::new());
-    let diff = RwSignal::new(None::<Value>);
+    let diff = RwSignal::new(None::<VersionDiff>);
     let diff_error = RwSignal::new(None::<ApiError>);
 
     Effect::new(move |_| {
@@ -30,24 +34,23 @@ pub fn TemplatePage() -> impl IntoView {
         reload.track();
         api::spawn(async move {
             let base = format!("/api/templates/{}", enc(&n));
-            match api::get(&format!("{base}/versions")).await {
+            match api::get::<VersionList>(&format!("{base}/versions")).await {
                 Ok(v) => {
-                    let vs = v["versions"].as_array().cloned().unwrap_or_default();
-                    let latest = vs.iter().filter_map(|v| v["version"].as_i64()).max().unwrap_or(1);
+                    let latest = v.versions.iter().map(|v| v.version).max().unwrap_or(1);
                     if to.get_untracked().is_empty() {
                         to.set(latest.to_string());
                         from.set((latest - 1).max(1).to_string());
                     }
-                    info.set(Some(v["template"].clone()));
-                    versions.set(vs);
+                    info.set(Some(v.template));
+                    versions.set(v.versions);
                 }
                 Err(e) => error.set(Some(e)),
             }
-            if let Ok(l) = api::get(&format!("{base}/labels")).await {
-                history.set(l["history"].as_array().cloned().unwrap_or_default());
+            if let Ok(l) = api::get::<Labels>(&format!("{base}/labels")).await {
+                history.set(l.history);
             }
-            if let Ok(r) = api::get(&format!("{base}/runs?limit=50")).await {
-                runs.set(r["runs"].as_array().cloned().unwrap_or_default());
+            if let Ok(r) = api::get::<RunList>(&format!("{base}/runs?limit=50")).await {
+                runs.set(r.runs);
             }
         });
     });
@@ -59,7 +62,9 @@ pub fn TemplatePage() -> impl IntoView {
             return;
         }
         api::spawn(async move {
-            match api::get(&format!("/api/templates/{}/diff?from={}&to={}", enc(&n), enc(&a), enc(&b))).await {
+            match api::get::<VersionDiff>(&format!("/api/templates/{}/diff?from={}&to={}", enc(&n), enc(&a), enc(&b)))
+                .await
+            {
                 Ok(d) => {
                     diff.set(Some(d));
                     diff_error.set(None);
@@ -72,7 +77,11 @@ pub fn TemplatePage() -> impl IntoView {
     let set_label = move |label: &'static str, version: i64| {
         let n = name.get_untracked();
         api::spawn(async move {
-            match api::put(&format!("/api/templates/{}/labels/{label}", enc(&n)), &json!({ "version": version })).await
+            match api::put::<LabelMoved, _>(
+                &format!("/api/templates/{}/labels/{label}", enc(&n)),
+                &SetLabel { version },
+            )
+            .await
             {
                 Ok(_) => {
                     error.set(None);
@@ -84,15 +93,9 @@ pub fn TemplatePage() -> impl IntoView {
     };
 
     let labels_of = move |version: i64| -> Vec<String> {
-        info.with(|i| {
-            i.as_ref()
-                .and_then(|i| i["labels"].as_object().cloned())
-                .map(|m| m.iter().filter(|(_, v)| v.as_i64() == Some(version)).map(|(k, _)| k.clone()).collect())
-                .unwrap_or_default()
-        })
+        info.with(|i| i.as_ref().map(|i| i.labels_of(version)).unwrap_or_default())
     };
-    let version_numbers =
-        move || versions.with(|vs| vs.iter().filter_map(|v| v["version"].as_i64()).collect::<Vec<_>>());
+    let version_numbers = move || versions.with(|vs| vs.iter().map(|v| v.version).collect::<Vec<_>>());
 
     let section_0 = view! {
             <section class="card">
@@ -102,12 +105,12 @@ pub fn TemplatePage() -> impl IntoView {
                         <tbody>
                             <For
                                 each=move || { let mut v = versions.get(); v.reverse(); v }
-                                key=|v| (v["version"].as_i64(), v["content_hash"].as_str().map(str::to_string))
+                                key=|v| (v.version, v.content_hash.clone())
                                 children=move |v| {
-                                    let n = v["version"].as_i64().unwrap_or(0);
-                                    let note = v["note"].as_str().filter(|s| !s.is_empty()).unwrap_or("—").to_string();
-                                    let when = fmt_time(v["created_at"].as_i64().unwrap_or(0));
-                                    let author = v["author"].as_str().unwrap_or_default().to_string();
+                                    let n = v.version;
+                                    let note = if v.note.is_empty() { "—".to_string() } else { v.note.clone() };
+                                    let when = fmt_time(v.created_at);
+                                    let author = v.author.clone();
                                     view! {
                                         <tr data-testid="version-row" data-version=n.to_string()>
                                             <td><b>{format!("v{n}")}</b></td>
@@ -141,12 +144,12 @@ pub fn TemplatePage() -> impl IntoView {
                                 return view! { <li class="muted">"No label was ever set."</li> }.into_any();
                             }
                             h.into_iter().map(|e| {
-                                let from = e["from_version"].as_i64().map(|v| format!("v{v}")).unwrap_or("none".into());
+                                let from = e.from_version.map(|v| format!("v{v}")).unwrap_or("none".into());
                                 view! {
                                     <li>
-                                        <b>{e["label"].as_str().unwrap_or_default().to_string()}</b>
-                                        {format!(" {from} → v{}", e["to_version"])}
-                                        <span class="muted small">{format!(" · {} · {}", e["actor"].as_str().unwrap_or_default(), fmt_time(e["at"].as_i64().unwrap_or(0)))}</span>
+                                        <b>{e.label}</b>
+                                        {format!(" {from} → v{}", e.to_version)}
+                                        <span class="muted small">{format!(" · {} · {}", e.actor, fmt_time(e.at))}</span>
                                     </li>
                                 }
                             }).collect_view().into_any()
@@ -169,7 +172,7 @@ pub fn TemplatePage() -> impl IntoView {
                         </select>
                     </div>
                 </div>
-                <ErrorNote error=diff_error.into()/>
+                <ErrorNote error=diff_error/>
                 {move || diff.get().map(|d| view! { <DiffView diff=d/> })}
             </section>
     }
@@ -188,15 +191,14 @@ pub fn TemplatePage() -> impl IntoView {
                                 <thead><tr><th>"When"</th><th>"Version"</th><th>"Input"</th><th>"Output"</th><th>"Tokens"</th><th>"Latency"</th></tr></thead>
                                 <tbody>
                                     {r.into_iter().map(|run| {
-                                        let vars = run["variables"].as_object().map(|m| m.values().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" · ")).unwrap_or_default();
                                         view! {
                                             <tr>
-                                                <td class="small muted">{fmt_time(run["created_at"].as_i64().unwrap_or(0))}</td>
-                                                <td>{run["version"].as_i64().map(|v| format!("v{v}")).unwrap_or("draft".into())}</td>
-                                                <td class="clip">{vars}</td>
-                                                <td class="clip"><b>{run["output"].as_str().unwrap_or_default().to_string()}</b></td>
-                                                <td class="small">{format!("{} in · {} cached · {} out", run["prompt_tokens"], run["cached_tokens"], run["completion_tokens"])}</td>
-                                                <td class="small">{format!("{} ms", run["latency_ms"])}</td>
+                                                <td class="small muted">{fmt_time(run.created_at)}</td>
+                                                <td>{version_label(run.version)}</td>
+                                                <td class="clip">{vars_text(&run.variables)}</td>
+                                                <td class="clip"><b>{run.output}</b></td>
+                                                <td class="small">{format!("{} in · {} cached · {} out", run.prompt_tokens, run.cached_tokens, run.completion_tokens)}</td>
+                                                <td class="small">{format!("{} ms", run.latency_ms)}</td>
                                             </tr>
                                         }
                                     }).collect_view()}
@@ -211,8 +213,8 @@ pub fn TemplatePage() -> impl IntoView {
     view! {
         <div class="template-page">
             <div class="page-head">
-                <h1>{move || info.with(|i| i.as_ref().map(|i| i["title"].as_str().filter(|s| !s.is_empty()).or(i["name"].as_str()).unwrap_or_default().to_string())).unwrap_or_else(|| name.get())}</h1>
-                <p class="muted">{move || info.with(|i| i.as_ref().map(|i| i["description"].as_str().unwrap_or_default().to_string())).unwrap_or_default()}</p>
+                <h1>{move || info.with(|i| i.as_ref().map(|i| i.display_title().to_string())).unwrap_or_else(|| name.get())}</h1>
+                <p class="muted">{move || info.with(|i| i.as_ref().map(|i| i.description.clone())).unwrap_or_default()}</p>
                 <div class="row">
                     <a class="button primary small" href=move || format!("/t/{}", enc(&name.get()))>"Open in playground"</a>
                     <a class="button ghost small" href=move || format!("/compare?template={}", enc(&name.get()))>"Compare versions"</a>
@@ -220,7 +222,7 @@ pub fn TemplatePage() -> impl IntoView {
                     <a class="button ghost small" href=move || format!("/api/templates/{}/export", enc(&name.get()))>"Export TOML"</a>
                 </div>
             </div>
-            <ErrorNote error=error.into()/>
+            <ErrorNote error=error/>
             <div class="two-col">
                 {section_0}
 
@@ -234,18 +236,15 @@ pub fn TemplatePage() -> impl IntoView {
     }
 }
 
-fn ops_view(ops: &Value) -> impl IntoView {
-    ops.as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
+fn ops_view(ops: &[TextOp]) -> impl IntoView {
+    ops.iter()
         .map(|op| {
-            let class = match op["op"].as_str() {
-                Some("insert") => "ins",
-                Some("delete") => "del",
-                _ => "eq",
+            let class = match op.op {
+                Op::Insert => "ins",
+                Op::Delete => "del",
+                Op::Equal => "eq",
             };
-            view! { <span class=class>{op["text"].as_str().unwrap_or_default().to_string()}</span> }
+            view! { <span class=class>{op.text.clone()}</span> }
         })
         .collect_view()
 }
@@ -258,33 +257,36 @@ fn show_value(v: &Value) -> String {
     }
 }
 
+/// An example added or removed: its input → output, as inserted or deleted text.
+fn example_line(e: &ExampleChange, class: &'static str) -> impl IntoView {
+    let ex = e.new.as_ref().or(e.old.as_ref());
+    let (input, output) = ex.map(|x| (x.input.as_str(), x.output.as_str())).unwrap_or_default();
+    view! { <pre class="diff-text"><span class=class>{format!("{input} → {output}")}</span></pre> }
+}
+
 #[component]
-pub fn DiffView(diff: Value) -> impl IntoView {
-    if diff["unchanged"].as_bool() == Some(true) {
+pub fn DiffView(diff: VersionDiff) -> impl IntoView {
+    if diff.unchanged {
         return view! { <p class="muted" data-testid="diff-unchanged">"These two versions are identical."</p> }
             .into_any();
     }
-    let text = diff["text"].as_array().cloned().unwrap_or_default();
-    let examples = diff["examples"].as_array().cloned().unwrap_or_default();
-    let values = diff["values"].as_array().cloned().unwrap_or_default();
     view! {
         <div class="diffview">
-            {text.into_iter().map(|c| view! {
+            {diff.text.into_iter().map(|c| view! {
                 <div class="diff-block">
-                    <div class="diff-field">{c["field"].as_str().unwrap_or_default().replace('_', " ")}</div>
-                    <pre class="diff-text">{ops_view(&c["ops"])}</pre>
+                    <div class="diff-field">{c.field.replace('_', " ")}</div>
+                    <pre class="diff-text">{ops_view(&c.ops)}</pre>
                 </div>
             }).collect_view()}
-            {examples.into_iter().map(|e| {
-                let idx = e["index"].as_i64().unwrap_or(0) + 1;
-                let change = e["change"].as_str().unwrap_or_default().to_string();
-                let body = match change.as_str() {
-                    "added" => view! { <pre class="diff-text"><span class="ins">{format!("{} → {}", e["new"]["input"].as_str().unwrap_or_default(), e["new"]["output"].as_str().unwrap_or_default())}</span></pre> }.into_any(),
-                    "removed" => view! { <pre class="diff-text"><span class="del">{format!("{} → {}", e["old"]["input"].as_str().unwrap_or_default(), e["old"]["output"].as_str().unwrap_or_default())}</span></pre> }.into_any(),
-                    _ => e["fields"].as_array().cloned().unwrap_or_default().into_iter().map(|f| view! {
-                        <div class="diff-sub">{f["field"].as_str().unwrap_or_default().to_string()}</div>
-                        <pre class="diff-text">{ops_view(&f["ops"])}</pre>
-                    }).collect_view().into_any(),
+            {diff.examples.into_iter().map(|e| {
+                let idx = e.index + 1;
+                let (body, change) = match e.change {
+                    ExampleChangeKind::Added => (example_line(&e, "ins").into_any(), "added"),
+                    ExampleChangeKind::Removed => (example_line(&e, "del").into_any(), "removed"),
+                    ExampleChangeKind::Modified => (e.fields.clone().unwrap_or_default().into_iter().map(|f| view! {
+                        <div class="diff-sub">{f.field}</div>
+                        <pre class="diff-text">{ops_view(&f.ops)}</pre>
+                    }).collect_view().into_any(), "modified"),
                 };
                 view! {
                     <div class="diff-block">
@@ -293,15 +295,15 @@ pub fn DiffView(diff: Value) -> impl IntoView {
                     </div>
                 }
             }).collect_view()}
-            {(!values.is_empty()).then(|| view! {
+            {(!diff.values.is_empty()).then(|| view! {
                 <table class="values">
                     <tbody>
-                        {values.into_iter().map(|v| view! {
+                        {diff.values.into_iter().map(|v| view! {
                             <tr>
-                                <td class="mono">{v["field"].as_str().unwrap_or_default().to_string()}</td>
-                                <td><span class="del">{show_value(&v["old"])}</span></td>
+                                <td class="mono">{v.field}</td>
+                                <td><span class="del">{show_value(&v.old)}</span></td>
                                 <td>"→"</td>
-                                <td><span class="ins">{show_value(&v["new"])}</span></td>
+                                <td><span class="ins">{show_value(&v.new)}</span></td>
                             </tr>
                         }).collect_view()}
                     </tbody>

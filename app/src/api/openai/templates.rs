@@ -13,7 +13,7 @@ use crate::api::json::{from_value, split, ApiJson, WithParams};
 use crate::api::openai::{respond, ResponseExtras, RunRecorder};
 use crate::serving::{RequestOptions, ServeError, ValidRequest};
 use crate::store::{Run, Store, TemplateInfo, VersionInfo, VersionRef};
-use crate::templates::VersionSpec;
+use crate::templates::{TokenIds, VersionSpec};
 use crate::AppState;
 
 /// `name@ref`; without `@ref`, `production` when that label exists, else the latest version.
@@ -94,7 +94,7 @@ async fn complete_spec(
     let run = Run {
         template: Some(t.name.clone()),
         version: Some(v.version),
-        variables: json!(call.variables),
+        variables: call.variables.clone(),
         prompt: rendered.text(),
         parameters: recorded,
         source: "api".into(),

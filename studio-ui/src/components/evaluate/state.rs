@@ -1,0 +1,140 @@
+//! The evaluate page's state (a struct of signals, shared through a context), loaded from
+//! the template, its test set and its evals.
+
+use std::collections::BTreeMap;
+
+use api_types::evals::{EvalList, EvalRunDetail, EvalStatus, EvalSummary, RowResult, TestCase, TestList};
+use api_types::templates::{TemplateDetail, TemplateInfo, UpdateMeta, UpdatedTemplate, VersionList};
+use leptos::prelude::*;
+
+use crate::api::{self, enc, ApiError};
+use crate::components::version_label;
+
+/// One column of the matrix: a version's latest completed eval and its results by row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixColumn {
+    pub label: String,
+    pub eval_id: i64,
+    pub version: Option<i64>,
+    pub pass_rate: Option<f64>,
+    /// By test row id.
+    pub results: BTreeMap<i64, RowResult>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Evaluate {
+    pub name: Memo<String>,
+    pub template: RwSignal<Option<TemplateInfo>>,
+    pub variables: RwSignal<Vec<String>>,
+    pub versions: RwSignal<Vec<i64>>,
+    pub rows: RwSignal<Vec<TestCase>>,
+    /// Newest first.
+    pub evals: RwSignal<Vec<EvalSummary>>,
+    pub matrix: RwSignal<Vec<MatrixColumn>>,
+    pub error: RwSignal<Option<ApiError>>,
+    /// Bumped to load everything again.
+    pub reload: RwSignal<u32>,
+}
+
+impl Evaluate {
+    pub fn new(name: Memo<String>) -> Self {
+        Self {
+            name,
+            template: RwSignal::new(None),
+            variables: RwSignal::new(Vec::new()),
+            versions: RwSignal::new(Vec::new()),
+            rows: RwSignal::new(Vec::new()),
+            evals: RwSignal::new(Vec::new()),
+            matrix: RwSignal::new(Vec::new()),
+            error: RwSignal::new(None),
+            reload: RwSignal::new(0),
+        }
+    }
+
+    /// The evaluate page of the page this part is on.
+    pub fn get() -> Self {
+        expect_context::<Evaluate>()
+    }
+
+    pub fn reload(self) {
+        self.reload.update(|r| *r += 1);
+    }
+
+    /// The completed evals, newest first.
+    pub fn completed(self) -> Vec<EvalSummary> {
+        self.evals.get().into_iter().filter(|e| e.status == EvalStatus::Completed).collect()
+    }
+
+    /// Loads the template, its versions, test set and evals, and the matrix.
+    pub async fn load(self, n: String) {
+        let base = format!("/api/templates/{}", enc(&n));
+        match api::get::<TemplateDetail>(&base).await {
+            Ok(t) => {
+                self.variables.set(t.variables);
+                self.template.set(Some(t.template));
+            }
+            Err(e) => {
+                self.error.set(Some(e));
+                return;
+            }
+        }
+        if let Ok(v) = api::get::<VersionList>(&format!("{base}/versions")).await {
+            self.versions.set(v.versions.iter().map(|v| v.version).collect());
+        }
+        match api::get::<TestList>(&format!("{base}/tests")).await {
+            Ok(t) => self.rows.set(t.rows),
+            Err(e) => self.error.set(Some(e)),
+        }
+        let list = match api::get::<EvalList>(&format!("{base}/evals")).await {
+            Ok(e) => e.evals,
+            Err(e) => {
+                self.error.set(Some(e));
+                Vec::new()
+            }
+        };
+        self.evals.set(list.clone());
+        // The matrix: the latest completed eval of each version (and of drafts), oldest first.
+        let mut latest: BTreeMap<Option<i64>, EvalSummary> = BTreeMap::new();
+        for e in list.into_iter().filter(|e| e.status == EvalStatus::Completed) {
+            latest.entry(e.version).or_insert(e);
+        }
+        let mut cols = Vec::new();
+        for (version, e) in latest {
+            if let Ok(full) = api::get::<EvalRunDetail>(&format!("/api/evals/{}", e.id)).await {
+                let results =
+                    full.results.unwrap_or_default().into_iter().filter_map(|r| Some((r.test_id?, r))).collect();
+                cols.push(MatrixColumn {
+                    label: version_label(version),
+                    eval_id: e.id,
+                    version,
+                    pass_rate: e.pass_rate,
+                    results,
+                });
+            }
+        }
+        self.matrix.set(cols);
+    }
+}
+
+/// The production eval gate, on or off.
+#[component]
+pub fn EvalGateToggle() -> impl IntoView {
+    let ev = Evaluate::get();
+    let toggle = move |e: leptos::ev::Event| {
+        let on = event_target_checked(&e);
+        let n = ev.name.get_untracked();
+        api::spawn(async move {
+            let body = UpdateMeta { eval_gate: Some(on), ..Default::default() };
+            match api::patch::<UpdatedTemplate, _>(&format!("/api/templates/{}", enc(&n)), &body).await {
+                Ok(t) => ev.template.set(Some(t.template)),
+                Err(e) => ev.error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <label class="toggle">
+            <input type="checkbox" data-testid="eval-gate" prop:checked=move || ev.template.with(|t| t.as_ref().is_some_and(|t| t.eval_gate)) on:change=toggle/>
+            " Eval gate: production only moves to a version that scores at least as well"
+        </label>
+    }
+}

@@ -1,0 +1,145 @@
+//! The prompt as written: title and version, instruction and input text, variables,
+//! format, and exactly what the model will read.
+
+use leptos::prelude::*;
+
+use crate::components::playground::Playground;
+use crate::components::{field_error, ErrorNote, VariableFields};
+use crate::draft::{escape, unescape, Draft};
+
+/// The title, the version being edited, a load error, and the notice of a restored draft.
+#[component]
+pub fn DraftHeader() -> impl IntoView {
+    let pg = Playground::get();
+    let draft = pg.draft;
+    let (title, write) = pg.bind(|d| d.title.clone(), |d, v| d.title = v);
+    view! {
+        <div class="title-row">
+            <input class="title-input" data-testid="title" placeholder="Untitled prompt" prop:value=title on:input=move |ev| write(event_target_value(&ev))/>
+            <span class="badge" data-testid="version-badge">
+                {move || match (draft.with(|d| d.template.clone()), draft.with(|d| d.base_version)) {
+                    (Some(t), Some(v)) => format!("{t} · version {v}"),
+                    _ => "not saved".to_string(),
+                }}
+            </span>
+        </div>
+        <ErrorNote error=pg.load_error/>
+        <Show when=move || pg.restored.get()>
+            <div class="notice">
+                "Your unsaved changes were restored from this browser. "
+                <button class="link" on:click=move |_| pg.discard()>"Discard them"</button>
+            </div>
+        </Show>
+    }
+}
+
+/// A growing text box for one text field of the draft, with the error that names it.
+#[component]
+pub fn DraftText(
+    label: &'static str,
+    placeholder: &'static str,
+    get: fn(&Draft) -> String,
+    set: fn(&mut Draft, String),
+    field: &'static str,
+    testid: &'static str,
+) -> impl IntoView {
+    let pg = Playground::get();
+    let (value, write) = pg.bind(get, set);
+    view! {
+        <label class="label">{label}</label>
+        <textarea class="grow" data-testid=testid placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
+        {field_error(pg.any_err(), field)}
+    }
+}
+
+/// The input text with its `{{variables}}`, and a field for each variable.
+#[component]
+pub fn InputCard() -> impl IntoView {
+    let pg = Playground::get();
+    let draft = pg.draft;
+    view! {
+        <div class="card">
+            <DraftText
+                label="Input"
+                placeholder="The text to run on. Use {{name}} for parts that change per call, e.g. {{review}}."
+                get=|d| d.input_pattern.clone()
+                set=|d, v| d.input_pattern = v
+                field="input_pattern"
+                testid="input-pattern"
+            />
+            <div class="variables" data-testid="variables">
+                <VariableFields
+                    names=Signal::derive(move || pg.preview.with(|p| p.variables.clone()))
+                    values=Signal::derive(move || draft.with(|d| d.variables.clone()))
+                    on_input=Callback::new(move |(n, v)| draft.update(|d| {
+                        d.variables.insert(n, v);
+                    }))
+                    testid="variable"
+                    error=pg.any_err()
+                />
+            </div>
+        </div>
+    }
+}
+
+/// A separator or prefix, its invisible characters shown as escapes.
+#[component]
+fn EscapedInput(
+    label: &'static str,
+    get: fn(&Draft) -> String,
+    set: fn(&mut Draft, String),
+    field: &'static str,
+) -> impl IntoView {
+    let pg = Playground::get();
+    let (value, write) = pg.bind(move |d| escape(&get(d)), move |d, v| set(d, unescape(&v)));
+    view! {
+        <div class="fmt-field">
+            <label class="label small">{label}</label>
+            <input class="mono" prop:value=value on:input=move |ev| write(event_target_value(&ev))/>
+            {field_error(pg.any_err(), field)}
+        </div>
+    }
+}
+
+/// How examples and the input are laid out: separators and prefixes.
+#[component]
+pub fn FormatPanel() -> impl IntoView {
+    view! {
+        <details class="card">
+            <summary>"Format: separators and prefixes"</summary>
+            <div class="fmt-grid">
+                <EscapedInput label="Between examples" get=|d| d.format.example_separator.clone() set=|d, v| d.format.example_separator = v field="format.example_separator"/>
+                <EscapedInput label="Input prefix" get=|d| d.format.input_prefix.clone() set=|d, v| d.format.input_prefix = v field="format.input_prefix"/>
+                <EscapedInput label="Between input and output" get=|d| d.format.io_separator.clone() set=|d, v| d.format.io_separator = v field="format.io_separator"/>
+                <EscapedInput label="Output prefix" get=|d| d.format.output_prefix.clone() set=|d, v| d.format.output_prefix = v field="format.output_prefix"/>
+            </div>
+            <p class="hint">"\\n is a line break. The prompt ends with the output prefix, so the model writes the answer next."</p>
+        </details>
+    }
+}
+
+/// Exactly what the model reads, and its size against the context.
+#[component]
+pub fn PromptPreview() -> impl IntoView {
+    let pg = Playground::get();
+    let preview = pg.preview;
+    view! {
+        <div class="card preview">
+            <div class="card-head">
+                <h3>"Exactly what the model reads"</h3>
+                <span class="token-count" data-testid="token-count">
+                    {move || preview.with(|p| if p.context_length > 0 {
+                        format!("{} / {} tokens", p.prompt_tokens, p.context_length)
+                    } else {
+                        "… tokens".to_string()
+                    })}
+                </span>
+            </div>
+            <div class="meter">
+                <span style=move || preview.with(|p| format!("width: {:.1}%", if p.context_length > 0 { 100.0 * p.prompt_tokens as f64 / p.context_length as f64 } else { 0.0 }))></span>
+            </div>
+            <pre class="prompt" data-testid="prompt-preview">{move || preview.with(|p| p.prompt.clone())}</pre>
+            <ErrorNote error=pg.preview_error/>
+        </div>
+    }
+}

@@ -1,0 +1,83 @@
+//! The examples editor: input → output pairs shown to the model before the input; add,
+//! edit, reorder, duplicate, delete.
+
+use api_types::template::Example;
+use leptos::prelude::*;
+
+use crate::components::playground::Playground;
+
+/// One example's input or output box.
+#[component]
+fn ExampleText(
+    index: usize,
+    testid: &'static str,
+    placeholder: &'static str,
+    field: fn(&mut Example) -> &mut String,
+) -> impl IntoView {
+    let (value, write) = Playground::get().bind(
+        move |d| d.examples.get(index).cloned().map(|mut e| field(&mut e).clone()).unwrap_or_default(),
+        move |d, v| {
+            if let Some(e) = d.examples.get_mut(index) {
+                *field(e) = v;
+            }
+        },
+    );
+    view! {
+        <textarea class="grow" data-testid=testid placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
+    }
+}
+
+#[component]
+pub fn ExamplesEditor() -> impl IntoView {
+    let pg = Playground::get();
+    let draft = pg.draft;
+    let any_err = pg.any_err();
+    view! {
+        <div class="card">
+            <div class="card-head">
+                <h3>"Examples"</h3>
+                <span class="muted">{move || format!("{} shown to the model before your input", draft.with(|d| d.examples.len()))}</span>
+            </div>
+            <div class="examples" data-testid="examples">
+                <div class="ex-row ex-header">
+                    <span>"#"</span>
+                    <span>"Input"</span>
+                    <span>"Output"</span>
+                    <span></span>
+                </div>
+                <For
+                    each=move || 0..draft.with(|d| d.examples.len())
+                    key=|i| *i
+                    children=move |i| {
+                        let field = format!("examples[{i}]");
+                        let err = move || {
+                            let field = field.clone();
+                            any_err.get().filter(|e| e.is_about(&field)).map(|e| view! { <div class="field-error">{e.message.clone()}</div> })
+                        };
+                        view! {
+                            <div class="ex-row" data-testid="example-row">
+                                <span class="ex-num">{i + 1}</span>
+                                <ExampleText index=i testid="example-input" placeholder="Example input" field=|e| &mut e.input/>
+                                <ExampleText index=i testid="example-output" placeholder="Expected output" field=|e| &mut e.output/>
+                                <div class="ex-tools">
+                                    <button class="icon" title="Move up" on:click=move |_| draft.update(|d| if i > 0 && i < d.examples.len() { d.examples.swap(i - 1, i) })>"↑"</button>
+                                    <button class="icon" title="Move down" on:click=move |_| draft.update(|d| if i + 1 < d.examples.len() { d.examples.swap(i, i + 1) })>"↓"</button>
+                                    <button class="icon" title="Duplicate this example" on:click=move |_| draft.update(|d| if let Some(e) = d.examples.get(i).cloned() { d.examples.insert(i + 1, e) })>"Copy"</button>
+                                    <button class="icon danger" title="Delete" data-testid="example-delete" on:click=move |_| draft.update(|d| if i < d.examples.len() { d.examples.remove(i); })>"✕"</button>
+                                </div>
+                                {err}
+                            </div>
+                        }
+                    }
+                />
+            </div>
+            <button
+                class="secondary"
+                data-testid="add-example"
+                on:click=move |_| draft.update(|d| d.examples.push(Example { input: String::new(), output: String::new() }))
+            >
+                "+ Add example"
+            </button>
+        </div>
+    }
+}

@@ -1,0 +1,16 @@
+//! The playground's parts: the prompt editor (title, instruction, examples, input,
+//! format, preview), the run card (run, save, code), the output and the parameters.
+
+mod editor;
+mod examples;
+mod output;
+mod params;
+mod run;
+mod state;
+
+pub use editor::{DraftHeader, DraftText, FormatPanel, InputCard, PromptPreview};
+pub use examples::ExamplesEditor;
+pub use output::RunOutput;
+pub use params::ParametersPanel;
+pub use run::{CodePanel, RunCard};
+pub use state::{vars_key, DraftRun, Playground};

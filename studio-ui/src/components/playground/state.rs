@@ -1,0 +1,253 @@
+//! The playground's state (a struct of signals, shared through a context) and what its
+//! buttons do: run (streamed, stoppable), stop, save, discard.
+
+use std::collections::BTreeMap;
+
+use api_types::completions::Completion;
+use api_types::templates::{CreateTemplate, CreateVersion, CreatedTemplate, CreatedVersion, RenderedPrompt};
+use api_types::GenerationParams;
+use leptos::prelude::*;
+use leptos_router::NavigateOptions;
+
+use crate::api::{self, enc, Abort, ApiError};
+use crate::code::{CodeTarget, Lang};
+use crate::components::{RunClock, RunStats};
+use crate::draft::{self, Draft, DraftSpec};
+use crate::tokens::{Piece, PieceBuilder};
+
+/// Where the last values typed into a template's variables are kept in this browser.
+pub fn vars_key(template: Option<&str>) -> String {
+    format!("studio.vars.{}", template.unwrap_or(""))
+}
+
+/// `POST /api/draft/completions`: the draft's spec and a template call.
+#[derive(serde::Serialize)]
+pub struct DraftRun<'a> {
+    pub spec: &'a DraftSpec,
+    pub variables: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
+    #[serde(flatten)]
+    pub params: GenerationParams,
+}
+
+/// Everything the playground's parts read and change.
+#[derive(Clone, Copy)]
+pub struct Playground {
+    /// The saved template in the URL (`/t/{name}`), if any.
+    pub name: Memo<Option<String>>,
+    pub draft: RwSignal<Draft>,
+    /// The version as loaded or saved: a draft equal to it is not "unsaved".
+    pub original: RwSignal<Option<Draft>>,
+    pub loaded: RwSignal<bool>,
+    pub restored: RwSignal<bool>,
+    pub load_error: RwSignal<Option<ApiError>>,
+    /// What the server rendered for the current draft.
+    pub preview: RwSignal<RenderedPrompt>,
+    pub preview_error: RwSignal<Option<ApiError>>,
+    pub run_error: RwSignal<Option<ApiError>>,
+    pub save_error: RwSignal<Option<ApiError>>,
+    pub pieces: RwSignal<Vec<Piece>>,
+    pub stats: RwSignal<RunStats>,
+    pub running: RwSignal<bool>,
+    pub abort: StoredValue<Option<Abort>, LocalStorage>,
+    pub save_open: RwSignal<bool>,
+    pub save_note: RwSignal<String>,
+    pub new_name: RwSignal<String>,
+    pub saved_msg: RwSignal<Option<String>>,
+    pub code_open: RwSignal<bool>,
+    pub code_lang: RwSignal<Lang>,
+    /// The served model's name (for the code snippets).
+    pub model: RwSignal<String>,
+}
+
+impl Playground {
+    pub fn new(name: Memo<Option<String>>) -> Self {
+        Self {
+            name,
+            draft: RwSignal::new(Draft::default()),
+            original: RwSignal::new(None),
+            loaded: RwSignal::new(false),
+            restored: RwSignal::new(false),
+            load_error: RwSignal::new(None),
+            preview: RwSignal::new(RenderedPrompt::default()),
+            preview_error: RwSignal::new(None),
+            run_error: RwSignal::new(None),
+            save_error: RwSignal::new(None),
+            pieces: RwSignal::new(Vec::new()),
+            stats: RwSignal::new(RunStats::default()),
+            running: RwSignal::new(false),
+            abort: StoredValue::new_local(None),
+            save_open: RwSignal::new(false),
+            save_note: RwSignal::new(String::new()),
+            new_name: RwSignal::new(String::new()),
+            saved_msg: RwSignal::new(None),
+            code_open: RwSignal::new(false),
+            code_lang: RwSignal::new(Lang::Curl),
+            model: RwSignal::new(String::from("default")),
+        }
+    }
+
+    /// The playground of the page this part is on.
+    pub fn get() -> Self {
+        expect_context::<Playground>()
+    }
+
+    /// A text control bound to one field of the draft: its value, and what writes the text
+    /// typed into it.
+    pub fn bind(
+        self,
+        get: impl Fn(&Draft) -> String + Copy + 'static,
+        set: impl Fn(&mut Draft, String) + Copy + 'static,
+    ) -> (impl Fn() -> String + Copy + 'static, impl Fn(String) + Copy + 'static) {
+        let draft = self.draft;
+        (move || draft.with(get), move |v| draft.update(|d| set(d, v)))
+    }
+
+    /// A field error from either the live preview or the run, shown beside its control.
+    pub fn any_err(self) -> Signal<Option<ApiError>> {
+        Signal::derive(move || self.run_error.get().or_else(|| self.preview_error.get()))
+    }
+
+    /// The values of the variables the prompt needs (empty where none was typed).
+    pub fn variables_for_run(self) -> BTreeMap<String, String> {
+        let names = self.preview.with(|p| p.variables.clone());
+        self.draft
+            .with(|d| names.iter().map(|n| (n.clone(), d.variables.get(n).cloned().unwrap_or_default())).collect())
+    }
+
+    /// Runs the draft, streaming the answer into the token view.
+    pub fn run(self) {
+        if self.running.get_untracked() {
+            return;
+        }
+        let spec = self.draft.with_untracked(|d| d.spec());
+        let variables = self.variables_for_run();
+        self.running.set(true);
+        self.run_error.set(None);
+        self.pieces.set(Vec::new());
+        self.stats.set(RunStats::default());
+        let handle = Abort::new();
+        self.abort.set_value(Some(handle.clone()));
+        api::spawn(async move {
+            let body = DraftRun {
+                spec: &spec,
+                variables,
+                stream: Some(true),
+                logprobs: Some(5),
+                params: GenerationParams::default(),
+            };
+            let mut clock = RunClock::start();
+            let mut builder = PieceBuilder::default();
+            let result = api::stream("/api/draft/completions", &body, &handle, |chunk: Completion| {
+                let Some(choice) = chunk.choices.first() else { return };
+                let token = choice.logprobs.as_ref().is_some_and(|l| !l.token_logprobs.is_empty());
+                clock.chunk(&chunk, token);
+                builder.push_choice(choice);
+                self.pieces.set(builder.pieces.clone());
+                self.stats.set(clock.stats.clone());
+            })
+            .await;
+            match result {
+                Err(e) if e.code.as_deref() == Some("aborted") => {
+                    self.stats.update(|s| s.finish = Some("stopped".into()))
+                }
+                Err(e) => self.run_error.set(Some(e)),
+                Ok(()) => {}
+            }
+            self.running.set(false);
+        });
+    }
+
+    pub fn stop(self) {
+        self.abort.with_value(|a| {
+            if let Some(a) = a {
+                a.abort();
+            }
+        });
+    }
+
+    /// Saves the draft as a new version of its template, or (`as_new`) as a new template,
+    /// then opens the saved version.
+    pub fn save(self, as_new: bool, navigate: impl Fn(&str, NavigateOptions) + 'static) {
+        self.save_error.set(None);
+        self.saved_msg.set(None);
+        let d = self.draft.get_untracked();
+        let note = self.save_note.get_untracked();
+        let target = if as_new { None } else { d.template.clone() };
+        let new_name = self.new_name.get_untracked().trim().to_string();
+        api::spawn(async move {
+            let spec = d.spec();
+            let result = match &target {
+                Some(name) => {
+                    let body = CreateVersion { spec, note };
+                    api::post::<CreatedVersion, _>(&format!("/api/templates/{}/versions", enc(name)), &body)
+                        .await
+                        .map(|v| (name.clone(), v.version))
+                }
+                None => {
+                    let body = CreateTemplate {
+                        name: new_name.clone(),
+                        title: d.title.clone(),
+                        description: String::new(),
+                        tags: Vec::new(),
+                        language: String::new(),
+                        spec,
+                        note,
+                    };
+                    api::post::<CreatedTemplate, _>("/api/templates", &body)
+                        .await
+                        .map(|v| (new_name.clone(), v.version))
+                }
+            };
+            match result {
+                Ok((name, version)) => {
+                    let mut kept = Draft::from_version(&name, &d.title, &version);
+                    kept.variables = d.variables.clone();
+                    self.original.set(Some(kept.clone()));
+                    self.draft.set(kept);
+                    draft::storage_remove(&Draft::storage_key(Some(&name)));
+                    if target.is_none() {
+                        draft::storage_remove(&Draft::storage_key(None));
+                    }
+                    self.save_open.set(false);
+                    self.save_note.set(String::new());
+                    self.saved_msg.set(Some(format!("Saved {name} version {}", version.version)));
+                    navigate(&format!("/t/{name}"), Default::default());
+                }
+                Err(e) => self.save_error.set(Some(e)),
+            }
+        });
+    }
+
+    /// Back to the version as saved (or an empty draft).
+    pub fn discard(self) {
+        self.draft.set(self.original.get_untracked().unwrap_or_default());
+        self.restored.set(false);
+    }
+
+    /// What "View code" shows snippets for.
+    pub fn code_target(self) -> CodeTarget {
+        let d = self.draft.get();
+        let origin = {
+            #[cfg(feature = "hydrate")]
+            {
+                web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default()
+            }
+            #[cfg(not(feature = "hydrate"))]
+            {
+                "http://127.0.0.1:8080".to_string()
+            }
+        };
+        CodeTarget {
+            origin,
+            template: d.template.clone().map(|t| (t, d.base_version)),
+            variables: self.variables_for_run(),
+            prompt: self.preview.with(|p| p.prompt.clone()),
+            parameters: d.params.as_written(),
+            model: self.model.get(),
+        }
+    }
+}
