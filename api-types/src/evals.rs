@@ -416,3 +416,26 @@ pub struct Selection {
     #[serde(flatten)]
     pub report: SelectReport,
 }
+
+/// Most rows in one test set.
+pub const MAX_TEST_ROWS: usize = 10_000;
+
+/// How a run samples: recorded with it so it can be replayed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalSettings {
+    pub n: usize,
+    pub temperature: f32,
+    pub seed: u64,
+    pub max_tokens: usize,
+    pub model: String,
+    pub tp: usize,
+}
+
+/// What `POST /api/evals` asks for, resolved.
+#[derive(Debug, Clone)]
+pub struct EvalPlan {
+    pub template: String,
+    pub version: Option<i64>,
+    pub spec: VersionSpec,
+    pub settings: EvalSettings,
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::store::StoreError;
 use crate::templates::FieldError;
 
-pub const MAX_TEST_ROWS: usize = 10_000;
+pub use api_types::evals::MAX_TEST_ROWS;
 pub const MAX_ASSERTIONS: usize = 16;
 pub const MAX_LABELS: usize = 32;
 pub const MAX_SAMPLES: usize = 16;

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use inference::{FinishReason, GenerateRequest, SamplingParams};
-use serde::Serialize;
 
 use super::assertions::{Assertion, AssertionCheck, AssertionResult, LabelScores};
 use super::testset::TestCase;
@@ -13,27 +12,7 @@ use crate::serving::{Priority, Scheduler, SeqEvent, ServeError};
 use crate::store::Store;
 use crate::templates::{FieldError, TokenIds, VersionSpec, MAX_MAX_TOKENS};
 
-pub use api_types::evals::{EvalRun, EvalStatus, EvalSummary, RowResult};
-
-/// How a run samples: recorded with it so it can be replayed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalSettings {
-    pub n: usize,
-    pub temperature: f32,
-    pub seed: u64,
-    pub max_tokens: usize,
-    pub model: String,
-    pub tp: usize,
-}
-
-/// What `POST /api/evals` asks for, resolved.
-#[derive(Debug, Clone)]
-pub struct EvalPlan {
-    pub template: String,
-    pub version: Option<i64>,
-    pub spec: VersionSpec,
-    pub settings: EvalSettings,
-}
+pub use api_types::evals::{EvalPlan, EvalRun, EvalSettings, EvalStatus, EvalSummary, RowResult};
 
 /// Most outputs that agree (by trimmed text), first seen wins ties; and its share.
 pub fn majority(samples: &[String]) -> (String, f64) {

@@ -6,8 +6,8 @@ use sqlx::Row;
 
 use super::rows::json_col;
 use super::{finish, now_ms, Result, Store, StoreError};
-use crate::evals::{EvalPlan, EvalRun, EvalStatus, EvalSummary, RowResult, TestCase, TestRow};
 use crate::templates::FieldError;
+use api_types::evals::{EvalPlan, EvalRun, EvalStatus, EvalSummary, RowResult, TestCase, TestRow, MAX_TEST_ROWS};
 
 /// Import mode of a test set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +73,12 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get("p")?;
-            if start as usize + rows.len() > crate::evals::MAX_TEST_ROWS {
+            if start as usize + rows.len() > MAX_TEST_ROWS {
                 return Err(StoreError::Invalid(FieldError::new(
                     "file",
                     format!(
                         "a test set holds at most {} rows; this would make {}",
-                        crate::evals::MAX_TEST_ROWS,
+                        MAX_TEST_ROWS,
                         start as usize + rows.len()
                     ),
                 )));
