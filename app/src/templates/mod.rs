@@ -15,23 +15,15 @@ pub use spec::*;
 mod tests {
     use super::*;
 
+    /// A two-shot Korean sentiment spec, as a client would send it.
     fn sentiment() -> VersionSpec {
-        VersionSpec {
-            instruction: "영화 리뷰의 감정을 분류하세요.".into(),
-            examples: vec![
-                Example { input: "정말 재미있었어요".into(), output: "긍정".into() },
-                Example { input: "시간 낭비였다".into(), output: "부정".into() },
-            ],
-            input_pattern: "{{ 리뷰 }}".into(),
-            format: Format {
-                example_separator: "\n\n".into(),
-                input_prefix: "문장: ".into(),
-                io_separator: "\n".into(),
-                output_prefix: "감정: ".into(),
-            },
-            model: None,
-            parameters: Parameters::default(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "instruction": "영화 리뷰의 감정을 분류하세요.",
+            "examples": [{"input": "정말 재미있었어요", "output": "긍정"}, {"input": "시간 낭비였다", "output": "부정"}],
+            "input_pattern": "{{ 리뷰 }}",
+            "format": {"example_separator": "\n\n", "input_prefix": "문장: ", "io_separator": "\n", "output_prefix": "감정: "}
+        }))
+        .expect("a valid spec")
     }
 
     #[test]
