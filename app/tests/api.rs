@@ -374,3 +374,57 @@ async fn token_id_prompts_outside_the_vocabulary_are_a_400() {
     assert_eq!(err["error"]["param"], "prompt");
     assert!(err["error"]["message"].as_str().unwrap().contains("99999999"), "{err}");
 }
+
+async fn get_json(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    let resp = app(state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_batcher_panic_fails_its_requests_shows_in_ready_and_recovers() {
+    let s = with_store(app::start(&model_path(), 1, 8, inference::EngineConfig::default()).unwrap()).await;
+    let (status, ready) = get_json(&s, "/ready").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((ready["ready"].as_bool(), ready["batcher_restarts"].as_u64()), (Some(true), Some(0)));
+
+    s.scheduler.inject_panic();
+    let body = json!({"prompt": "Hello there", "max_tokens": 4, "temperature": 0});
+    let (status, err) = post(&s, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("restarted"), "{err}");
+
+    let (status, ready) = get_json(&s, "/ready").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["batcher_restarts"], 1);
+    assert!(ready["last_failure"].as_str().unwrap().contains("injected"), "{ready}");
+    // The next request is served as usual.
+    let (status, ok) = post(&s, "/v1/completions", body).await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    assert_eq!(ok["usage"]["completion_tokens"], 4);
+    let resp = app(s.clone()).oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_long_prompt_streams_its_prefill_progress_as_sse_comments() {
+    let cfg = inference::EngineConfig { max_batch_tokens: 32, prefix_cache_bytes: 0, ..Default::default() };
+    let s = with_store(app::start(&model_path(), 1, 8, cfg).unwrap()).await;
+    let prompt = "A long story about the sea, the wind and the ships that sail on it. ".repeat(6);
+    let req = json!({"prompt": prompt, "max_tokens": 2, "temperature": 0, "stream": true});
+    let (status, body) = call(&s, "POST", "/v1/completions", Some(req)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body.clone()).unwrap();
+    let progress: Vec<Value> =
+        text.lines().filter_map(|l| l.strip_prefix(": prefill ")).map(|j| serde_json::from_str(j).unwrap()).collect();
+    assert!(progress.len() >= 3, "{text}");
+    let total = progress[0]["total"].as_u64().unwrap();
+    assert!(total > 96);
+    let done: Vec<u64> = progress.iter().map(|p| p["done"].as_u64().unwrap()).collect();
+    assert_eq!(done[..3], [32, 64, 96], "one comment per 32-token chunk");
+    assert!(done.iter().all(|&d| d < total));
+    // The data events are untouched: two tokens and [DONE].
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+}

@@ -60,7 +60,13 @@ pub fn run(
     let mut engine = Engine::new(
         sharded,
         tok,
-        EngineConfig { max_batch_tokens: usize::MAX, max_running: 1024, prefix_cache_bytes: 0, kv_budget_bytes: 0 },
+        EngineConfig {
+            max_batch_tokens: usize::MAX,
+            max_running: 1024,
+            prefix_cache_bytes: 0,
+            kv_budget_bytes: 0,
+            ..Default::default()
+        },
     );
     let mut rows = Vec::new();
     for &batch in batches {
@@ -95,4 +101,82 @@ pub fn run(
         });
     }
     Ok(rows)
+}
+
+/// The time of one forward pass of a given shape: what the step budget is chosen from.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepCost {
+    /// Prompt tokens in the pass (one chunk), and where in the sequence it starts.
+    pub chunk: usize,
+    pub start: usize,
+    /// Decode rows beside it (sequences of `start + chunk` positions).
+    pub decode_rows: usize,
+    pub ms: f64,
+}
+
+/// Times forward passes over a prompt chunk of each size in `chunks` at each start position
+/// in `starts`, and decode passes of each row count in `rows`, on one model (the median of
+/// `repeats` passes each).
+pub fn step_costs(
+    model: &str,
+    tp: usize,
+    chunks: &[usize],
+    starts: &[usize],
+    rows: &[usize],
+    repeats: usize,
+) -> Result<Vec<StepCost>> {
+    use crate::nn::Chunk;
+    let path = resolve_model(model)?;
+    let (files, tok) = ModelFiles::inspect(&path)?;
+    let m = ShardedModel::load_cpu(files, tp)?;
+    let vocab = m.config().vocab_size() as u32;
+    // Varied ids well inside the vocabulary (content does not change the cost).
+    let ids = |n: usize, salt: usize| -> Vec<u32> {
+        (0..n).map(|i| ((i * 7919 + salt * 104_729) as u32 % (vocab - 1000)) + 500).collect()
+    };
+    let _ = tok;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = Vec::new();
+    let longest = starts.iter().max().copied().unwrap_or(0);
+    let chunk = |seq, tokens: Vec<u32>, start_pos| Chunk { seq, tokens, start_pos, all_logits: false, tail_logits: 0 };
+    // One long context to start chunks from (sequence 1), filled in pieces of 512.
+    let mut filled = 0;
+    while filled < longest {
+        let n = (longest - filled).min(512);
+        m.forward(vec![chunk(1, ids(n, filled), filled)])?;
+        filled += n;
+    }
+    for &start in starts {
+        for &c in chunks {
+            let mut times = Vec::new();
+            for r in 0..repeats.max(1) {
+                m.copy_prefix(1, 2, start)?;
+                let t = Instant::now();
+                m.forward(vec![chunk(2, ids(c, r + 1), start)])?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                m.free(vec![2]);
+            }
+            out.push(StepCost { chunk: c, start, decode_rows: 0, ms: median(times) });
+        }
+    }
+    // Decode rows at a short context (256 positions each).
+    let short = 256;
+    for &n in rows {
+        for s in 0..n as u64 {
+            m.forward(vec![chunk(100 + s, ids(short, s as usize), 0)])?;
+        }
+        let mut times = Vec::new();
+        for r in 0..repeats.max(1) {
+            let batch: Vec<Chunk> = (0..n as u64).map(|s| chunk(100 + s, ids(1, r + 3), short + r)).collect();
+            let t = Instant::now();
+            m.forward(batch)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        m.free((0..n as u64).map(|s| 100 + s).collect());
+        out.push(StepCost { chunk: 0, start: short, decode_rows: n, ms: median(times) });
+    }
+    Ok(out)
 }

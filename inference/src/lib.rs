@@ -29,7 +29,7 @@ pub mod simd;
 pub mod tokenizer;
 pub mod weight;
 
-pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation};
+pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority};
 pub use error::{EngineError, Result};
 pub use model::{installed_models, models_dir, resolve_model, FamilyConfig, ModelFiles, ShardedModel};
 pub use nn::{Chunk, SeqId};

@@ -21,6 +21,7 @@ fn run_all(e: &mut Engine, reqs: Vec<GenerateRequest>) -> Vec<(Vec<(u32, f32)>, 
                     assert_ne!(reason, FinishReason::Cancelled);
                     out[i].1 = cached_tokens;
                 }
+                Event::Prefill { .. } => {}
             }
         }
     }

@@ -58,13 +58,38 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .fallback_service(ui::router(&ui::site_dir()))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Liveness: the process serves and its batcher thread runs (a dead batcher cannot come
+/// back without a restart, so a probe should fail).
+async fn health(State(state): State<AppState>) -> Response {
+    if state.scheduler.health.alive() {
+        "ok".into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "the batcher has stopped").into_response()
+    }
+}
+
+/// Readiness: the model is loaded (before that the loading gate answers 503) and the
+/// batcher runs; also how often it caught a panic and started over, and why.
+async fn ready(State(state): State<AppState>) -> Response {
+    let h = &state.scheduler.health;
+    let body = crate::serving::Readiness {
+        ready: h.alive(),
+        model: state.scheduler.model_name.clone(),
+        batcher_restarts: h.restarts(),
+        last_failure: h.last_failure(),
+    };
+    let status = if body.ready { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
@@ -85,6 +110,10 @@ pub fn loading_gate(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
     Router::new().fallback(move |req: Request| {
         let slot = slot.clone();
         async move {
+            // Liveness holds while the model loads (a probe must not kill a slow load).
+            if slot.get().is_none() && req.uri().path() == "/health" {
+                return "loading".into_response();
+            }
             match slot.get() {
                 Some(app) => app.clone().oneshot(req).await.into_response(),
                 None => ApiError::loading().into_response(),

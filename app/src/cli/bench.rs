@@ -16,16 +16,36 @@ pub struct BenchArgs {
     prompt_tokens: usize,
     #[arg(long, default_value_t = 32)]
     decode_steps: usize,
+    /// Instead: time single forward passes (a prompt chunk of each size in `--chunks` at
+    /// each position in `--starts`; decode passes of each row count in `--batch`), which
+    /// is what the serving step budget (`serve --step-tokens`) is chosen from.
+    #[arg(long)]
+    step_costs: bool,
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
+    chunks: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "0,4096,8192")]
+    starts: Vec<usize>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let BenchArgs { model, tp, batch, prompt_tokens, decode_steps } = args;
+    let BenchArgs { model, tp, batch, prompt_tokens, decode_steps, step_costs, chunks, starts } = args;
     let models = if model.is_empty() {
         inference::installed_models(&inference::models_dir()).into_iter().map(|(n, _)| n).collect()
     } else {
         model
     };
     println!("machine: {}", inference::bench::machine());
+    if step_costs {
+        println!("{:<14} {:>2} {:>6} {:>6} {:>5} {:>9}", "model", "tp", "chunk", "start", "rows", "ms");
+        for m in &models {
+            for &t in &tp {
+                for c in inference::bench::step_costs(m, t, &chunks, &starts, &batch, 3)? {
+                    println!("{:<14} {:>2} {:>6} {:>6} {:>5} {:>9.1}", m, t, c.chunk, c.start, c.decode_rows, c.ms);
+                }
+            }
+        }
+        return Ok(());
+    }
     println!(
         "{:<14} {:>2} {:>5} {:>6} {:>7} {:>12} {:>11} {:>9}",
         "model", "tp", "batch", "prompt", "load_s", "prefill_t/s", "decode_t/s", "ttft_ms"

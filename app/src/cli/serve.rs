@@ -22,6 +22,15 @@ pub struct ServeArgs {
     /// Sequences decoding together.
     #[arg(long, default_value_t = 32)]
     max_running: usize,
+    /// The per-step token budget: prompt and decode tokens in one forward pass. Long
+    /// prompts prefill in chunks of at most this many tokens, so it also bounds how long
+    /// a newly arrived request waits for the step in progress.
+    #[arg(long, default_value_t = EngineConfig::default().max_batch_tokens)]
+    step_tokens: usize,
+    /// Most eval/batch tokens in a step while API requests are live (the rest of that
+    /// work pauses, KV kept).
+    #[arg(long, default_value_t = EngineConfig::default().batch_tokens_with_api)]
+    batch_tokens_with_api: usize,
     /// Database: sqlite://PATH or postgres://... (default: $DATABASE_URL, else sqlite://data/studio.db).
     #[arg(long)]
     database_url: Option<String>,
@@ -31,8 +40,23 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let ServeArgs { model, host, port, tp, queue, max_running, database_url: db, prompts } = args;
-    let cfg = EngineConfig { max_running, ..EngineConfig::default() };
+    let ServeArgs {
+        model,
+        host,
+        port,
+        tp,
+        queue,
+        max_running,
+        step_tokens,
+        batch_tokens_with_api,
+        database_url: db,
+        prompts,
+    } = args;
+    if step_tokens == 0 {
+        anyhow::bail!("--step-tokens must be at least 1");
+    }
+    let cfg =
+        EngineConfig { max_running, max_batch_tokens: step_tokens, batch_tokens_with_api, ..EngineConfig::default() };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let url = database_url(db);

@@ -82,6 +82,7 @@ pub async fn run_one(sched: &Scheduler, req: GenerateRequest) -> Result<Collecte
                 return Ok(out);
             }
             SeqEvent::Failed(e) => return Err(e),
+            SeqEvent::Prefill { .. } => {}
         }
     }
     Err(ServeError::Stopped)

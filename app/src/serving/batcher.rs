@@ -4,9 +4,9 @@
 //! sequence and frees its KV cache within one step.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use inference::{Engine, Event, FinishReason, GenerateRequest, SampledToken, SeqId, Tokenizer};
@@ -15,15 +15,17 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::serving::metrics::Metrics;
 use crate::serving::ServeError;
 
-/// API traffic is admitted before studio/eval sweeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    Api = 0,
-    Batch = 1,
-}
+/// API traffic is admitted before studio/eval sweeps, and takes each step's budget first.
+pub use inference::Priority;
 
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
+    /// The prompt is being read: `done` of `total` prompt tokens so far (long prompts
+    /// prefill over several steps).
+    Prefill {
+        done: usize,
+        total: usize,
+    },
     Token {
         token: SampledToken,
         text: String,
@@ -48,6 +50,41 @@ struct Submission {
 
 enum Msg {
     Submit(Submission, Priority),
+    /// Tests: panic inside the next step, as a bug would.
+    #[cfg(feature = "fault-injection")]
+    PanicNextStep,
+}
+
+/// Whether the batcher is serving, for `/health` and `/ready`: the thread sets `alive`
+/// while it runs, and counts the times it caught a panic and started over.
+#[derive(Debug, Default)]
+pub struct Health {
+    alive: AtomicBool,
+    restarts: AtomicU64,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+    /// Panics caught (the batcher then restarted with a fresh engine state).
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+    /// What the last caught panic said.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().expect("health lock").clone()
+    }
+}
+
+/// Marks the batcher dead when its thread ends, however it ends.
+struct AliveWhileRunning(Arc<Health>);
+
+impl Drop for AliveWhileRunning {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
 }
 
 struct Live {
@@ -69,6 +106,7 @@ pub struct Scheduler {
     /// Tensor-parallel degree the model runs at (recorded with eval runs).
     pub tp: usize,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 impl Scheduler {
@@ -80,11 +118,20 @@ impl Scheduler {
         let context_length = engine.context_length();
         let tp = engine.model().tp;
         let (q, m) = (queued.clone(), metrics.clone());
+        let health = Arc::new(Health::default());
+        health.alive.store(true, Ordering::SeqCst);
+        let h = health.clone();
         std::thread::Builder::new()
             .name("batcher".into())
-            .spawn(move || batch_loop(engine, rx, q, m))
+            .spawn(move || batch_loop(engine, rx, q, m, h))
             .expect("spawn batcher thread");
-        Self { tx, queued, capacity, tokenizer, model_name, context_length, tp, metrics }
+        Self { tx, queued, capacity, tokenizer, model_name, context_length, tp, metrics, health }
+    }
+
+    /// Makes the batcher panic inside its next step (tests of the recovery).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&self) {
+        let _ = self.tx.send(Msg::PanicNextStep);
     }
 
     /// Queues a sequence; refuses with 429 when the queue is full.
@@ -107,31 +154,70 @@ impl Scheduler {
     }
 }
 
-fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, metrics: Arc<Metrics>) {
-    let mut pending: [VecDeque<Submission>; 2] = [VecDeque::new(), VecDeque::new()];
+/// What arrived on the channel, sorted: submissions by priority, test faults.
+#[derive(Default)]
+struct Inbox {
+    pending: [VecDeque<Submission>; 2],
+    panic_next_step: bool,
+}
+
+impl Inbox {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Submit(s, p) => self.pending[p as usize].push_back(s),
+            #[cfg(feature = "fault-injection")]
+            Msg::PanicNextStep => self.panic_next_step = true,
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn batch_loop(
+    mut engine: Engine,
+    rx: Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
+    let _alive = AliveWhileRunning(health.clone());
+    let mut inbox = Inbox::default();
     let mut live: HashMap<SeqId, Live> = HashMap::new();
     let max_running = engine.max_running();
     loop {
         // Idle: block for work. Busy: take whatever arrived, without waiting.
-        if !engine.has_work() && pending.iter().all(VecDeque::is_empty) {
+        if !engine.has_work() && inbox.pending.iter().all(VecDeque::is_empty) {
             match rx.recv() {
-                Ok(Msg::Submit(s, p)) => pending[p as usize].push_back(s),
+                Ok(msg) => inbox.take(msg),
                 Err(_) => return,
             }
         }
-        while let Ok(Msg::Submit(s, p)) = rx.try_recv() {
-            pending[p as usize].push_back(s);
+        while let Ok(msg) = rx.try_recv() {
+            inbox.take(msg);
         }
+        let pending = &mut inbox.pending;
 
         // Admit between steps, API traffic first; the engine's own budget decides how
         // much of it prefills in the next step.
         while engine.num_running() + engine.num_waiting() < max_running {
-            let Some(sub) = pending[0].pop_front().or_else(|| pending[1].pop_front()) else { break };
+            let (sub, priority) = match pending[0].pop_front() {
+                Some(s) => (s, Priority::Api),
+                None => match pending[1].pop_front() {
+                    Some(s) => (s, Priority::Batch),
+                    None => break,
+                },
+            };
             queued.fetch_sub(1, Ordering::SeqCst);
             if sub.events.is_closed() {
                 continue;
             }
-            match engine.add(sub.req) {
+            match engine.add_with(sub.req, priority) {
                 Ok(id) => {
                     live.insert(
                         id,
@@ -168,14 +254,34 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
         metrics.queue_depth.store(waiting as u64, Ordering::Relaxed);
 
         if engine.has_work() {
-            match engine.step() {
-                Ok(events) => route(events, &mut live, &metrics),
-                Err(e) => {
+            let inject = std::mem::take(&mut inbox.panic_next_step);
+            // A bug that panics inside a step must not take serving down with it: the
+            // step's sequences fail, the engine starts over from a fresh state.
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if inject {
+                    panic!("injected batcher panic");
+                }
+                engine.step()
+            }));
+            match stepped {
+                Ok(Ok(events)) => route(events, &mut live, &metrics),
+                Ok(Err(e)) => {
                     tracing::error!("engine step failed: {e}");
                     for (id, l) in live.drain() {
                         engine.cancel(id);
                         let _ = l.events.send(SeqEvent::Failed(ServeError::internal(&e)));
                     }
+                }
+                Err(panic) => {
+                    let why = panic_text(&*panic);
+                    tracing::error!("the batcher caught a panic and restarts with a fresh engine state: {why}");
+                    engine.reset();
+                    let err = ServeError::Internal(format!("the server hit an internal error and restarted: {why}"));
+                    for (_, l) in live.drain() {
+                        let _ = l.events.send(SeqEvent::Failed(err.clone()));
+                    }
+                    health.restarts.fetch_add(1, Ordering::SeqCst);
+                    *health.last_failure.lock().expect("health lock") = Some(why);
                 }
             }
             metrics.prompt_tokens.fetch_add(engine.last_step.prefill_tokens as u64, Ordering::Relaxed);
@@ -190,6 +296,11 @@ fn route(events: Vec<Event>, live: &mut HashMap<SeqId, Live>, metrics: &Metrics)
     let now = Instant::now();
     for ev in events {
         match ev {
+            Event::Prefill { seq, done, total } => {
+                if let Some(l) = live.get(&seq) {
+                    let _ = l.events.send(SeqEvent::Prefill { done, total });
+                }
+            }
             Event::Token { seq, token, text } => {
                 if let Some(l) = live.get_mut(&seq) {
                     match l.last_token {

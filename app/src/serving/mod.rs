@@ -8,6 +8,18 @@ mod error;
 pub mod metrics;
 pub mod validate;
 
-pub use batcher::{Priority, Scheduler, SeqEvent};
+pub use batcher::{Health, Priority, Scheduler, SeqEvent};
+
+/// The body of `/ready`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Readiness {
+    /// The model is loaded and the batcher runs.
+    pub ready: bool,
+    pub model: String,
+    /// Panics the batcher caught (it then failed that step's sequences and started over
+    /// with a fresh engine state).
+    pub batcher_restarts: u64,
+    pub last_failure: Option<String>,
+}
 pub use error::ServeError;
 pub use validate::{RequestOptions, ValidRequest};

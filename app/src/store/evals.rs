@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::rows::json_col;
+use super::rows::{json_col, row_result_from_row};
 use super::{finish, now_ms, Result, Store, StoreError};
 use crate::templates::FieldError;
 use api_types::evals::{EvalPlan, EvalRun, EvalStatus, EvalSummary, RowResult, TestCase, TestRow, MAX_TEST_ROWS};
@@ -327,26 +327,7 @@ impl Store {
             .bind(id)
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RowResult {
-                    index: r.try_get("idx")?,
-                    test_id: r.try_get("test_id")?,
-                    variables: json_col(r, "variables")?,
-                    expected: r.try_get("expected")?,
-                    output: r.try_get("output")?,
-                    samples: json_col(r, "samples")?,
-                    stability: r.try_get("stability")?,
-                    passed: r.try_get::<i64, _>("passed")? != 0,
-                    assertions: json_col(r, "assertions")?,
-                    prompt_tokens: r.try_get("prompt_tokens")?,
-                    completion_tokens: r.try_get("completion_tokens")?,
-                    cached_tokens: r.try_get("cached_tokens")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(row_result_from_row).collect()
     }
 
     /// The newest completed eval of a saved version: (run id, pass rate).

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::rows::json_col;
+use super::rows::run_from_row;
 use super::{now_ms, Result, Run, Store};
 
 impl Store {
@@ -45,26 +45,6 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Run {
-                    id: r.try_get("id")?,
-                    template: Some(name.to_string()),
-                    version: r.try_get("version")?,
-                    variables: json_col(r, "variables")?,
-                    prompt: r.try_get("prompt")?,
-                    parameters: json_col(r, "parameters")?,
-                    output: r.try_get("output")?,
-                    finish_reason: r.try_get("finish_reason")?,
-                    prompt_tokens: r.try_get("prompt_tokens")?,
-                    completion_tokens: r.try_get("completion_tokens")?,
-                    cached_tokens: r.try_get("cached_tokens")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                    ttft_ms: r.try_get("ttft_ms")?,
-                    source: r.try_get("source")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| run_from_row(r, name)).collect()
     }
 }

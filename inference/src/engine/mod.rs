@@ -1,9 +1,26 @@
 //! Batch-native generation over a [`ShardedModel`].
 //!
-//! [`Engine::step`] is one scheduler iteration: it admits waiting sequences (prefilling
-//! their prompts) and decodes one token for every running sequence, all in a single
-//! batched forward pass over sequences of different lengths. A server's continuous
-//! batching loop calls `add`/`cancel` between steps and forwards the events.
+//! [`Engine::step`] is one scheduler iteration: it admits waiting sequences, then spends a
+//! per-step token budget (`EngineConfig::max_batch_tokens`) on one batched forward pass
+//! over sequences of different lengths: a decode row for every running sequence and a
+//! chunk of each prompt still prefilling. A long prompt so prefills over several steps,
+//! between which other sequences decode and cancellation takes effect (chunked prefill).
+//! A server's continuous batching loop calls `add`/`cancel` between steps and forwards
+//! the events.
+//!
+//! Scheduling policy, per step:
+//! 1. [`Priority::Api`] sequences first: their decode rows, then their prefill chunks,
+//!    shortest remaining prompt first (a short request is not queued behind a long one).
+//! 2. [`Priority::Batch`] sequences (evals, example selection) fill what is left: decode
+//!    rows least recently advanced first, then prefill chunks. While any `Api` sequence is
+//!    waiting or running, batch work gets at most `EngineConfig::batch_tokens_with_api`
+//!    tokens a step; the rest of it is paused with its KV kept, and resumes at full speed
+//!    when the API traffic is gone. (Pausing costs nothing; recomputing a preempted
+//!    sequence's KV would cost its whole prefill again.)
+//!
+//! Identical prompts added while the first of them is still waiting or prefilling (the
+//! `n` samples of one prompt, or repeated prompts) are prefilled once: the others follow
+//! it and fork its KV and last logits when its prefill completes.
 
 mod prefix_cache;
 pub mod request;
@@ -21,7 +38,7 @@ use crate::nn::{Chunk, SeqId};
 use crate::sampling::{SampledToken, Sampler};
 use crate::tokenizer::Tokenizer;
 
-pub use self::request::{EngineConfig, Event, FinishReason, GenerateRequest, Generation};
+pub use self::request::{EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority};
 
 struct Sequence {
     tokens: Vec<u32>,
@@ -37,11 +54,29 @@ struct Sequence {
     reused: usize,
     /// Trailing forced tokens (scored, not generated); 0 for a normal sequence.
     forced: usize,
+    priority: Priority,
+    /// A sequence with the same prompt, still prefilling: this one forks its KV when it
+    /// is done instead of prefilling the prompt again.
+    leader: Option<SeqId>,
+    /// The step that last advanced it (paused batch work resumes oldest first).
+    last_run: u64,
 }
 
 impl Sequence {
     fn generated(&self) -> usize {
         self.tokens.len() - self.prompt_len
+    }
+    /// End of what the next forward passes must cover: everything, except a scored
+    /// sequence's last forced token (only the logits before each forced token are needed).
+    fn end(&self) -> usize {
+        self.tokens.len() - usize::from(self.forced > 0)
+    }
+    /// Positions still to compute before its next logits.
+    fn remaining(&self) -> usize {
+        self.end() - self.cached
+    }
+    fn decoding(&self) -> bool {
+        self.cached >= self.prompt_len && self.forced == 0
     }
 }
 
@@ -50,6 +85,8 @@ impl Sequence {
 pub struct StepStats {
     pub prefill_tokens: usize,
     pub decode_tokens: usize,
+    /// Batch-priority tokens in this step (the rest were API traffic).
+    pub batch_tokens: usize,
     pub elapsed: Duration,
 }
 
@@ -62,6 +99,7 @@ pub struct Engine {
     running: Vec<SeqId>,
     seqs: HashMap<SeqId, Sequence>,
     prefix: PrefixCache,
+    steps: u64,
     pub last_step: StepStats,
 }
 
@@ -76,6 +114,7 @@ impl Engine {
             running: Vec::new(),
             seqs: HashMap::new(),
             prefix: PrefixCache::default(),
+            steps: 0,
             last_step: StepStats::default(),
         }
     }
@@ -90,8 +129,13 @@ impl Engine {
         self.model.config().context_length()
     }
 
-    /// Queues a sequence; it is prefilled by the next `step`.
+    /// Queues an API-priority sequence; it is prefilled by the next steps.
     pub fn add(&mut self, req: GenerateRequest) -> Result<SeqId> {
+        self.add_with(req, Priority::Api)
+    }
+
+    /// Queues a sequence at `priority` (see the module docs for what that decides).
+    pub fn add_with(&mut self, req: GenerateRequest, priority: Priority) -> Result<SeqId> {
         req.sampling.validate()?;
         let limit = self.context_length();
         if req.prompt_tokens.is_empty() {
@@ -109,6 +153,7 @@ impl Engine {
             }
         }
         let id = self.next_seq_id();
+        let leader = if req.forced.is_empty() { self.prefilling_twin(&req.prompt_tokens, priority) } else { None };
         let seq = Sequence {
             sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
             decoder: IncrementalDecoder::new(&req.prompt_tokens),
@@ -120,11 +165,29 @@ impl Engine {
             cached: 0,
             reused: 0,
             forced,
+            priority,
+            leader,
+            last_run: 0,
         };
         self.seqs.insert(id, seq);
-        self.reuse_prefix(id)?;
+        if leader.is_none() {
+            self.reuse_prefix(id)?;
+        }
         self.waiting.push_back(id);
         Ok(id)
+    }
+
+    /// A sequence with exactly this prompt that has not finished prefilling it (and
+    /// follows nobody itself), at the same priority.
+    fn prefilling_twin(&self, prompt: &[u32], priority: Priority) -> Option<SeqId> {
+        self.waiting.iter().chain(&self.running).copied().find(|id| {
+            let s = &self.seqs[id];
+            s.leader.is_none()
+                && s.forced == 0
+                && s.priority == priority
+                && s.cached < s.prompt_len
+                && s.tokens[..s.prompt_len] == *prompt
+        })
     }
 
     /// The KV budget in positions (per sequence, prompt + generated), if there is one.
@@ -158,8 +221,12 @@ impl Engine {
     /// matmul pool: a full-vocabulary softmax per sequence is the largest cost left
     /// outside the forward pass. Each sampler only sees its own row, so the result does
     /// not depend on the threads.
-    fn sample_all(&mut self, order: &[SeqId], logits: &[candle_core::Tensor]) -> Result<HashMap<SeqId, SampledToken>> {
-        let wanted: HashMap<SeqId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    fn sample_all(
+        &mut self,
+        order: &[(SeqId, usize)],
+        logits: &[candle_core::Tensor],
+    ) -> Result<HashMap<SeqId, SampledToken>> {
+        let wanted: HashMap<SeqId, usize> = order.iter().copied().collect();
         let mut jobs = Vec::new();
         for (id, s) in self.seqs.iter_mut() {
             if let Some(&i) = wanted.get(id) {
@@ -217,8 +284,30 @@ impl Engine {
         self.running.retain(|&s| s != id);
         if known {
             self.model.free(vec![id]);
+            // Its followers prefill for themselves now: the first of them leads the rest.
+            let mut followers: Vec<SeqId> =
+                self.seqs.iter().filter(|(_, s)| s.leader == Some(id)).map(|(&f, _)| f).collect();
+            followers.sort_unstable();
+            if let Some((&first, rest)) = followers.split_first() {
+                self.seqs.get_mut(&first).expect("follower").leader = None;
+                for f in rest {
+                    self.seqs.get_mut(f).expect("follower").leader = Some(first);
+                }
+            }
         }
         known
+    }
+
+    /// Drops every sequence and the prefix cache, freeing their KV on every rank: a fresh
+    /// state after a failure left this one in doubt. Returns the sequences that were live.
+    pub fn reset(&mut self) -> Vec<SeqId> {
+        let live: Vec<SeqId> = self.seqs.drain().map(|(id, _)| id).collect();
+        self.waiting.clear();
+        self.running.clear();
+        let mut free = live.clone();
+        free.extend(self.prefix.clear());
+        self.model.free(free);
+        live
     }
 
     pub fn max_running(&self) -> usize {
@@ -233,80 +322,196 @@ impl Engine {
     pub fn num_running(&self) -> usize {
         self.running.len()
     }
+    /// Sequences at `priority`, waiting or running.
+    pub fn num_live(&self, priority: Priority) -> usize {
+        self.seqs.values().filter(|s| s.priority == priority).count()
+    }
     /// Positions held in KV caches across all sequences (all ranks together hold one copy
     /// per rank of their own heads).
     pub fn cached_tokens(&self) -> usize {
         self.seqs.values().map(|s| s.cached).sum()
     }
 
-    /// One iteration: prefill newly admitted sequences and decode one token for every
-    /// running one, in one forward pass. Returns the events of this step.
+    /// Moves waiting sequences into the running set while there is room: API work first,
+    /// each only if its prompt plus `max_tokens` fits beside the KV reservations of those
+    /// running. Followers whose leader has moved on fork its KV here.
+    fn admit(&mut self) -> Result<()> {
+        let kv_limit = self.kv_budget_tokens();
+        let reserve = |s: &Sequence| s.prompt_len + s.max_tokens;
+        let mut reserved: usize = self.running.iter().map(|id| reserve(&self.seqs[id])).sum();
+        for class in [Priority::Api, Priority::Batch] {
+            if class == Priority::Api {
+                // API work waiting while batch work fills every place: the newest batch
+                // sequences step back to the waiting line (KV kept) to make room.
+                let api_waiting = self.waiting.iter().filter(|id| self.seqs[id].priority == Priority::Api).count();
+                let free = self.cfg.max_running.saturating_sub(self.running.len());
+                for _ in free..api_waiting {
+                    let Some(pos) = self.running.iter().rposition(|id| self.seqs[id].priority == Priority::Batch)
+                    else {
+                        break;
+                    };
+                    let id = self.running.remove(pos);
+                    reserved -= reserve(&self.seqs[&id]);
+                    self.waiting.push_front(id);
+                }
+            }
+            let mut i = 0;
+            while i < self.waiting.len() && self.running.len() < self.cfg.max_running {
+                let id = self.waiting[i];
+                let s = &self.seqs[&id];
+                if s.priority != class {
+                    i += 1;
+                    continue;
+                }
+                if kv_limit.is_some_and(|limit| reserved + reserve(s) > limit) {
+                    // Keep arrival order within a class: nothing behind it jumps ahead.
+                    break;
+                }
+                reserved += reserve(s);
+                self.waiting.remove(i);
+                self.running.push(id);
+                self.follow_or_fork(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower whose leader is past its prefill copies the leader's prompt KV but for
+    /// the last position (so its own next chunk yields its first logits); one whose leader
+    /// is gone prefills for itself, from the prefix cache if it can.
+    fn follow_or_fork(&mut self, id: SeqId) -> Result<()> {
+        let Some(leader) = self.seqs[&id].leader else { return Ok(()) };
+        let prompt_len = self.seqs[&id].prompt_len;
+        match self.seqs.get(&leader).map(|l| l.cached) {
+            Some(done) if done < prompt_len => Ok(()),
+            Some(_) => {
+                self.model.copy_prefix(leader, id, prompt_len - 1)?;
+                let s = self.seqs.get_mut(&id).expect("admitted");
+                s.leader = None;
+                s.cached = prompt_len - 1;
+                Ok(())
+            }
+            None => {
+                self.seqs.get_mut(&id).expect("admitted").leader = None;
+                self.reuse_prefix(id)
+            }
+        }
+    }
+
+    /// This step's work: `(sequence, tokens to compute)`, in the policy's order (module
+    /// docs). Followers wait for their leader; paused batch work is left out.
+    fn plan(&self) -> Vec<(SeqId, usize)> {
+        let mut budget = self.cfg.max_batch_tokens.max(1);
+        let api_live = self.seqs.values().any(|s| s.priority == Priority::Api);
+        let mut plan = Vec::new();
+        for class in [Priority::Api, Priority::Batch] {
+            let mut left = match class {
+                Priority::Batch if api_live => budget.min(self.cfg.batch_tokens_with_api),
+                _ => budget,
+            };
+            let start = left;
+            let mine: Vec<SeqId> = self
+                .running
+                .iter()
+                .copied()
+                .filter(|id| self.seqs[id].priority == class && self.seqs[id].leader.is_none())
+                .collect();
+            let mut decodes: Vec<SeqId> = mine.iter().copied().filter(|id| self.seqs[id].decoding()).collect();
+            decodes.sort_by_key(|id| (self.seqs[id].last_run, *id));
+            let mut prefills: Vec<SeqId> = mine.iter().copied().filter(|id| !self.seqs[id].decoding()).collect();
+            prefills.sort_by_key(|id| (self.seqs[id].remaining(), *id));
+            for id in decodes {
+                if left == 0 {
+                    break;
+                }
+                plan.push((id, 1));
+                left -= 1;
+            }
+            for id in prefills {
+                if left == 0 {
+                    break;
+                }
+                let s = &self.seqs[&id];
+                let remaining = s.remaining();
+                let mut take = remaining.min(left);
+                if take < remaining && s.forced > 0 {
+                    // A scored sequence's last chunk must hold every forced position (their
+                    // logits come out of one pass); over budget if it has to, as it is bounded.
+                    take = take.min(remaining - s.forced);
+                    if take == 0 {
+                        take = remaining;
+                    }
+                }
+                plan.push((id, take));
+                left = left.saturating_sub(take);
+            }
+            budget = budget.saturating_sub(start - left);
+        }
+        plan
+    }
+
+    /// One iteration: admit what fits, then one forward pass over this step's decode rows
+    /// and prefill chunks. Returns the events of this step.
     pub fn step(&mut self) -> Result<Vec<Event>> {
         let started = Instant::now();
-        let mut chunks = Vec::new();
-        let mut budget = self.cfg.max_batch_tokens;
-        for &id in &self.running {
-            let s = &self.seqs[&id];
-            chunks.push(Chunk {
-                seq: id,
-                tokens: s.tokens[s.cached..].to_vec(),
-                start_pos: s.cached,
-                all_logits: false,
-                tail_logits: 0,
-            });
-            budget = budget.saturating_sub(1);
-        }
-        let decode_tokens = chunks.len();
-        let mut admitted = Vec::new();
-        // Positions reserved by running sequences: what they hold plus what they may still generate.
-        let mut reserved: usize =
-            self.running.iter().map(|id| &self.seqs[id]).map(|s| s.prompt_len + s.max_tokens).sum();
-        let kv_limit = self.kv_budget_tokens();
-        while let Some(&id) = self.waiting.front() {
-            let need = self.seqs[&id].tokens.len();
-            let reserve = self.seqs[&id].prompt_len + self.seqs[&id].max_tokens;
-            let first = chunks.is_empty();
-            if self.running.len() + admitted.len() >= self.cfg.max_running
-                || (!first && need > budget)
-                || kv_limit.is_some_and(|limit| reserved + reserve > limit)
-            {
-                break;
-            }
-            reserved += reserve;
-            self.waiting.pop_front();
-            let s = &self.seqs[&id];
-            // A scored sequence needs no pass over its last forced token: only the logits
-            // before each forced token.
-            let end = s.tokens.len() - usize::from(s.forced > 0);
-            chunks.push(Chunk {
-                seq: id,
-                tokens: s.tokens[s.cached..end].to_vec(),
-                start_pos: s.cached,
-                all_logits: false,
-                tail_logits: s.forced,
-            });
-            budget = budget.saturating_sub(need);
-            admitted.push(id);
-        }
-        if chunks.is_empty() {
+        self.steps += 1;
+        self.admit()?;
+        let plan = self.plan();
+        if plan.is_empty() {
+            self.last_step = StepStats::default();
             return Ok(Vec::new());
         }
-        let prefill_tokens: usize = chunks[decode_tokens..].iter().map(|c| c.tokens.len()).sum();
-        let order: Vec<SeqId> = chunks.iter().map(|c| c.seq).collect();
-        let logits = self.model.forward(chunks)?;
-        for &id in &admitted {
-            self.remember_prefix(id)?;
+        let mut chunks = Vec::with_capacity(plan.len());
+        let (mut prefill_tokens, mut decode_tokens, mut batch_tokens) = (0, 0, 0);
+        for &(id, take) in &plan {
+            let s = &self.seqs[&id];
+            let completes = s.cached + take == s.end();
+            if s.decoding() {
+                decode_tokens += take;
+            } else {
+                prefill_tokens += take;
+            }
+            if s.priority == Priority::Batch {
+                batch_tokens += take;
+            }
+            chunks.push(Chunk {
+                seq: id,
+                tokens: s.tokens[s.cached..s.cached + take].to_vec(),
+                start_pos: s.cached,
+                all_logits: false,
+                tail_logits: if completes { s.forced } else { 0 },
+            });
         }
-        self.running.extend(admitted);
+        let logits = self.model.forward(chunks)?;
 
-        let mut sampled = self.sample_all(&order, &logits)?;
-        let mut events = Vec::with_capacity(order.len());
+        // Which sequences have logits to use (a prompt done, or a decode row), at which
+        // row of `logits`; prompts still prefilling just advance.
+        let mut events = Vec::with_capacity(plan.len());
+        let mut ready: Vec<(SeqId, usize)> = Vec::new();
+        for (i, &(id, take)) in plan.iter().enumerate() {
+            let s = self.seqs.get_mut(&id).expect("planned sequence");
+            s.last_run = self.steps;
+            let was_prefilling = s.cached < s.prompt_len;
+            if s.cached + take < s.end() {
+                s.cached += take;
+                events.push(Event::Prefill { seq: id, done: s.cached, total: s.prompt_len });
+                continue;
+            }
+            ready.push((id, i));
+            if was_prefilling && s.forced == 0 {
+                self.remember_prefix(id)?;
+                ready.extend(self.fork_followers(id)?.into_iter().map(|f| (f, i)));
+            }
+        }
+
+        let gen: Vec<(SeqId, usize)> = ready.iter().copied().filter(|(id, _)| self.seqs[id].forced == 0).collect();
+        let mut sampled = self.sample_all(&gen, &logits)?;
         let mut finished = Vec::new();
         let ctx = self.context_length();
-        for (id, logits) in order.into_iter().zip(logits) {
+        for (id, i) in ready {
             let s = self.seqs.get_mut(&id).expect("running sequence");
             if s.forced > 0 {
-                let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+                let rows: Vec<Vec<f32>> = logits[i].to_vec2()?;
                 let first = s.tokens.len() - s.forced;
                 for (row, &tok) in rows.iter().zip(&s.tokens[first..]) {
                     let token = s.sampler.score(row, tok);
@@ -372,8 +577,28 @@ impl Engine {
             }
             self.model.free(finished);
         }
-        self.last_step = StepStats { prefill_tokens, decode_tokens, elapsed: started.elapsed() };
+        self.last_step = StepStats { prefill_tokens, decode_tokens, batch_tokens, elapsed: started.elapsed() };
         Ok(events)
+    }
+
+    /// Gives every admitted follower of `leader` (whose prompt just completed) a copy of
+    /// its prompt KV; they sample their first token from the leader's logits. Returns them.
+    fn fork_followers(&mut self, leader: SeqId) -> Result<Vec<SeqId>> {
+        let (prompt_len, reused) = {
+            let l = &self.seqs[&leader];
+            (l.prompt_len, l.reused)
+        };
+        let followers: Vec<SeqId> =
+            self.running.iter().copied().filter(|id| self.seqs[id].leader == Some(leader)).collect();
+        for &f in &followers {
+            self.model.copy_prefix(leader, f, prompt_len)?;
+            let s = self.seqs.get_mut(&f).expect("follower");
+            s.leader = None;
+            s.cached = prompt_len;
+            s.reused = reused;
+            s.last_run = self.steps;
+        }
+        Ok(followers)
     }
 
     /// Runs one request to completion alone (CLI, tests). `on_text` sees each piece.

@@ -30,6 +30,11 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl PrefixCache {
+    /// Forgets every kept prompt; returns their cache sequences, to free.
+    pub(super) fn clear(&mut self) -> Vec<SeqId> {
+        self.entries.drain(..).map(|e| e.cache_seq).collect()
+    }
+
     /// The kept prompt sharing the longest prefix with `prompt`, as `(its cache sequence,
     /// shared tokens)`, if it shares enough to be worth a copy; it counts as used. At least
     /// the last prompt token is always computed: its logits start generation (or score the

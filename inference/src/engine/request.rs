@@ -51,8 +51,22 @@ pub enum FinishReason {
     Cancelled,
 }
 
+/// Who a sequence serves, which decides its share of each step (module docs of
+/// [`crate::engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// Interactive and API traffic: first in every step.
+    #[default]
+    Api = 0,
+    /// Sweeps (evals, example selection, batch jobs): what API traffic leaves.
+    Batch = 1,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub enum Event {
+    /// A chunk of the prompt was prefilled: `done` of `total` prompt positions are in the
+    /// cache (only sent while a prompt takes more than one step).
+    Prefill { seq: SeqId, done: usize, total: usize },
     /// One generated token and the text it completes (possibly empty: text that may still
     /// be half a character or the start of a stop sequence is held back).
     Token { seq: SeqId, token: SampledToken, text: String },
@@ -70,8 +84,13 @@ pub enum Event {
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Most prompt + decode tokens in one forward pass; a longer prompt is admitted alone.
+    /// The per-step token budget: most prompt + decode tokens in one forward pass. A longer
+    /// prompt prefills in chunks over several steps, so this also bounds how long any one
+    /// step (and so a newly arrived request's wait, or a cancellation) takes.
     pub max_batch_tokens: usize,
+    /// Most batch-priority tokens in a step while API work is waiting or running (the rest
+    /// of the batch work pauses, KV kept).
+    pub batch_tokens_with_api: usize,
     /// Most sequences decoding together.
     pub max_running: usize,
     /// KV bytes the prefix cache may keep (0 = off).
@@ -83,7 +102,13 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_tokens: 4096, max_running: 64, prefix_cache_bytes: 512 << 20, kv_budget_bytes: 4 << 30 }
+        Self {
+            max_batch_tokens: 512,
+            batch_tokens_with_api: 8,
+            max_running: 64,
+            prefix_cache_bytes: 512 << 20,
+            kv_budget_bytes: 4 << 30,
+        }
     }
 }
 

@@ -90,6 +90,14 @@ impl LogprobsAcc {
     }
 }
 
+/// The prefill progress extension of a streamed response: an SSE comment line
+/// `: prefill {"index":0,"done":2048,"total":10014}` (choice index, prompt tokens read so
+/// far, prompt tokens in all), sent while a long prompt prefills over several steps.
+/// Being a comment, it is invisible to OpenAI's clients.
+pub fn prefill_comment(index: usize, done: usize, total: usize) -> String {
+    format!("prefill {}", json!({ "index": index, "done": done, "total": total }))
+}
+
 fn finish_str(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Length => "length",
@@ -170,6 +178,7 @@ pub async fn respond(state: AppState, valid: ValidRequest, extras: ResponseExtra
                     break;
                 }
                 SeqEvent::Failed(err) => return Err(err.into()),
+                SeqEvent::Prefill { .. } => {}
             }
         }
         let finish = finish.ok_or_else(|| ApiError::internal("generation ended without a finish event"))?;
@@ -289,6 +298,11 @@ fn completion_stream(
             SeqEvent::Failed(e) => {
                 done += 1;
                 out.push(SseEvent::default().data(ApiError::from(e).body().to_string()));
+            }
+            // An SSE comment, which OpenAI clients (and every SSE parser) skip; the studio
+            // reads it to show how far a long prompt has been read.
+            SeqEvent::Prefill { done, total } => {
+                out.push(SseEvent::default().comment(prefill_comment(i, done, total)));
             }
         }
         stream::iter(out.into_iter().map(Ok))
