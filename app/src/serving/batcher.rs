@@ -277,11 +277,12 @@ fn batch_loop(
                     tracing::error!("the batcher caught a panic and restarts with a fresh engine state: {why}");
                     engine.reset();
                     let err = ServeError::Internal(format!("the server hit an internal error and restarted: {why}"));
+                    // Counted before anyone hears of the failure, so /ready already shows it.
+                    health.restarts.fetch_add(1, Ordering::SeqCst);
+                    *health.last_failure.lock().expect("health lock") = Some(why);
                     for (_, l) in live.drain() {
                         let _ = l.events.send(SeqEvent::Failed(err.clone()));
                     }
-                    health.restarts.fetch_add(1, Ordering::SeqCst);
-                    *health.last_failure.lock().expect("health lock") = Some(why);
                 }
             }
             metrics.prompt_tokens.fetch_add(engine.last_step.prefill_tokens as u64, Ordering::Relaxed);

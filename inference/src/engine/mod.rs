@@ -498,7 +498,7 @@ impl Engine {
                 continue;
             }
             ready.push((id, i));
-            if was_prefilling && s.forced == 0 {
+            if was_prefilling {
                 self.remember_prefix(id)?;
                 ready.extend(self.fork_followers(id)?.into_iter().map(|f| (f, i)));
             }
