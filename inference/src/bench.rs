@@ -127,7 +127,7 @@ pub fn memory_burst(engine: &mut Engine, seqs: usize, prompt_tokens: usize) -> R
     let before = rss();
 
     // The short sequence keeps the engine busy until the burst has been freed.
-    let mut keep = GenerateRequest::greedy(prompt(1)[..16].to_vec(), 1 << 20);
+    let mut keep = GenerateRequest::greedy(prompt(1)[..16].to_vec(), 1024);
     keep.ignore_eos = true;
     let keep = engine.add(keep)?;
     for i in 0..seqs {

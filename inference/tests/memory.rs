@@ -23,5 +23,9 @@ fn idle_rss_returns_after_a_burst_of_long_prompts() {
     );
     // The burst really grew the process: at least half its KV caches were resident.
     assert!(r.peak > r.before + seqs * prompt * kv / 2, "{r:?}");
-    assert!(r.idle * 10 <= r.before * 13, "idle RSS stayed high: {r:?}");
+    // Most of what the burst took comes back (without the release, about half of it stays;
+    // what remains is the allocator's per-thread bookkeeping and fragmented pages).
+    let grew = r.peak - r.before;
+    assert!(r.idle.saturating_sub(r.before) * 5 <= grew, "idle RSS stayed high: {r:?}");
+    assert!(r.idle * 2 <= r.before * 3, "idle RSS stayed high: {r:?}");
 }
