@@ -428,3 +428,24 @@ async fn a_long_prompt_streams_its_prefill_progress_as_sse_comments() {
     let data = sse_data(&body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
 }
+
+#[tokio::test]
+async fn a_rank_failure_at_tp2_fails_that_request_and_the_next_one_succeeds() {
+    let s = with_store(app::start(&model_path(), 2, 8, inference::EngineConfig::default()).unwrap()).await;
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0});
+    let (status, reference) = post(&s, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{reference}");
+    for kind in [inference::Fault::Error, inference::Fault::Panic] {
+        s.scheduler.inject_rank_fault(1, kind);
+        let (status, err) = tokio::time::timeout(Duration::from_secs(120), post(&s, "/v1/completions", body.clone()))
+            .await
+            .expect("a failed rank must not hang the step");
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{kind:?}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("rank 1"), "{err}");
+        let (status, again) = post(&s, "/v1/completions", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["choices"][0]["text"], reference["choices"][0]["text"], "the model is intact after {kind:?}");
+    }
+    let (_, ready) = get_json(&s, "/ready").await;
+    assert_eq!(ready["ready"], true);
+}

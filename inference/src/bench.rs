@@ -180,3 +180,52 @@ pub fn step_costs(
     }
     Ok(out)
 }
+
+/// Resident memory around a burst of long prompts (see [`memory_burst`]), in bytes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MemoryBurst {
+    /// Idle, after one short warm-up request.
+    pub before: usize,
+    /// With the burst's caches still held (after its last prefill).
+    pub peak: usize,
+    /// The burst finished and freed, one short sequence still running: what the allocator
+    /// keeps while the engine is busy.
+    pub freed_busy: usize,
+    /// Everything finished: the engine went idle and gave free memory back.
+    pub idle: usize,
+}
+
+/// Runs `seqs` prompts of `prompt_tokens` tokens (generating 2 tokens each) alongside one
+/// short sequence that outlives them, and reads the RSS at each stage. The engine should
+/// have its prefix cache off, or the figures include what it keeps.
+pub fn memory_burst(engine: &mut Engine, seqs: usize, prompt_tokens: usize) -> Result<MemoryBurst> {
+    let rss = || crate::memory::rss_bytes().unwrap_or(0);
+    let vocab = engine.model().config().vocab_size() as u32;
+    let base = engine.tokenizer().encode("Memory comes back after a burst of long prompts, or it should. ", false)?;
+    let prompt = |salt: u32| -> Vec<u32> {
+        let mut ids: Vec<u32> = base.iter().copied().cycle().take(prompt_tokens).collect();
+        ids[0] = (ids[0] + salt) % vocab;
+        ids
+    };
+    engine.generate(GenerateRequest::greedy(prompt(0)[..32].to_vec(), 2), |_| {})?;
+    let before = rss();
+
+    // The short sequence keeps the engine busy until the burst has been freed.
+    let mut keep = GenerateRequest::greedy(prompt(1)[..16].to_vec(), 1024);
+    keep.ignore_eos = true;
+    let keep = engine.add(keep)?;
+    for i in 0..seqs {
+        let mut req = GenerateRequest::greedy(prompt(2 + i as u32), 2);
+        req.ignore_eos = true;
+        engine.add(req)?;
+    }
+    let mut peak = 0;
+    while engine.num_running() > 1 || engine.num_waiting() > 0 {
+        engine.step()?;
+        peak = peak.max(rss());
+    }
+    let freed_busy = rss();
+    engine.cancel(keep);
+    let idle = rss();
+    Ok(MemoryBurst { before, peak, freed_busy, idle })
+}

@@ -27,6 +27,9 @@ pub enum EngineError {
     Candle(#[from] candle_core::Error),
     #[error("engine rank thread stopped: {0}")]
     RankGone(String),
+    /// A rank failed (or panicked in) its part of a step; the model is still usable.
+    #[error("tensor-parallel rank {rank} failed: {reason}")]
+    StepFailed { rank: usize, reason: String },
 }
 
 impl EngineError {

@@ -11,8 +11,8 @@
 //!   the MLP's activation) and the KV caches;
 //! - [`parallel`]: communicators and the tensor-parallel layer types;
 //! - [`kernels`]: the CPU matmul kernels, their memory and their thread pool;
-//! - [`weight`], [`numerics`], [`simd`], [`sampling`], [`tokenizer`], [`error`]: leaves
-//!   the others share.
+//! - [`weight`], [`numerics`], [`simd`], [`sampling`], [`tokenizer`], [`memory`],
+//!   [`error`]: leaves the others share.
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
@@ -20,6 +20,7 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod nn;
 pub mod numerics;
@@ -29,8 +30,10 @@ pub mod simd;
 pub mod tokenizer;
 pub mod weight;
 
-pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority};
+pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority, StepError};
 pub use error::{EngineError, Result};
+#[cfg(any(test, feature = "fault-injection"))]
+pub use model::Fault;
 pub use model::{installed_models, models_dir, resolve_model, FamilyConfig, ModelFiles, ShardedModel};
 pub use nn::{Chunk, SeqId};
 pub use sampling::{SampledToken, Sampler, SamplingParams};

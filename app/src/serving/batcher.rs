@@ -53,6 +53,9 @@ enum Msg {
     /// Tests: panic inside the next step, as a bug would.
     #[cfg(feature = "fault-injection")]
     PanicNextStep,
+    /// Tests: make a tensor-parallel rank fail inside the next forward pass.
+    #[cfg(feature = "fault-injection")]
+    RankFault(usize, inference::Fault),
 }
 
 /// Whether the batcher is serving, for `/health` and `/ready`: the thread sets `alive`
@@ -134,6 +137,12 @@ impl Scheduler {
         let _ = self.tx.send(Msg::PanicNextStep);
     }
 
+    /// Makes rank `rank` fail (error or panic) inside the next forward pass.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_rank_fault(&self, rank: usize, kind: inference::Fault) {
+        let _ = self.tx.send(Msg::RankFault(rank, kind));
+    }
+
     /// Queues a sequence; refuses with 429 when the queue is full.
     pub fn submit(
         &self,
@@ -159,6 +168,8 @@ impl Scheduler {
 struct Inbox {
     pending: [VecDeque<Submission>; 2],
     panic_next_step: bool,
+    #[cfg(feature = "fault-injection")]
+    rank_faults: Vec<(usize, inference::Fault)>,
 }
 
 impl Inbox {
@@ -167,6 +178,8 @@ impl Inbox {
             Msg::Submit(s, p) => self.pending[p as usize].push_back(s),
             #[cfg(feature = "fault-injection")]
             Msg::PanicNextStep => self.panic_next_step = true,
+            #[cfg(feature = "fault-injection")]
+            Msg::RankFault(rank, kind) => self.rank_faults.push((rank, kind)),
         }
     }
 }
@@ -200,6 +213,10 @@ fn batch_loop(
         }
         while let Ok(msg) = rx.try_recv() {
             inbox.take(msg);
+        }
+        #[cfg(feature = "fault-injection")]
+        for (rank, kind) in inbox.rank_faults.drain(..) {
+            engine.inject_fault(rank, kind);
         }
         let pending = &mut inbox.pending;
 
@@ -266,10 +283,12 @@ fn batch_loop(
             match stepped {
                 Ok(Ok(events)) => route(events, &mut live, &metrics),
                 Ok(Err(e)) => {
-                    tracing::error!("engine step failed: {e}");
-                    for (id, l) in live.drain() {
-                        engine.cancel(id);
-                        let _ = l.events.send(SeqEvent::Failed(ServeError::internal(&e)));
+                    // The engine dropped the step's sequences and goes on with the rest.
+                    tracing::error!("engine step failed for {} sequence(s): {}", e.failed.len(), e.source);
+                    for id in &e.failed {
+                        if let Some(l) = live.remove(id) {
+                            let _ = l.events.send(SeqEvent::Failed(ServeError::internal(&e.source)));
+                        }
                     }
                 }
                 Err(panic) => {

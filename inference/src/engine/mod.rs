@@ -80,6 +80,23 @@ impl Sequence {
     }
 }
 
+/// A step that failed. Its sequences (those it prefilled or decoded) are gone from the
+/// engine and their KV caches freed, so the caller fails exactly those; sequences still
+/// waiting were not part of it and stay queued. The engine is usable afterwards.
+#[derive(Debug, thiserror::Error)]
+#[error("engine step failed: {source}")]
+pub struct StepError {
+    /// The step's sequences, which will produce no more events.
+    pub failed: Vec<SeqId>,
+    pub source: EngineError,
+}
+
+impl From<StepError> for EngineError {
+    fn from(e: StepError) -> Self {
+        e.source
+    }
+}
+
 /// Timing of the last step, for benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepStats {
@@ -294,6 +311,7 @@ impl Engine {
                     self.seqs.get_mut(f).expect("follower").leader = Some(first);
                 }
             }
+            self.release_if_idle();
         }
         known
     }
@@ -308,6 +326,34 @@ impl Engine {
         free.extend(self.prefix.clear());
         self.model.free(free);
         live
+    }
+
+    /// Removes these sequences (wherever they are) and frees their caches; returns those
+    /// that were there.
+    fn drop_seqs(&mut self, ids: &[SeqId]) -> Vec<SeqId> {
+        let gone: Vec<SeqId> = ids.iter().copied().filter(|id| self.seqs.remove(id).is_some()).collect();
+        self.waiting.retain(|id| !gone.contains(id));
+        self.running.retain(|id| !gone.contains(id));
+        if !gone.is_empty() {
+            self.model.free(gone.clone());
+        }
+        gone
+    }
+
+    /// Once nothing runs or waits, hands the memory the finished sequences' caches and the
+    /// steps' scratch tensors used back to the OS: the allocator would otherwise keep it
+    /// (and the server's RSS at its peak) for good.
+    fn release_if_idle(&mut self) {
+        if !self.has_work() {
+            crate::memory::release_free_memory();
+        }
+    }
+
+    /// Makes rank `rank` fail (with an error or a panic) inside the next forward pass; see
+    /// [`ShardedModel::inject_fault`].
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_fault(&self, rank: usize, kind: crate::model::Fault) {
+        self.model.inject_fault(rank, kind);
     }
 
     pub fn max_running(&self) -> usize {
@@ -452,7 +498,23 @@ impl Engine {
 
     /// One iteration: admit what fits, then one forward pass over this step's decode rows
     /// and prefill chunks. Returns the events of this step.
-    pub fn step(&mut self) -> Result<Vec<Event>> {
+    ///
+    /// On failure (a rank's error or panic included) the step's sequences are dropped and
+    /// freed and named in the [`StepError`]; the rest of the engine is untouched.
+    pub fn step(&mut self) -> Result<Vec<Event>, StepError> {
+        let mut order = Vec::new();
+        match self.try_step(&mut order) {
+            Ok(events) => Ok(events),
+            Err(source) => {
+                let failed = self.drop_seqs(&order);
+                self.release_if_idle();
+                Err(StepError { failed, source })
+            }
+        }
+    }
+
+    /// The step; `order` gets its sequences before anything can fail.
+    fn try_step(&mut self, order: &mut Vec<SeqId>) -> Result<Vec<Event>> {
         let started = Instant::now();
         self.steps += 1;
         self.admit()?;
@@ -482,6 +544,7 @@ impl Engine {
                 tail_logits: if completes { s.forced } else { 0 },
             });
         }
+        order.extend(plan.iter().map(|&(id, _)| id));
         let logits = self.model.forward(chunks)?;
 
         // Which sequences have logits to use (a prompt done, or a decode row), at which
@@ -500,7 +563,9 @@ impl Engine {
             ready.push((id, i));
             if was_prefilling {
                 self.remember_prefix(id)?;
-                ready.extend(self.fork_followers(id)?.into_iter().map(|f| (f, i)));
+                let followers = self.fork_followers(id)?;
+                order.extend(&followers);
+                ready.extend(followers.into_iter().map(|f| (f, i)));
             }
         }
 
@@ -576,6 +641,7 @@ impl Engine {
                 self.seqs.remove(id);
             }
             self.model.free(finished);
+            self.release_if_idle();
         }
         self.last_step = StepStats { prefill_tokens, decode_tokens, batch_tokens, elapsed: started.elapsed() };
         Ok(events)

@@ -27,6 +27,10 @@ struct Job {
     chunk: usize,
     next: AtomicUsize,
     done: AtomicUsize,
+    /// The first panic of a chunk, re-raised on the caller once every chunk is done: a
+    /// panicking chunk must still count as done, or the caller would wait forever (and
+    /// unwinding past a closure that workers still run would free it under them).
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 // SAFETY: the only non-`Send` field is `work`, a pointer to a `Sync` closure, which a
@@ -45,10 +49,16 @@ impl Job {
                 return;
             }
             let end = self.n_items.min(start + self.chunk);
-            // SAFETY: this thread claimed `start..end`, and `Pool::run` does not return (so the
-            // closure stays alive) until `done` counts every claimed item, this chunk's
-            // included; the closure is `Sync`, so calling it from here is allowed.
-            unsafe { (*self.work)(start..end) };
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: this thread claimed `start..end`, and `Pool::run` does not return (so
+                // the closure stays alive) until `done` counts every claimed item, this chunk's
+                // included, even when it panics; the closure is `Sync`, so calling it from here
+                // is allowed.
+                unsafe { (*self.work)(start..end) }
+            }));
+            if let Err(payload) = ran {
+                self.panic.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(payload);
+            }
             self.done.fetch_add(end - start, Ordering::Release);
         }
     }
@@ -90,7 +100,16 @@ impl Pool {
 
     /// Runs `work` over `0..n_items` in chunks of `chunk`, on this thread and the workers.
     pub fn run(&self, n_items: usize, chunk: usize, work: &(dyn Fn(Range<usize>) + Sync)) {
-        let guard = if self.workers.is_empty() || n_items <= chunk { None } else { self.busy.try_lock().ok() };
+        let guard = if self.workers.is_empty() || n_items <= chunk {
+            None
+        } else {
+            match self.busy.try_lock() {
+                Ok(g) => Some(g),
+                // A job that panicked (re-raised below) poisons the lock; the pool is fine.
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        };
         let Some(_guard) = guard else {
             work(0..n_items);
             return;
@@ -99,8 +118,14 @@ impl Pool {
         // `Job::run` for a claimed chunk, and this function waits below until every claimed
         // chunk is done, so no use outlives `work`'s borrow.
         let work: *const Work = unsafe { std::mem::transmute::<&(dyn Fn(Range<usize>) + Sync), &'static Work>(work) };
-        let job =
-            Arc::new(Job { work, n_items, chunk: chunk.max(1), next: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+        let job = Arc::new(Job {
+            work,
+            n_items,
+            chunk: chunk.max(1),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+        });
         *self.shared.job.lock().expect("pool lock") = Some(job.clone());
         self.shared.generation.fetch_add(1, Ordering::Release);
         for w in &self.workers {
@@ -116,6 +141,10 @@ impl Pool {
                 // A worker was preempted inside its chunk: let it have the core.
                 std::thread::yield_now();
             }
+        }
+        let panicked = job.panic.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
         }
     }
 }
@@ -155,6 +184,28 @@ pub fn pool() -> &'static Pool {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn a_panicking_chunk_reaches_the_caller_and_the_pool_keeps_working() {
+        let pool = Pool::new(2);
+        let hits: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(64, 4, &|r: Range<usize>| {
+                for i in r {
+                    assert_ne!(i, 37, "chunk 37 fails");
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        }));
+        assert!(caught.is_err(), "the panic is re-raised on the caller");
+        // Every other chunk ran once: nobody abandoned the job half way.
+        for (i, h) in hits.iter().enumerate().filter(|(i, _)| !(36..40).contains(i)) {
+            assert_eq!(h.load(Ordering::Relaxed), 1, "item {i}");
+        }
+        let again: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+        pool.run(64, 4, &|r: Range<usize>| r.for_each(|i| _ = again[i].fetch_add(1, Ordering::Relaxed)));
+        assert!(again.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+    }
 
     #[test]
     fn every_item_runs_once_even_from_several_callers() {

@@ -11,5 +11,7 @@ pub mod source;
 
 pub use family::{Family, FamilyConfig};
 pub use files::{installed_models, models_dir, resolve_model, ModelFiles};
+#[cfg(any(test, feature = "fault-injection"))]
+pub use sharded::Fault;
 pub use sharded::ShardedModel;
 pub use source::{Metadata, WeightSource};

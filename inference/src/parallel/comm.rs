@@ -3,8 +3,12 @@
 //! Model code only ever calls [`Communicator::all_reduce_sum`] (row-parallel layers,
 //! vocab-parallel embedding) and [`Communicator::all_gather`] (vocab-parallel head).
 //! At world size 1 both are no-ops, so TP=1 and TP=N run the same model code.
+//!
+//! A rank that fails inside a step calls [`Communicator::abort`], so that the others do
+//! not wait for it forever inside a collective; once every rank has left that step, the
+//! group owner calls [`Communicator::reset`] and the next step runs as usual.
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use candle_core::{Result, Tensor};
 
@@ -23,6 +27,22 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
     fn reduce_parts(&self, partials: &[Tensor]) -> Result<Tensor> {
         let local = sum_in_order(partials)?;
         self.all_reduce_sum(&local)
+    }
+
+    /// This rank failed its part of the current step: every rank's pending and later
+    /// collectives return an error instead of waiting for it, until [`Self::reset`].
+    /// The default does nothing (a communicator with nobody to wake).
+    fn abort(&self) {}
+
+    /// Clears an [`Self::abort`]. Only call it when no rank is inside a collective (every
+    /// rank has replied for the failed step), so no late waiter can see the next step's
+    /// state. The default does nothing.
+    fn reset(&self) {}
+
+    /// The rank whose failure aborted the current step, if one did and this communicator
+    /// can tell.
+    fn aborted_by(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -57,12 +77,36 @@ impl Communicator for Local {
     }
 }
 
+/// A reusable barrier for the ranks of one [`Threads`] group, which an abort opens for
+/// good (until reset): std's `Barrier` cannot be woken, so one failed rank would leave the
+/// others waiting forever.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Ranks waiting in the current round.
+    arrived: usize,
+    /// Rounds completed; a waiter leaves when it changes.
+    generation: u64,
+    /// The rank that aborted the step, if one did.
+    aborted: Option<usize>,
+}
+
 /// State shared by the in-process ranks of one [`Threads`] group.
 #[derive(Debug)]
 struct ThreadsShared {
     world: usize,
-    barrier: Barrier,
+    gate: Mutex<Gate>,
+    wake: Condvar,
     slots: Vec<Mutex<Option<Tensor>>>,
+}
+
+/// Locks, ignoring poison: a rank that panicked holding one of these locks only left a
+/// tensor slot or the barrier counters behind, both reset before the next step.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn aborted_error(rank: usize) -> candle_core::Error {
+    candle_core::Error::Msg(format!("tensor-parallel step aborted: rank {rank} failed"))
 }
 
 /// N in-process CPU ranks, one thread each, exchanging tensors through shared memory.
@@ -81,25 +125,53 @@ impl Threads {
         assert!(world >= 1, "world size must be at least 1");
         let shared = Arc::new(ThreadsShared {
             world,
-            barrier: Barrier::new(world),
+            gate: Mutex::new(Gate::default()),
+            wake: Condvar::new(),
             slots: (0..world).map(|_| Mutex::new(None)).collect(),
         });
         (0..world).map(|rank| Threads { rank, shared: shared.clone() }).collect()
     }
 
+    /// Waits until every rank has arrived, or fails once the step is aborted. A round that
+    /// completed before the abort still succeeds for all its ranks, so ranks never
+    /// disagree about a collective's outcome.
+    fn wait(&self) -> Result<()> {
+        let mut g = lock(&self.shared.gate);
+        if let Some(r) = g.aborted {
+            return Err(aborted_error(r));
+        }
+        g.arrived += 1;
+        if g.arrived == self.shared.world {
+            g.arrived = 0;
+            g.generation = g.generation.wrapping_add(1);
+            self.shared.wake.notify_all();
+            return Ok(());
+        }
+        let round = g.generation;
+        loop {
+            g = self.shared.wake.wait(g).unwrap_or_else(PoisonError::into_inner);
+            if g.generation != round {
+                return Ok(());
+            }
+            if let Some(r) = g.aborted {
+                return Err(aborted_error(r));
+            }
+        }
+    }
+
     /// Publishes `x`, waits for every rank, and returns all ranks' tensors in rank order.
-    fn exchange(&self, x: &Tensor) -> Vec<Tensor> {
-        *self.shared.slots[self.rank].lock().expect("comm slot poisoned") = Some(x.clone());
-        self.shared.barrier.wait();
-        let all: Vec<Tensor> = self
+    fn exchange(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        *lock(&self.shared.slots[self.rank]) = Some(x.clone());
+        self.wait()?;
+        let all = self
             .shared
             .slots
             .iter()
-            .map(|s| s.lock().expect("comm slot poisoned").clone().expect("slot filled"))
-            .collect();
+            .map(|s| lock(s).clone().ok_or_else(|| candle_core::Error::Msg("comm slot empty after barrier".into())))
+            .collect::<Result<Vec<Tensor>>>()?;
         // Nobody may overwrite a slot for the next collective before all have read this one.
-        self.shared.barrier.wait();
-        all
+        self.wait()?;
+        Ok(all)
     }
 }
 
@@ -114,13 +186,13 @@ impl Communicator for Threads {
         if self.shared.world == 1 {
             return Ok(x.clone());
         }
-        sum_in_order(&self.exchange(x))
+        sum_in_order(&self.exchange(x)?)
     }
     fn all_gather(&self, x: &Tensor, dim: usize) -> Result<Tensor> {
         if self.shared.world == 1 {
             return Ok(x.clone());
         }
-        let parts = self.exchange(x);
+        let parts = self.exchange(x)?;
         Tensor::cat(&parts, dim)
     }
     fn reduce_parts(&self, partials: &[Tensor]) -> Result<Tensor> {
@@ -129,11 +201,28 @@ impl Communicator for Threads {
             return sum_in_order(partials);
         }
         let all: Vec<Tensor> = self
-            .exchange(&mine)
+            .exchange(&mine)?
             .iter()
             .flat_map(|t| (0..t.dim(0).unwrap_or(0)).map(move |i| t.get(i)))
             .collect::<Result<_>>()?;
         sum_in_order(&all)
+    }
+    fn abort(&self) {
+        let mut g = lock(&self.shared.gate);
+        g.aborted.get_or_insert(self.rank);
+        self.shared.wake.notify_all();
+    }
+    fn aborted_by(&self) -> Option<usize> {
+        lock(&self.shared.gate).aborted
+    }
+    fn reset(&self) {
+        let mut g = lock(&self.shared.gate);
+        // Waiters that left on the abort still count as arrived: start a clean round.
+        *g = Gate { arrived: 0, generation: g.generation.wrapping_add(1), aborted: None };
+        drop(g);
+        for s in &self.shared.slots {
+            *lock(s) = None;
+        }
     }
 }
 
@@ -257,6 +346,11 @@ mod nccl {
         }
     }
 
+    /// `abort` and `reset` keep the trait's no-op defaults: NCCL's only way out of a
+    /// collective that a failed rank never joins is `ncclCommAbort`, which destroys the
+    /// communicator (the whole group would have to be re-initialised). So on the GPU a rank
+    /// that fails before a collective still leaves its peers blocked in NCCL; collective
+    /// timeouts (and rebuilding the group) are future work.
     impl super::Communicator for Nccl {
         fn rank(&self) -> usize {
             self.comm.rank()
@@ -313,6 +407,54 @@ mod tests {
             for (r, row) in gathered.iter().enumerate() {
                 assert_eq!(row[0], r as f32);
             }
+        }
+    }
+
+    #[test]
+    fn abort_wakes_ranks_waiting_in_a_collective_and_reset_heals_the_group() {
+        let mut group = Threads::group(3);
+        let failing = group.pop().unwrap();
+        let waiters: Vec<_> = group
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let x = Tensor::new(&[1f32], &Device::Cpu).unwrap();
+                    // Rank 2 never joins: this would block forever without the abort.
+                    let err = c.all_reduce_sum(&x).unwrap_err().to_string();
+                    (c, err)
+                })
+            })
+            .collect();
+        // Let both waiters reach the barrier (the test passes either way; this exercises
+        // the wake-up rather than the early check).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        failing.abort();
+        let mut comms = Vec::new();
+        for h in waiters {
+            let (c, err) = h.join().unwrap();
+            assert!(err.contains("aborted: rank 2 failed"), "{err}");
+            comms.push(c);
+        }
+        assert_eq!(failing.aborted_by(), Some(2));
+        // A late collective of the aborted step fails at once too.
+        let x = Tensor::new(&[1f32], &Device::Cpu).unwrap();
+        assert!(failing.all_reduce_sum(&x).is_err());
+        failing.reset();
+        assert_eq!(failing.aborted_by(), None);
+        comms.push(failing);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let x = Tensor::new(&[c.rank() as f32 + 1.0], &Device::Cpu).unwrap();
+                    let a = c.all_reduce_sum(&x).unwrap().to_vec1::<f32>().unwrap();
+                    let b = c.all_reduce_sum(&x).unwrap().to_vec1::<f32>().unwrap();
+                    (a, b)
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), (vec![6.0], vec![6.0]));
         }
     }
 
