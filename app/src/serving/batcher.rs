@@ -202,7 +202,7 @@ fn batch_loop(mut engine: Engine, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, m
         // at the front waits (and so does everything behind it) until all of it fits under
         // `max_running`; `submit_group` guarantees it can. The engine's own budget decides
         // how much of it prefills in the next step.
-        while let Some(p) = (0..pending.len()).find(|&p| !pending[p].is_empty()) {
+        while let Some(p) = pending.iter().position(|q| !q.is_empty()) {
             let front = &mut pending[p][0];
             front.seqs.retain(|(_, events)| !events.is_closed());
             if !front.seqs.is_empty() && engine.num_running() + engine.num_waiting() + front.seqs.len() > max_running {
