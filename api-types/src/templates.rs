@@ -252,6 +252,26 @@ pub struct TextChange {
     pub old: String,
     pub new: String,
     pub ops: Vec<TextOp>,
+    /// How finely `ops` split the text; absent means `char`.
+    #[serde(default, skip_serializing_if = "DiffGranularity::is_char")]
+    pub granularity: DiffGranularity,
+}
+
+/// How finely a text diff's ops split the text. `char`: character runs (the default).
+/// `line`: whole lines, for texts too long to diff character by character (the server's
+/// bound: over 8,000 characters old + new in one field; see the server's `templates::diff`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffGranularity {
+    #[default]
+    Char,
+    Line,
+}
+
+impl DiffGranularity {
+    pub fn is_char(&self) -> bool {
+        *self == Self::Char
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +316,9 @@ pub struct ExampleChange {
 pub struct FieldOps {
     pub field: String,
     pub ops: Vec<TextOp>,
+    /// How finely `ops` split the text; absent means `char`.
+    #[serde(default, skip_serializing_if = "DiffGranularity::is_char")]
+    pub granularity: DiffGranularity,
 }
 
 /// A format field, parameter or the model, old → new (`null` where unset).

@@ -449,3 +449,115 @@ async fn a_rank_failure_at_tp2_fails_that_request_and_the_next_one_succeeds() {
     let (_, ready) = get_json(&s, "/ready").await;
     assert_eq!(ready["ready"], true);
 }
+
+#[tokio::test]
+async fn n16_against_a_queue_of_8_is_one_request_and_is_served() {
+    // The queue counts requests: 16 choices of one request take one place of eight.
+    let s = with_store(support::start(8, 16)).await;
+    let req = json!({"prompt": "Name a colour:", "n": 16, "max_tokens": 3, "temperature": 1, "seed": 7});
+    let (status, body) = post(&s, "/v1/completions", req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 16);
+    let mut index: Vec<u64> = choices.iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    index.sort_unstable();
+    assert_eq!(index, (0..16).collect::<Vec<u64>>());
+    assert_eq!(body["usage"]["completion_tokens"], 48);
+}
+
+#[tokio::test]
+async fn more_sequences_than_run_together_is_a_400_naming_the_limit() {
+    // The shared batcher runs at most 8 sequences together.
+    let s = shared().await;
+    let prompts: Vec<String> = (0..20).map(|i| format!("Prompt {i}:")).collect();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": prompts, "n": 16, "max_tokens": 2})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "n");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("320 sequences") && message.contains("at most 8"), "{message}");
+    // Without n, the prompts alone are named.
+    let nine: Vec<String> = (0..9).map(|i| format!("Prompt {i}:")).collect();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": nine, "max_tokens": 2})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "prompt");
+    assert!(err["error"]["message"].as_str().unwrap().contains("9 sequences"), "{err}");
+    // Eight fit.
+    let eight: Vec<String> = (0..8).map(|i| format!("Prompt {i}:")).collect();
+    let (status, body) = post(&s, "/v1/completions", json!({"prompt": eight, "max_tokens": 2})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"].as_array().unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn a_thousand_prompts_is_a_400_naming_prompt() {
+    let s = shared().await;
+    let texts: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": texts, "max_tokens": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "prompt");
+    assert!(err["error"]["message"].as_str().unwrap().contains("at most 256 prompts, got 1000"), "{err}");
+    let lists: Vec<Vec<u32>> = (0..1000).map(|i| vec![1, 2 + i % 50]).collect();
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": lists, "max_tokens": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "prompt");
+    assert!(err["error"]["message"].as_str().unwrap().contains("got 1000"), "{err}");
+}
+
+#[tokio::test]
+async fn n_samples_over_the_kv_budget_together_is_a_400() {
+    let per_token = 30 * 3 * 64 * 2 * 4; // SmolLM2: layers * kv heads * head dim * (k, v) * f32
+    let cfg = inference::EngineConfig { kv_budget_bytes: 100 * per_token, max_running: 16, ..Default::default() };
+    let s = with_store(app::start(&model_path(), 1, 8, cfg).unwrap()).await;
+    // One sequence fits the budget of 100 positions; eight of them together do not.
+    let one = json!({"prompt": "Hello there", "max_tokens": 40, "temperature": 0});
+    let (status, body) = post(&s, "/v1/completions", one.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut eight = one;
+    eight["n"] = json!(8);
+    let (status, err) = post(&s, "/v1/completions", eight).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "max_tokens");
+    assert!(err["error"]["message"].as_str().unwrap().contains("holds 100"), "{err}");
+}
+
+#[tokio::test]
+async fn more_waiting_requests_than_the_queue_holds_get_429_with_retry_after() {
+    // Each request is a group of 4 that needs every running slot, so one runs at a time
+    // and the others wait: two may wait, the rest are refused.
+    let s = with_store(support::start(2, 4)).await;
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let body = json!({"prompt": format!("Request {i}:"), "n": 4, "max_tokens": 8, "temperature": 0});
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let resp = app(s).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            (status, retry, body)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for h in handles {
+        let (status, retry, body) = h.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["choices"].as_array().unwrap().len(), 4);
+                ok += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["error"]["code"], "queue_full", "{body}");
+                assert_eq!(retry.as_deref(), Some("1"));
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 2 && limited >= 1, "ok {ok}, limited {limited}");
+}

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::auth::{caller, Caller};
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::{parse, ApiJson};
 use crate::evals::{self, EvalPlan, FileFormat, RowCheck, TestRow};
@@ -59,21 +60,25 @@ pub async fn import_tests(
             .into())
         }
     };
+    // Parsing and checking up to 2 MiB of CSV or JSON is CPU work: off the tokio workers.
     let rows = match format {
         Some(f) => {
             let bytes = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
-            evals::parse(f, evals::utf8(&bytes)?)?
+            cpu::run(move || -> Result<_, ApiError> { Ok(evals::parse(f, evals::utf8(&bytes)?)?) }).await??
         }
         None => {
             let bytes = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
-            let r: ImportRows = parse(&bytes)?;
-            if r.rows.is_empty() {
-                return Err(FieldError::new("rows", "no rows").into());
-            }
-            for (i, row) in r.rows.iter().enumerate() {
-                row.validate(i + 1)?;
-            }
-            r.rows
+            cpu::run(move || -> Result<_, ApiError> {
+                let r: ImportRows = parse(&bytes)?;
+                if r.rows.is_empty() {
+                    return Err(FieldError::new("rows", "no rows").into());
+                }
+                for (i, row) in r.rows.iter().enumerate() {
+                    row.validate(i + 1)?;
+                }
+                Ok(r.rows)
+            })
+            .await??
         }
     };
     let count = state.store.import_tests(&name, &rows, mode).await?;

@@ -2,6 +2,7 @@
 //! handlers per area. Everything below `api/` is the only code that knows about axum.
 
 pub mod auth;
+pub mod cpu;
 pub mod error;
 pub mod evals;
 pub mod json;

@@ -16,6 +16,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 
 use crate::api::auth::{caller, Caller};
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::store::{TemplateInfo, VersionInfo, VersionRef};
@@ -167,8 +168,10 @@ pub async fn diff(
     let (_, a) = state.store.resolve(&name, &VersionRef::parse(&q.from)).await?;
     let (_, b) = state.store.resolve(&name, &VersionRef::parse(&q.to)).await?;
     let stamp = |v: &VersionInfo| VersionStamp { version: v.version, note: v.note.clone(), created_at: v.created_at };
-    let d = crate::templates::diff(&a.spec, &b.spec);
-    Ok(Json(VersionDiff { from: Some(stamp(&a)), to: Some(stamp(&b)), ..d }))
+    let (from, to) = (stamp(&a), stamp(&b));
+    // A diff of fields up to 20k characters is CPU work (bounded in `diff` itself).
+    let d = cpu::run(move || crate::templates::diff(&a.spec, &b.spec)).await?;
+    Ok(Json(VersionDiff { from: Some(from), to: Some(to), ..d }))
 }
 
 pub async fn labels(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Labels>, ApiError> {
@@ -197,17 +200,32 @@ pub async fn delete_label(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn rendered(state: &AppState, spec: &VersionSpec, vars: &BTreeMap<String, String>) -> Result<RenderedPrompt, ApiError> {
+/// Renders and tokenizes (CPU work: off the tokio workers).
+async fn rendered(
+    state: &AppState,
+    spec: VersionSpec,
+    vars: BTreeMap<String, String>,
+) -> Result<RenderedPrompt, ApiError> {
+    let tok = state.scheduler.tokenizer.clone();
+    let context_length = state.scheduler.context_length;
+    cpu::run(move || rendered_sync(&tok, context_length, &spec, &vars)).await?
+}
+
+fn rendered_sync(
+    tok: &inference::Tokenizer,
+    context_length: usize,
+    spec: &VersionSpec,
+    vars: &BTreeMap<String, String>,
+) -> Result<RenderedPrompt, ApiError> {
     let r = spec.render(vars)?;
-    let (ids, prefix_tokens) =
-        r.token_ids(&state.scheduler.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (ids, prefix_tokens) = r.token_ids(tok).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(RenderedPrompt {
         prompt: r.text(),
         prefix: r.prefix,
         suffix: r.suffix,
         prompt_tokens: ids.len(),
         prefix_tokens,
-        context_length: state.scheduler.context_length,
+        context_length,
         variables: spec.variables(),
         version: None,
         missing: None,
@@ -221,7 +239,7 @@ pub async fn render(
 ) -> Result<Json<RenderedPrompt>, ApiError> {
     let reference = VersionRef::parse(r.version.as_deref().unwrap_or("latest"));
     let (_, v) = state.store.resolve(&name, &reference).await?;
-    Ok(Json(RenderedPrompt { version: Some(v.version), ..rendered(&state, &v.spec, &r.variables)? }))
+    Ok(Json(RenderedPrompt { version: Some(v.version), ..rendered(&state, v.spec, r.variables).await? }))
 }
 
 /// Renders an unsaved draft (the playground's live preview and token count).
@@ -231,7 +249,7 @@ pub async fn render_draft(
 ) -> Result<Json<RenderedPrompt>, ApiError> {
     r.spec.validate()?;
     if !r.partial {
-        return Ok(Json(rendered(&state, &r.spec, &r.variables)?));
+        return Ok(Json(rendered(&state, r.spec, r.variables).await?));
     }
     let needed = r.spec.variables();
     let missing: Vec<String> =
@@ -243,7 +261,7 @@ pub async fn render_draft(
             None => (n.clone(), format!("{{{{{n}}}}}")),
         })
         .collect();
-    Ok(Json(RenderedPrompt { missing: Some(missing), ..rendered(&state, &r.spec, &vars)? }))
+    Ok(Json(RenderedPrompt { missing: Some(missing), ..rendered(&state, r.spec, vars).await? }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,25 @@
 //! `studio bench-serve`: a load generator against a studio server it starts in-process on
-//! loopback (or an already running one, with `--url`). Prints aggregate tokens/s by
-//! concurrency, time to first token of a ~400-token few-shot prompt with and without a
-//! prefix-cache hit, and short-completion requests per minute.
+//! loopback (or an already running one, with `--url`). `--scenario` picks what to run:
+//!
+//! - `throughput` (the default): aggregate tokens/s by concurrency, time to first token of
+//!   a ~400-token few-shot prompt with and without a prefix-cache hit, and short-completion
+//!   requests per minute.
+//! - `head-of-line`: an 8k-token streamed prompt (max_tokens 1), then 1 s later an 8-token
+//!   request: the short one's time to first token and total, the long one's time.
+//! - `disconnect`: a ~10k-token stream dropped 1 s into its prefill: how long until the
+//!   server has cancelled it (`studio_cancelled_sequences_total` up, `studio_running_sequences 0`)
+//!   and the next short request's latency.
+//! - `fairness`: a 200-row eval (`/api/evals`, batch priority) while 8-token API requests
+//!   arrive one at a time: API p50/p90 idle and during the eval, and the eval's wall time
+//!   alone and with the API traffic.
+//! - `n16`: n=16 on a ~2.7k-token prompt: wall time, prompt tokens prefilled
+//!   (`studio_prompt_tokens_total` delta) and the server's idle RSS before and after.
+//! - `all`: each of the above in turn.
+//!
+//! Prompts are built to their token count with `/v1/tokenize` and sent as token ids, each
+//! with its own first words so that no prefix-cache hit helps it; sizes are clamped to the
+//! model's context (SmolLM2-135M has 8k; Gemma 3 270M has 32k). `--quick` shrinks every
+//! size for a smoke run. Only endpoints today's server has are used (`/ready` is not needed).
 
 use std::time::{Duration, Instant};
 
@@ -49,8 +67,356 @@ fn completion_tokens(body: &str) -> u64 {
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One request; (status, response body). Any status: callers decide what they accept.
+async fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.context("connect")?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn request_json(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+    let (status, text) = request(addr, method, path, body).await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A counter or gauge from `/metrics`.
+async fn metric(addr: &str, name: &str) -> Result<f64> {
+    let (_, text) = request(addr, "GET", "/metrics", None).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("/metrics has no {name}"))
+}
+
+/// The served model's id and context length (`/v1/models`).
+async fn model_info(addr: &str) -> Result<(String, usize)> {
+    let (_, v) = request_json(addr, "GET", "/v1/models", None).await?;
+    let m = &v["data"][0];
+    Ok((m["id"].as_str().unwrap_or("?").to_string(), m["context_length"].as_u64().unwrap_or(8192) as usize))
+}
+
+const WORDS: [&str; 16] = [
+    "harbour", "violet", "engine", "orchard", "lantern", "granite", "meadow", "copper", "falcon", "river", "canvas",
+    "summit", "ember", "willow", "signal", "marble",
+];
+
+/// Exactly `tokens` token ids (BOS included) of varied text that starts with `tag`, so no
+/// two prompts share a cached prefix.
+async fn prompt_ids(addr: &str, tokens: usize, tag: &str) -> Result<Vec<u32>> {
+    let mut text = format!("Document {tag}.\n");
+    let mut i = 0usize;
+    loop {
+        // ~12 tokens a sentence; overshoot, then cut.
+        while text.len() < tokens * 6 + 64 {
+            let w = |k: usize| WORDS[(i * 7 + k * 5) % WORDS.len()];
+            text.push_str(&format!(
+                "Entry {i}: the {} near the {} held {} {} and {} notes. ",
+                w(0),
+                w(1),
+                (i * 37) % 1000,
+                w(2),
+                w(3)
+            ));
+            i += 1;
+        }
+        let (status, v) = request_json(addr, "POST", "/v1/tokenize", Some(&json!({"prompt": text}))).await?;
+        if status != 200 {
+            bail!("/v1/tokenize: {status} {v}");
+        }
+        let ids: Vec<u32> =
+            v["tokens"].as_array().context("tokens")?.iter().filter_map(|t| t.as_u64().map(|t| t as u32)).collect();
+        if ids.len() >= tokens {
+            return Ok(ids[..tokens].to_vec());
+        }
+        text.push_str(&text.clone());
+    }
+}
+
+/// A unique tag for this run's prompts.
+fn tag(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{what}-{:x}", nanos % (1 << 40))
+}
+
+/// A prompt size for this model: `want`, at most the context minus room to generate.
+fn fit(want: usize, ctx: usize, room: usize, model: &str) -> usize {
+    if want + room < ctx {
+        return want;
+    }
+    let got = ctx.saturating_sub(room + 1);
+    println!("  (note: {model}'s context is {ctx} tokens: a {want}-token prompt is cut to {got}; serve a longer-context model for the full size)");
+    got
+}
+
+/// Sizes of the scenarios (`--quick` for a smoke run).
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub long_prompt: usize,
+    pub disconnect_prompt: usize,
+    pub eval_rows: usize,
+    pub api_requests: usize,
+    pub n16_prompt: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self { long_prompt: 1024, disconnect_prompt: 1536, eval_rows: 20, api_requests: 6, n16_prompt: 600 }
+        } else {
+            Self { long_prompt: 8192, disconnect_prompt: 10_000, eval_rows: 200, api_requests: 20, n16_prompt: 2700 }
+        }
+    }
+}
+
+/// Streams `body` to completion: (time to the first data line, total).
+async fn timed(addr: &str, body: &Value) -> Result<(Duration, Duration)> {
+    let t0 = Instant::now();
+    let (first, _) = post(addr, "/v1/completions", body).await?;
+    Ok((first, t0.elapsed()))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// An 8k-token prompt streams (max_tokens 1); 1 s later an 8-token request arrives.
+pub async fn head_of_line(addr: &str, sizes: Sizes) -> Result<()> {
+    let (model, ctx) = model_info(addr).await?;
+    println!("head-of-line ({model}):");
+    let long_n = fit(sizes.long_prompt, ctx, 2, &model);
+    let long = prompt_ids(addr, long_n, &tag("hol-long")).await?;
+    let short = |t: String| async move { prompt_ids(addr, 8, &t).await };
+    let short_body = |ids: Vec<u32>| json!({"prompt": ids, "max_tokens": 8, "temperature": 0, "stream": true});
+    let (idle_first, idle_total) = timed(addr, &short_body(short(tag("hol-idle")).await?)).await?;
+    let long_body = json!({"prompt": long, "max_tokens": 1, "temperature": 0, "stream": true});
+    let a = addr.to_string();
+    let long_task = tokio::spawn(async move { timed(&a, &long_body).await });
+    let short_ids = short(tag("hol-short")).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (first, total) = timed(addr, &short_body(short_ids)).await?;
+    let (_, long_total) = long_task.await??;
+    println!(
+        "  short request (8 prompt tokens, 8 generated) idle:           TTFT {:>7.0} ms, total {:>7.0} ms",
+        ms(idle_first),
+        ms(idle_total)
+    );
+    println!(
+        "  short request 1 s after a {long_n}-token prompt:  TTFT {:>7.0} ms, total {:>7.0} ms",
+        ms(first),
+        ms(total)
+    );
+    println!("  the {long_n}-token prompt (max_tokens 1):        total {:>7.0} ms", ms(long_total));
+    Ok(())
+}
+
+/// A ~10k-token stream dropped 1 s into its prefill: time until the server has let it go,
+/// and the next short request's latency.
+pub async fn disconnect(addr: &str, sizes: Sizes) -> Result<()> {
+    let (model, ctx) = model_info(addr).await?;
+    println!("disconnect ({model}):");
+    let n = fit(sizes.disconnect_prompt, ctx, 16, &model);
+    let ids = prompt_ids(addr, n, &tag("drop")).await?;
+    let short = json!({"prompt": prompt_ids(addr, 8, &tag("drop-idle")).await?, "max_tokens": 8, "temperature": 0});
+    let t = Instant::now();
+    post(addr, "/v1/completions", &short).await?;
+    let idle = t.elapsed();
+    let cancelled_before = metric(addr, "studio_cancelled_sequences_total").await?;
+    let body = json!({"prompt": ids, "max_tokens": 16, "temperature": 0, "stream": true}).to_string();
+    let mut s = TcpStream::connect(addr).await.context("connect")?;
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(s);
+    let dropped = Instant::now();
+    loop {
+        let cancelled = metric(addr, "studio_cancelled_sequences_total").await?;
+        let running = metric(addr, "studio_running_sequences").await?;
+        if cancelled > cancelled_before && running == 0.0 {
+            break;
+        }
+        if dropped.elapsed() > Duration::from_secs(600) {
+            bail!("the dropped stream was still not cancelled after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let freed = dropped.elapsed();
+    let short = json!({"prompt": prompt_ids(addr, 8, &tag("drop-next")).await?, "max_tokens": 8, "temperature": 0});
+    let t = Instant::now();
+    post(addr, "/v1/completions", &short).await?;
+    let next = t.elapsed();
+    println!("  {n}-token stream dropped 1 s after it was sent: cancelled and running 0 after {:>7.0} ms", ms(freed));
+    println!("  next short request (8 + 8 tokens): {:>7.0} ms (idle before: {:>5.0} ms)", ms(next), ms(idle));
+    Ok(())
+}
+
+/// Creates a template with `rows` test rows; its instruction starts with `tag`.
+async fn eval_template(addr: &str, name: &str, rows: usize) -> Result<()> {
+    let spec = json!({
+        "instruction": format!("Task {name}: say whether the review is positive or negative."),
+        "examples": [{"input": "A wonderful, moving film.", "output": "positive"},
+                     {"input": "Dull and far too long.", "output": "negative"}],
+        "input_pattern": "{{review}}",
+    });
+    let (status, v) = request_json(addr, "POST", "/api/templates", Some(&json!({"name": name, "spec": spec}))).await?;
+    if status != 201 {
+        bail!("creating template {name}: {status} {v}");
+    }
+    let rows: Vec<Value> = (0..rows)
+        .map(|i| {
+            let good = i % 2 == 0;
+            let w = |k: usize| WORDS[(i * 3 + k) % WORDS.len()];
+            let review = format!(
+                "Review {i}: the {} scenes by the {} were {}.",
+                w(0),
+                w(1),
+                if good { "a delight" } else { "a chore" }
+            );
+            json!({"variables": {"review": review}, "expected": if good { "positive" } else { "negative" }})
+        })
+        .collect();
+    let path = format!("/api/templates/{name}/tests");
+    let (status, v) = request_json(addr, "POST", &path, Some(&json!({"rows": rows}))).await?;
+    if status != 200 {
+        bail!("importing tests of {name}: {status} {v}");
+    }
+    Ok(())
+}
+
+/// Starts an eval of `name`; returns its id.
+async fn start_eval(addr: &str, name: &str) -> Result<i64> {
+    let body = json!({"template": name, "max_tokens": 8, "temperature": 0});
+    let (status, v) = request_json(addr, "POST", "/api/evals", Some(&body)).await?;
+    if status != 202 {
+        bail!("starting the eval of {name}: {status} {v}");
+    }
+    v["id"].as_i64().context("eval id")
+}
+
+async fn eval_over(addr: &str, id: i64) -> Result<bool> {
+    let (_, v) = request_json(addr, "GET", &format!("/api/evals/{id}?results=false"), None).await?;
+    match v["status"].as_str() {
+        Some("queued" | "running") => Ok(false),
+        Some("completed") => Ok(true),
+        other => bail!("eval {id} ended {other:?}: {v}"),
+    }
+}
+
+/// One 8-token API request; its latency in ms.
+async fn api_request(addr: &str, k: usize) -> Result<f64> {
+    let body = json!({"prompt": format!("Visitor {k} at {}: what is", tag("api")), "max_tokens": 8, "temperature": 0});
+    let t = Instant::now();
+    post(addr, "/v1/completions", &body).await?;
+    Ok(ms(t.elapsed()))
+}
+
+/// A 200-row eval at batch priority while 8-token API requests arrive one at a time.
+pub async fn fairness(addr: &str, sizes: Sizes) -> Result<()> {
+    let (model, _) = model_info(addr).await?;
+    println!("fairness ({model}, {}-row eval, 8-token API requests one at a time):", sizes.eval_rows);
+    let (a, b) = (tag("fair-a"), tag("fair-b"));
+    eval_template(addr, &a, sizes.eval_rows).await?;
+    eval_template(addr, &b, sizes.eval_rows).await?;
+    api_request(addr, 0).await?; // warm-up
+    let mut idle = Vec::new();
+    for k in 0..sizes.api_requests {
+        idle.push(api_request(addr, k).await?);
+    }
+    let t = Instant::now();
+    let id = start_eval(addr, &a).await?;
+    while !eval_over(addr, id).await? {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alone = t.elapsed();
+    let t = Instant::now();
+    let id = start_eval(addr, &b).await?;
+    let mut during = Vec::new();
+    let mut k = 0;
+    loop {
+        if eval_over(addr, id).await? {
+            break;
+        }
+        // Only requests sent while the eval still runs count.
+        during.push(api_request(addr, 1000 + k).await?);
+        k += 1;
+    }
+    let with_api = t.elapsed();
+    let (i50, i90) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.9));
+    let (d50, d90) = (percentile(&mut during, 0.5), percentile(&mut during, 0.9));
+    println!("  API idle:        p50 {i50:>7.0} ms, p90 {i90:>7.0} ms ({} requests)", idle.len());
+    println!(
+        "  API during eval: p50 {d50:>7.0} ms, p90 {d90:>7.0} ms ({} requests); {:.2}x / {:.2}x idle",
+        during.len(),
+        d50 / i50,
+        d90 / i90
+    );
+    println!(
+        "  eval wall time: alone {:.1} s, with API traffic {:.1} s ({:.2}x)",
+        alone.as_secs_f64(),
+        with_api.as_secs_f64(),
+        with_api.as_secs_f64() / alone.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// This process's resident set (the in-process server's), in MiB.
+fn own_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// n=16 on a ~2.7k-token prompt: wall time, prompt tokens prefilled, idle RSS.
+pub async fn n16(addr: &str, sizes: Sizes, in_process: bool) -> Result<()> {
+    let (model, ctx) = model_info(addr).await?;
+    println!("n16 ({model}):");
+    let n = fit(sizes.n16_prompt, ctx, 16, &model);
+    let ids = prompt_ids(addr, n, &tag("n16")).await?;
+    let rss = || if in_process { own_rss_mib() } else { None };
+    let before_rss = rss();
+    let before = metric(addr, "studio_prompt_tokens_total").await?;
+    let body = json!({"prompt": ids, "n": 16, "max_tokens": 16, "temperature": 1, "seed": 1});
+    let t = Instant::now();
+    let (status, v) = request_json(addr, "POST", "/v1/completions", Some(&body)).await?;
+    let wall = t.elapsed();
+    if status != 200 {
+        println!("  refused: {status} {v}");
+        return Ok(());
+    }
+    let prefilled = metric(addr, "studio_prompt_tokens_total").await? - before;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_rss = rss();
+    println!(
+        "  n=16 on a {n}-token prompt, 16 tokens each: {:.1} s wall, {} choices; prompt tokens prefilled {prefilled:.0} ({:.1}x the prompt)",
+        wall.as_secs_f64(),
+        v["choices"].as_array().map_or(0, Vec::len),
+        prefilled / n as f64
+    );
+    match (before_rss, after_rss) {
+        (Some(b), Some(a)) => println!("  server idle RSS: before {b:.0} MiB, after {a:.0} MiB"),
+        _ => println!("  server idle RSS: not measured (--url: read VmRSS in /proc/<pid>/status of the server)"),
+    }
+    Ok(())
 }
 
 pub async fn run(addr: String, label: &str) -> Result<()> {
@@ -158,8 +524,25 @@ pub async fn run(addr: String, label: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `bench-serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    All,
+    Throughput,
+    HeadOfLine,
+    Disconnect,
+    Fairness,
+    N16,
+}
+
 #[derive(clap::Args)]
 pub struct BenchServeArgs {
+    /// Which scenario to run (see `studio bench-serve --help`).
+    #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
+    scenario: Scenario,
+    /// Small sizes for a smoke run (1k-token prompts, a 20-row eval).
+    #[arg(long)]
+    quick: bool,
     /// Model for the in-process server (ignored with --url).
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
@@ -172,7 +555,8 @@ pub struct BenchServeArgs {
 
 /// `studio bench-serve`: against `--url`, or an in-process server on `--model`.
 pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
-    let BenchServeArgs { model, url, tp } = args;
+    let BenchServeArgs { scenario, quick, model, url, tp } = args;
+    let in_process = url.is_none();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let (addr, label) = match url {
@@ -188,7 +572,27 @@ pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
                 (addr, format!("{model} tp={tp} (in-process)"))
             }
         };
-        run(addr, &label).await
+        let sizes = Sizes::new(quick);
+        if !matches!(scenario, Scenario::Throughput | Scenario::All) {
+            println!("server {label} at {addr}; machine: {}", inference::bench::machine());
+        }
+        let all = scenario == Scenario::All;
+        if all || scenario == Scenario::Throughput {
+            run(addr.clone(), &label).await?;
+        }
+        if all || scenario == Scenario::HeadOfLine {
+            head_of_line(&addr, sizes).await?;
+        }
+        if all || scenario == Scenario::Disconnect {
+            disconnect(&addr, sizes).await?;
+        }
+        if all || scenario == Scenario::Fairness {
+            fairness(&addr, sizes).await?;
+        }
+        if all || scenario == Scenario::N16 {
+            n16(&addr, sizes, in_process).await?;
+        }
+        anyhow::Ok(())
     })?;
 
     Ok(())

@@ -134,16 +134,22 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
         expected: row.expected.clone(),
         ..Default::default()
     };
-    let prompt = match spec.render(&row.variables) {
-        Ok(r) => match r.token_ids(&sched.tokenizer) {
-            Ok((ids, _)) => ids,
-            Err(e) => {
-                out.error = Some(e.to_string());
-                return out;
-            }
-        },
+    // Rendering and tokenizing are CPU work: on the blocking pool, not a tokio worker (at
+    // most `window` rows of a run at once).
+    let (owned, vars, tok) = (spec.clone(), row.variables.clone(), sched.tokenizer.clone());
+    let rendered = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, String> {
+        let r = owned.render(&vars).map_err(|e| e.to_string())?;
+        r.token_ids(&tok).map(|(ids, _)| ids).map_err(|e| e.to_string())
+    })
+    .await;
+    let prompt = match rendered {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => {
+            out.error = Some(e);
+            return out;
+        }
         Err(e) => {
-            out.error = Some(e.to_string());
+            out.error = Some(format!("rendering failed: {e}"));
             return out;
         }
     };

@@ -2,6 +2,12 @@
 //! continuous batching. Handlers submit validated requests through a bounded queue and get
 //! a stream of events back; a closed stream (client gone) or a passed deadline cancels the
 //! sequence and frees its KV cache within one step.
+//!
+//! The queue holds requests, not sequences: a request's sequences (prompts × n) are one
+//! group, counted once against the capacity and admitted to the engine together, in one
+//! admission pass, once there is room for all of them under the engine's `max_running`.
+//! A group that could never be admitted (more sequences than `max_running`, or more KV
+//! than the budget holds) is refused at submission (400), never queued.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,9 +47,9 @@ pub enum SeqEvent {
     Failed(ServeError),
 }
 
+/// One request: its sequences, admitted together.
 struct Submission {
-    req: GenerateRequest,
-    events: UnboundedSender<SeqEvent>,
+    seqs: Vec<(GenerateRequest, UnboundedSender<SeqEvent>)>,
     deadline: Option<Instant>,
     submitted: Instant,
 }
@@ -101,8 +107,15 @@ struct Live {
 #[derive(Clone)]
 pub struct Scheduler {
     tx: Sender<Msg>,
+    /// Requests (groups) submitted and not yet admitted.
     queued: Arc<AtomicUsize>,
+    /// Most requests waiting for admission (`--queue`); one more gets 429.
     pub capacity: usize,
+    /// Most sequences running together (the engine's `max_running`): a request's
+    /// sequences must fit in it at once.
+    pub max_running: usize,
+    /// The engine's KV budget in positions, shared by running sequences (None: unlimited).
+    pub kv_budget_tokens: Option<usize>,
     pub tokenizer: Arc<Tokenizer>,
     pub model_name: String,
     pub context_length: usize,
@@ -120,6 +133,8 @@ impl Scheduler {
         let tokenizer = engine.tokenizer().clone();
         let context_length = engine.context_length();
         let tp = engine.model().tp;
+        let max_running = engine.max_running();
+        let kv_budget_tokens = engine.kv_budget_tokens();
         let (q, m) = (queued.clone(), metrics.clone());
         let health = Arc::new(Health::default());
         health.alive.store(true, Ordering::SeqCst);
@@ -128,7 +143,19 @@ impl Scheduler {
             .name("batcher".into())
             .spawn(move || batch_loop(engine, rx, q, m, h))
             .expect("spawn batcher thread");
-        Self { tx, queued, capacity, tokenizer, model_name, context_length, tp, metrics, health }
+        Self {
+            tx,
+            queued,
+            capacity,
+            max_running,
+            kv_budget_tokens,
+            tokenizer,
+            model_name,
+            context_length,
+            tp,
+            metrics,
+            health,
+        }
     }
 
     /// Makes the batcher panic inside its next step (tests of the recovery).
@@ -143,24 +170,84 @@ impl Scheduler {
         let _ = self.tx.send(Msg::RankFault(rank, kind));
     }
 
-    /// Queues a sequence; refuses with 429 when the queue is full.
-    pub fn submit(
+    /// Refuses a group that could never be admitted: empty, more sequences than run
+    /// together, or more KV positions (prompt + max_tokens, or prompt + forced tokens, per
+    /// sequence) than the budget holds. Validation names the request's own fields first;
+    /// this is the batcher's own guarantee that every queued group fits.
+    pub fn check_group(&self, reqs: &[GenerateRequest]) -> Result<(), ServeError> {
+        if reqs.is_empty() {
+            return Err(ServeError::invalid("prompt", "prompt: at least one prompt is required"));
+        }
+        if reqs.len() > self.max_running {
+            return Err(ServeError::invalid(
+                "n",
+                format!(
+                    "the request is {} sequences; at most {} run together on this server",
+                    reqs.len(),
+                    self.max_running
+                ),
+            ));
+        }
+        if let Some(limit) = self.kv_budget_tokens {
+            let total: usize = reqs.iter().map(kv_reserve).sum();
+            if total > limit {
+                return Err(ServeError::invalid(
+                    "max_tokens",
+                    format!("the request reserves {total} KV positions; the KV cache budget holds {limit}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one request's sequences as one group (one place in the queue, admitted
+    /// together); one receiver per sequence, in order. Refuses with 429 when `capacity`
+    /// requests already wait, and with 400 when the group could never be admitted
+    /// ([`Self::check_group`]).
+    pub fn submit_group(
         &self,
-        req: GenerateRequest,
+        reqs: Vec<GenerateRequest>,
         priority: Priority,
         deadline: Option<Instant>,
-    ) -> Result<UnboundedReceiver<SeqEvent>, ServeError> {
+    ) -> Result<Vec<UnboundedReceiver<SeqEvent>>, ServeError> {
+        self.check_group(&reqs)?;
         let prev = self.queued.fetch_add(1, Ordering::SeqCst);
         if prev >= self.capacity {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(ServeError::QueueFull { capacity: self.capacity });
         }
         self.metrics.queue_depth.store((prev + 1) as u64, Ordering::Relaxed);
-        let (events, rx) = unbounded_channel();
-        let sub = Submission { req, events, deadline, submitted: Instant::now() };
-        self.tx.send(Msg::Submit(sub, priority)).map_err(|_| ServeError::Stopped)?;
-        Ok(rx)
+        let (seqs, receivers): (Vec<_>, Vec<_>) = reqs
+            .into_iter()
+            .map(|req| {
+                let (events, rx) = unbounded_channel();
+                ((req, events), rx)
+            })
+            .unzip();
+        let sub = Submission { seqs, deadline, submitted: Instant::now() };
+        if self.tx.send(Msg::Submit(sub, priority)).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ServeError::Stopped);
+        }
+        Ok(receivers)
     }
+
+    /// Queues a single sequence (a group of one).
+    pub fn submit(
+        &self,
+        req: GenerateRequest,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<UnboundedReceiver<SeqEvent>, ServeError> {
+        let mut rx = self.submit_group(vec![req], priority, deadline)?;
+        rx.pop().ok_or(ServeError::Stopped)
+    }
+}
+
+/// KV positions a sequence reserves while it runs (as `Engine::add` and `step` count them).
+pub fn kv_reserve(req: &GenerateRequest) -> usize {
+    let extra = if req.forced.is_empty() { req.max_tokens } else { req.forced.len() };
+    req.prompt_tokens.len() + extra
 }
 
 /// What arrived on the channel, sorted: submissions by priority, test faults.
@@ -220,29 +307,33 @@ fn batch_loop(
         }
         let pending = &mut inbox.pending;
 
-        // Admit between steps, API traffic first; the engine's own budget decides how
-        // much of it prefills in the next step.
-        while engine.num_running() + engine.num_waiting() < max_running {
-            let (sub, priority) = match pending[0].pop_front() {
-                Some(s) => (s, Priority::Api),
-                None => match pending[1].pop_front() {
-                    Some(s) => (s, Priority::Batch),
-                    None => break,
-                },
+        // Admit between steps, API traffic first, a request's sequences together: the group
+        // at the front waits (and so does everything behind it) until all of it fits under
+        // `max_running`; `submit_group` guarantees it can. API work counts only itself: the
+        // engine makes room for it by pausing batch work. The engine's step budget decides
+        // how much of it prefills in the next step.
+        while let Some(p) = pending.iter().position(|q| !q.is_empty()) {
+            let priority = if p == 0 { Priority::Api } else { Priority::Batch };
+            let front = &mut pending[p][0];
+            front.seqs.retain(|(_, events)| !events.is_closed());
+            let taken = match priority {
+                Priority::Api => engine.num_live(Priority::Api),
+                Priority::Batch => engine.num_running() + engine.num_waiting(),
             };
-            queued.fetch_sub(1, Ordering::SeqCst);
-            if sub.events.is_closed() {
-                continue;
+            if !front.seqs.is_empty() && taken + front.seqs.len() > max_running {
+                break;
             }
-            match engine.add_with(sub.req, priority) {
-                Ok(id) => {
-                    live.insert(
-                        id,
-                        Live { events: sub.events, deadline: sub.deadline, submitted: sub.submitted, last_token: None },
-                    );
-                }
-                Err(e) => {
-                    let _ = sub.events.send(SeqEvent::Failed(ServeError::from(e)));
+            let Some(sub) = pending[p].pop_front() else { break };
+            queued.fetch_sub(1, Ordering::SeqCst);
+            for (req, events) in sub.seqs {
+                match engine.add_with(req, priority) {
+                    Ok(id) => {
+                        let l = Live { events, deadline: sub.deadline, submitted: sub.submitted, last_token: None };
+                        live.insert(id, l);
+                    }
+                    Err(e) => {
+                        let _ = events.send(SeqEvent::Failed(ServeError::from(e)));
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! priorities, validation of generation requests into what the engine runs, and the
 //! Prometheus metrics.
 
-mod batcher;
+pub(crate) mod batcher;
 pub mod chat;
 mod error;
 pub mod metrics;

@@ -9,6 +9,10 @@ use crate::serving::{Scheduler, ServeError};
 
 /// Most choices per prompt (`n`).
 pub const MAX_N: usize = 16;
+/// Most prompts in one request (a list of strings or of token lists), checked before any
+/// is tokenized. Prompts × n must also fit the server's `max_running` (see
+/// [`Scheduler::check_group`]).
+pub const MAX_PROMPTS: usize = 256;
 /// Most stop sequences per request.
 pub const MAX_STOPS: usize = 4;
 /// `max_tokens` when a request gives none.
@@ -65,6 +69,29 @@ impl ValidRequest {
         let tok = &sched.tokenizer;
         let ctx = sched.context_length;
         let internal = ServeError::internal;
+        let count = match &prompt {
+            PromptInput::Texts(ts) => ts.len(),
+            PromptInput::TokenLists(l) => l.len(),
+            PromptInput::Text(_) | PromptInput::Tokens(_) => 1,
+        };
+        if count > MAX_PROMPTS {
+            return Err(ServeError::invalid("prompt", format!("prompt: at most {MAX_PROMPTS} prompts, got {count}")));
+        }
+        let n = p.n.unwrap_or(1);
+        if n == 0 || n > MAX_N {
+            return Err(ServeError::invalid("n", format!("n must be between 1 and {MAX_N}, got {n}")));
+        }
+        let sequences = count * n;
+        if sequences > sched.max_running {
+            let param = if n > 1 { "n" } else { "prompt" };
+            return Err(ServeError::invalid(
+                param,
+                format!(
+                    "prompts × n = {count} × {n} = {sequences} sequences; at most {} run together on this server",
+                    sched.max_running
+                ),
+            ));
+        }
         let prompts: Vec<(String, Vec<u32>)> = match prompt {
             PromptInput::Text(t) => vec![(t.clone(), tok.encode(&t, true).map_err(internal)?)],
             PromptInput::Texts(ts) => ts
@@ -85,10 +112,6 @@ impl ValidRequest {
         };
         if prompts.is_empty() {
             return Err(ServeError::invalid("prompt", "prompt: at least one prompt is required"));
-        }
-        let n = p.n.unwrap_or(1);
-        if n == 0 || n > MAX_N {
-            return Err(ServeError::invalid("n", format!("n must be between 1 and {MAX_N}, got {n}")));
         }
         let stops = p.stop.map(api_types::StopInput::into_vec).unwrap_or_default();
         if stops.len() > MAX_STOPS {
@@ -128,6 +151,17 @@ impl ValidRequest {
                     format!("max_tokens must be between 1 and {room} (context {ctx} minus {} prompt tokens), got {max_tokens}", ids.len()),
                 ));
             }
+            if let Some(limit) = sched.kv_budget_tokens {
+                let one = ids.len() + max_tokens;
+                if one > limit {
+                    return Err(ServeError::invalid(
+                        "max_tokens",
+                        format!(
+                            "prompt plus max_tokens is {one} tokens; the KV cache budget allows {limit} per sequence"
+                        ),
+                    ));
+                }
+            }
             for k in 0..n {
                 let mut s = sampling.clone();
                 // n samples of one prompt must differ but stay reproducible.
@@ -141,6 +175,18 @@ impl ValidRequest {
                     forced: Vec::new(),
                 };
                 choices.push((i, text.clone(), req));
+            }
+        }
+        if let Some(limit) = sched.kv_budget_tokens {
+            let total: usize = choices.iter().map(|(_, _, r)| crate::serving::batcher::kv_reserve(r)).sum();
+            if total > limit {
+                return Err(ServeError::invalid(
+                    "max_tokens",
+                    format!(
+                        "prompts × n need {total} KV positions (prompt plus max_tokens per sequence, run together); \
+                         the KV cache budget of this server holds {limit}"
+                    ),
+                ));
             }
         }
         Ok(Self { choices, echo: opts.echo, stream: opts.stream, logprobs: opts.logprobs.is_some() })

@@ -1,18 +1,43 @@
 //! Field-level diff of two versions.
+//!
+//! Bounded: a field whose old and new texts together exceed [`CHAR_DIFF_MAX_CHARS`]
+//! characters is diffed line by line (its ops marked `granularity: line`, which the studio
+//! shows as "too long to diff character by character"), and the whole diff searches for at
+//! most [`DIFF_TIME_LIMIT`]: past it, each remaining field still gets a correct diff (its
+//! ops rebuild both texts) but not necessarily the smallest one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use api_types::templates::{
-    ChangeKind, ExampleChange, ExampleChangeKind, FieldOps, Op, TextChange, TextOp, ValueChange, VersionDiff,
+    ChangeKind, DiffGranularity, ExampleChange, ExampleChangeKind, FieldOps, Op, TextChange, TextOp, ValueChange,
+    VersionDiff,
 };
 use serde_json::Value;
 
 use super::spec::VersionSpec;
 
-/// Character-level diff of two texts, runs of the same kind merged.
-fn text_ops(old: &str, new: &str) -> Vec<TextOp> {
+/// Most characters (old + new) of one field diffed character by character; longer fields
+/// are diffed by line.
+pub const CHAR_DIFF_MAX_CHARS: usize = 8_000;
+/// Longest the whole diff searches for a minimal edit script before settling for a coarser one.
+pub const DIFF_TIME_LIMIT: Duration = Duration::from_millis(200);
+
+/// Diff of two texts, runs of the same kind merged: by character when the field is short
+/// enough, else by line; searching until `deadline`.
+fn text_ops(old: &str, new: &str, deadline: Instant) -> (Vec<TextOp>, DiffGranularity) {
     use similar::{ChangeTag, TextDiff};
-    let diff = TextDiff::configure().algorithm(similar::Algorithm::Patience).diff_chars(old, new);
+    let granularity = if old.chars().count() + new.chars().count() <= CHAR_DIFF_MAX_CHARS {
+        DiffGranularity::Char
+    } else {
+        DiffGranularity::Line
+    };
+    let mut config = TextDiff::configure();
+    config.algorithm(similar::Algorithm::Patience).deadline(deadline);
+    let diff = match granularity {
+        DiffGranularity::Char => config.diff_chars(old, new),
+        DiffGranularity::Line => config.diff_lines(old, new),
+    };
     let mut ops: Vec<TextOp> = Vec::new();
     for change in diff.iter_all_changes() {
         let op = match change.tag() {
@@ -25,21 +50,29 @@ fn text_ops(old: &str, new: &str) -> Vec<TextOp> {
             _ => ops.push(TextOp { op, text: change.value().to_string() }),
         }
     }
-    ops
+    (ops, granularity)
 }
 
 /// Field-level diff of two versions: text diffs (character level, merged runs) for the
 /// instruction, the input pattern and each example; old → new for format and parameters.
 pub fn diff(old: &VersionSpec, new: &VersionSpec) -> VersionDiff {
+    diff_within(old, new, DIFF_TIME_LIMIT)
+}
+
+/// [`diff`] with a given search time.
+pub fn diff_within(old: &VersionSpec, new: &VersionSpec, limit: Duration) -> VersionDiff {
+    let deadline = Instant::now() + limit;
     let mut changes: Vec<TextChange> = Vec::new();
     let mut text = |field: &str, a: &str, b: &str| {
         if a != b {
+            let (ops, granularity) = text_ops(a, b, deadline);
             changes.push(TextChange {
                 field: field.to_string(),
                 kind: ChangeKind::Text,
                 old: a.to_string(),
                 new: b.to_string(),
-                ops: text_ops(a, b),
+                ops,
+                granularity,
             });
         }
     };
@@ -61,7 +94,8 @@ pub fn diff(old: &VersionSpec, new: &VersionSpec) -> VersionDiff {
                 let mut fields = Vec::new();
                 for (field, x, y) in [("input", &a.input, &b.input), ("output", &a.output, &b.output)] {
                     if x != y {
-                        fields.push(FieldOps { field: field.to_string(), ops: text_ops(x, y) });
+                        let (ops, granularity) = text_ops(x, y, deadline);
+                        fields.push(FieldOps { field: field.to_string(), ops, granularity });
                     }
                 }
                 Some(fields)

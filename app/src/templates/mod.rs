@@ -55,6 +55,49 @@ mod tests {
         assert!(d.get("from").is_none(), "the handler adds which versions were compared");
     }
 
+    /// Both sides of a text diff rebuilt from its ops.
+    fn sides(ops: &[api_types::templates::TextOp]) -> (String, String) {
+        use api_types::templates::Op;
+        let pick = |skip: Op| ops.iter().filter(|o| o.op != skip).map(|o| o.text.as_str()).collect::<String>();
+        (pick(Op::Insert), pick(Op::Delete))
+    }
+
+    #[test]
+    fn diff_of_long_fields_is_by_line_and_bounded_in_time() {
+        use api_types::templates::DiffGranularity;
+        let line = |i: usize| format!("Rule {i}: answer with one word, lower case, no punctuation at all.\n");
+        let mut a = sentiment();
+        a.instruction = (0..280).map(line).collect();
+        assert!(a.instruction.chars().count() * 2 > CHAR_DIFF_MAX_CHARS && a.instruction.len() <= 20_000);
+        let mut b = a.clone();
+        b.instruction = a.instruction.replace("Rule 17:", "Rule seventeen:").replace("Rule 200:", "Rule 2000:");
+        let d = diff(&a, &b);
+        let t = &d.text[0];
+        assert_eq!(t.granularity, DiffGranularity::Line);
+        assert_eq!(sides(&t.ops), (a.instruction.clone(), b.instruction.clone()));
+        let deleted: Vec<&str> =
+            t.ops.iter().filter(|o| o.op == api_types::templates::Op::Delete).map(|o| o.text.as_str()).collect();
+        assert_eq!(deleted, [line(17), line(200)], "whole lines, only the changed ones");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["text"][0]["granularity"], "line");
+
+        // Short fields stay character diffs (and say nothing about granularity).
+        let mut c = sentiment();
+        c.instruction.push('!');
+        let short = diff(&sentiment(), &c);
+        assert_eq!(short.text[0].granularity, DiffGranularity::Char);
+        assert!(serde_json::to_value(&short).unwrap()["text"][0].get("granularity").is_none());
+
+        // Out of search time, a character diff is coarser but still rebuilds both texts.
+        let mut e = sentiment();
+        let mut f = sentiment();
+        e.instruction = (0..3000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+        f.instruction = (0..3000).map(|i| char::from(b'a' + (i * 11 % 26) as u8)).collect();
+        let rushed = diff_within(&e, &f, std::time::Duration::ZERO);
+        assert_eq!(rushed.text[0].granularity, DiffGranularity::Char);
+        assert_eq!(sides(&rushed.text[0].ops), (e.instruction, f.instruction));
+    }
+
     #[test]
     fn file_round_trips_and_errors_name_line_and_field() {
         let meta = TemplateMeta {

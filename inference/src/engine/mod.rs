@@ -208,7 +208,7 @@ impl Engine {
     }
 
     /// The KV budget in positions (per sequence, prompt + generated), if there is one.
-    fn kv_budget_tokens(&self) -> Option<usize> {
+    pub fn kv_budget_tokens(&self) -> Option<usize> {
         let per_token = self.model.config().kv_bytes_per_token().max(1);
         (self.cfg.kv_budget_bytes > 0).then(|| self.cfg.kv_budget_bytes / per_token)
     }

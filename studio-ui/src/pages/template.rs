@@ -2,8 +2,8 @@
 //! rollback), a diff between any two versions, label history and run history.
 
 use api_types::templates::{
-    ExampleChange, ExampleChangeKind, LabelEvent, LabelMoved, Labels, Op, Run, RunList, SetLabel, TemplateInfo, TextOp,
-    VersionDiff, VersionInfo, VersionList,
+    DiffGranularity, ExampleChange, ExampleChangeKind, LabelEvent, LabelMoved, Labels, Op, Run, RunList, SetLabel,
+    TemplateInfo, TextOp, VersionDiff, VersionInfo, VersionList,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -249,6 +249,13 @@ fn ops_view(ops: &[TextOp]) -> impl IntoView {
         .collect_view()
 }
 
+/// Says when a field was diffed by line (too long to diff character by character).
+fn granularity_note(g: DiffGranularity) -> impl IntoView {
+    (g == DiffGranularity::Line).then(|| {
+        view! { <div class="muted" data-testid="diff-by-line">"too long to diff character by character: by line"</div> }
+    })
+}
+
 fn show_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
@@ -275,6 +282,7 @@ pub fn DiffView(diff: VersionDiff) -> impl IntoView {
             {diff.text.into_iter().map(|c| view! {
                 <div class="diff-block">
                     <div class="diff-field">{c.field.replace('_', " ")}</div>
+                    {granularity_note(c.granularity)}
                     <pre class="diff-text">{ops_view(&c.ops)}</pre>
                 </div>
             }).collect_view()}
@@ -285,6 +293,7 @@ pub fn DiffView(diff: VersionDiff) -> impl IntoView {
                     ExampleChangeKind::Removed => (example_line(&e, "del").into_any(), "removed"),
                     ExampleChangeKind::Modified => (e.fields.clone().unwrap_or_default().into_iter().map(|f| view! {
                         <div class="diff-sub">{f.field}</div>
+                        {granularity_note(f.granularity)}
                         <pre class="diff-text">{ops_view(&f.ops)}</pre>
                     }).collect_view().into_any(), "modified"),
                 };

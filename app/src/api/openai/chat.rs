@@ -5,6 +5,7 @@ use api_types::{ChatFields, PromptInput};
 use axum::extract::State;
 use axum::response::Response;
 
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::WithParams;
 use crate::api::openai::{respond, ResponseExtras};
@@ -17,14 +18,19 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     WithParams(r, mut params): WithParams<ChatFields>,
 ) -> Result<Response, ApiError> {
-    let sched = &state.scheduler;
-    check_model(sched, &r.model)?;
-    let prompt = render_chat(sched, &r.messages)?;
-    // The template writes any BOS itself.
-    let ids = sched.tokenizer.encode(&prompt, false).map_err(ServeError::internal)?;
+    let sched = state.scheduler.clone();
+    check_model(&sched, &r.model)?;
     let logprobs = if r.logprobs.unwrap_or(false) { Some(r.top_logprobs.unwrap_or(0)) } else { None };
     params.max_tokens = r.max_completion_tokens.or(params.max_tokens).or(Some(512.min(sched.context_length / 2)));
     let opts = RequestOptions { model: None, logprobs, echo: false, stream: r.stream.unwrap_or(false) };
-    let valid = ValidRequest::new(sched, PromptInput::Tokens(ids), params, opts)?;
+    let messages = r.messages;
+    // Rendering the template (minijinja) and tokenizing are CPU work: off the tokio workers.
+    let valid = cpu::run(move || {
+        let prompt = render_chat(&sched, &messages)?;
+        // The template writes any BOS itself.
+        let ids = sched.tokenizer.encode(&prompt, false).map_err(ServeError::internal)?;
+        ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)
+    })
+    .await??;
     respond(state, valid, ResponseExtras { chat: true, ..Default::default() }).await
 }

@@ -14,6 +14,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use inference::{FinishReason, SampledToken};
 use serde_json::{json, Value};
 
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::WithParams;
 use crate::serving::{Priority, RequestOptions, SeqEvent, ValidRequest};
@@ -121,20 +122,21 @@ pub async fn completions(
         echo: r.echo.unwrap_or(false),
         stream: r.stream.unwrap_or(false),
     };
-    let valid = ValidRequest::new(&state.scheduler, r.prompt, params, opts)?;
+    let sched = state.scheduler.clone();
+    let prompt = r.prompt;
+    // Tokenizing every prompt is CPU work: off the tokio workers.
+    let valid = cpu::run(move || ValidRequest::new(&sched, prompt, params, opts)).await??;
     respond(state, valid, ResponseExtras::default()).await
 }
 
-/// Submits every choice at API priority and answers as one body or an SSE stream.
+/// Submits every choice at API priority, as one group, and answers as one body or an SSE stream.
 pub async fn respond(state: AppState, valid: ValidRequest, extras: ResponseExtras) -> Result<Response, ApiError> {
     let ResponseExtras { chat, template, record } = extras;
     let deadline = Some(Instant::now() + REQUEST_DEADLINE);
-    let mut receivers = Vec::with_capacity(valid.choices.len());
-    let mut prompt_tokens = 0;
-    for (_, _, req) in &valid.choices {
-        prompt_tokens += req.prompt_tokens.len();
-        receivers.push(state.scheduler.submit(req.clone(), Priority::Api, deadline)?);
-    }
+    let prompt_tokens = valid.choices.iter().map(|(_, _, req)| req.prompt_tokens.len()).sum();
+    let reqs = valid.choices.iter().map(|(_, _, req)| req.clone()).collect();
+    // One group: the request takes one place in the queue and its choices start together.
+    let receivers = state.scheduler.submit_group(reqs, Priority::Api, deadline)?;
     let id = request_id(if chat { "chatcmpl" } else { "cmpl" });
     let created = now_secs();
     let model = state.scheduler.model_name.clone();

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::{from_value, split, ApiJson, WithParams};
 use crate::api::openai::{respond, ResponseExtras, RunRecorder};
@@ -62,8 +63,6 @@ async fn complete_spec(
             "a template supplies its own prompt: send `variables` (and leave `prompt` empty or out)",
         ));
     }
-    let rendered = spec.render(&call.variables)?;
-    let (ids, _) = rendered.token_ids(&state.scheduler.tokenizer).map_err(ServeError::internal)?;
     // The call's parameters over the version's saved ones.
     let p = &spec.parameters;
     let params = GenerationParams {
@@ -87,7 +86,15 @@ async fn complete_spec(
         echo: call.echo.unwrap_or(false),
         stream: call.stream.unwrap_or(false),
     };
-    let valid = ValidRequest::new(&state.scheduler, PromptInput::Tokens(ids), params, opts)?;
+    // Rendering and tokenizing are CPU work: off the tokio workers.
+    let (sched, owned, variables) = (state.scheduler.clone(), spec.clone(), call.variables.clone());
+    let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
+        let rendered = owned.render(&variables)?;
+        let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(ServeError::internal)?;
+        let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?;
+        Ok((rendered, valid))
+    })
+    .await??;
     let Some((t, v)) = saved else {
         return respond(state, valid, ResponseExtras::default()).await;
     };

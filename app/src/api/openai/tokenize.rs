@@ -5,6 +5,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::serving::validate::{check_model, check_token_ids};
@@ -33,9 +34,14 @@ pub async fn tokenize(
     ApiJson(r): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     check_model(&state.scheduler, &r.model)?;
-    let tok = &state.scheduler.tokenizer;
-    let ids = tok.encode(&r.prompt, r.add_special_tokens).map_err(ServeError::internal)?;
-    let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap_or_default()).collect();
+    let tok = state.scheduler.tokenizer.clone();
+    // Tokenizing up to a 2 MiB body is CPU work: off the tokio workers.
+    let (ids, pieces) = cpu::run(move || -> Result<_, ServeError> {
+        let ids = tok.encode(&r.prompt, r.add_special_tokens).map_err(ServeError::internal)?;
+        let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap_or_default()).collect();
+        Ok((ids, pieces))
+    })
+    .await??;
     Ok(Json(
         json!({ "tokens": ids, "token_strs": pieces, "count": ids.len(), "max_model_len": state.scheduler.context_length }),
     ))
