@@ -43,6 +43,19 @@ def _():
     assert "".join(parts) == full, (parts, full)
 
 
+@check("a prompt read over several steps streams like a short one (prefill comments skipped)")
+def _():
+    # Over the server's per-step token budget: the stream carries `: prefill` comment lines,
+    # which the client must skip without a chunk or an error.
+    prompt = "The sea was calm and the ships came home one by one. " * 8
+    args = dict(model=model, prompt=prompt, max_tokens=6, temperature=0)
+    full = client.completions.create(**args)
+    assert full.usage.prompt_tokens > 64, full.usage
+    chunks = list(client.completions.create(stream=True, **args))
+    assert all(c.choices or c.usage for c in chunks), chunks
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == full.choices[0].text
+
+
 @check("chat")
 def _():
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],

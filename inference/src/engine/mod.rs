@@ -451,11 +451,9 @@ impl Engine {
         let api_live = self.seqs.values().any(|s| s.priority == Priority::Api);
         let mut plan = Vec::new();
         for class in [Priority::Api, Priority::Batch] {
-            let mut left = match class {
-                Priority::Batch if api_live => budget.min(self.cfg.batch_tokens_with_api),
-                _ => budget,
-            };
-            let start = left;
+            let held = class == Priority::Batch && api_live;
+            let mut left = if held { budget.min(self.cfg.batch_tokens_with_api) } else { budget };
+            let mut used = 0;
             let mine: Vec<SeqId> = self
                 .running
                 .iter()
@@ -472,6 +470,12 @@ impl Engine {
                 }
                 plan.push((id, 1));
                 left -= 1;
+                used += 1;
+            }
+            if !held {
+                // However many rows decode, prompts keep a quarter of the budget: new
+                // requests are never starved by running ones.
+                left = left.max((self.cfg.max_batch_tokens / 4).max(1));
             }
             for id in prefills {
                 if left == 0 {
@@ -490,8 +494,9 @@ impl Engine {
                 }
                 plan.push((id, take));
                 left = left.saturating_sub(take);
+                used += take;
             }
-            budget = budget.saturating_sub(start - left);
+            budget = budget.saturating_sub(used);
         }
         plan
     }

@@ -103,8 +103,15 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            max_batch_tokens: 512,
-            batch_tokens_with_api: 8,
+            // Measured on a 2-core box (`studio bench --step-costs`): gemma3-270m prefills
+            // ~9 ms/token at the start of a prompt and ~21 ms/token 8k tokens in, so a
+            // 32-token step stays under ~0.7 s even deep into a long prompt (a request that
+            // arrives meanwhile waits at most that), and small chunks cost it no prefill
+            // throughput at short context (its kernels gain nothing from more rows).
+            max_batch_tokens: 32,
+            // Each batch row costs an API step ~10 ms on that box; two keep API latency
+            // within ~2x while an eval runs, and the eval still moves.
+            batch_tokens_with_api: 2,
             max_running: 64,
             prefix_cache_bytes: 512 << 20,
             kv_budget_bytes: 4 << 30,
