@@ -7,6 +7,31 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A completion, or one streamed chunk of it (`usage` only on the last chunk).
+/// How far a long prompt has been read (prefilled), sent while it takes more than one
+/// engine step: on a stream, the SSE comment `: prefill {"index":0,"done":2048,"total":10014}`
+/// (a comment, so OpenAI's clients skip it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefillProgress {
+    /// The choice it is for.
+    pub index: usize,
+    /// Prompt tokens in the cache so far.
+    pub done: usize,
+    /// Prompt tokens in all.
+    pub total: usize,
+}
+
+impl PrefillProgress {
+    /// The SSE comment text (after `: `) that carries it.
+    pub fn comment(&self) -> String {
+        format!("prefill {}", serde_json::to_string(self).expect("plain struct"))
+    }
+
+    /// Reads an SSE comment's text back (`None` for any other comment).
+    pub fn from_comment(text: &str) -> Option<Self> {
+        serde_json::from_str(text.strip_prefix("prefill ")?).ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     pub id: String,

@@ -2,7 +2,7 @@
 //! business logic: rendering, validation, diffs and generation all happen on the server.
 //! On the server (SSR) these calls are never made: pages fetch after hydration.
 
-use api_types::completions::Completion;
+use api_types::completions::{Completion, PrefillProgress};
 use api_types::error::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -169,7 +169,18 @@ mod browser {
         path: &str,
         body: &B,
         abort: &Abort,
+        on_event: impl FnMut(Completion),
+    ) -> Result<(), ApiError> {
+        stream_with_progress(path, body, abort, on_event, |_| {}).await
+    }
+
+    /// [`stream`], also calling `on_progress` with each prefill progress comment.
+    pub async fn stream_with_progress<B: Serialize + ?Sized>(
+        path: &str,
+        body: &B,
+        abort: &Abort,
         mut on_event: impl FnMut(Completion),
+        mut on_progress: impl FnMut(PrefillProgress),
     ) -> Result<(), ApiError> {
         let signal = abort.0.as_ref().map(|c| c.signal());
         let resp = fetch("POST", path, Some(body), signal.as_ref()).await?;
@@ -192,6 +203,10 @@ mod browser {
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line);
+                if let Some(p) = line.trim_end().strip_prefix(": ").and_then(PrefillProgress::from_comment) {
+                    on_progress(p);
+                    continue;
+                }
                 let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
                 let data = data.trim();
                 if data == "[DONE]" {
@@ -211,7 +226,7 @@ mod browser {
 }
 
 #[cfg(feature = "hydrate")]
-pub use browser::{request, request_text, send_text, stream};
+pub use browser::{request, request_text, send_text, stream, stream_with_progress};
 
 /// What the API calls answer on the server, where they are never made.
 #[cfg(not(feature = "hydrate"))]
@@ -261,6 +276,17 @@ pub async fn stream<B: Serialize + ?Sized>(
     _body: &B,
     _abort: &Abort,
     _on_event: impl FnMut(Completion),
+) -> Result<(), ApiError> {
+    browser_only()
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn stream_with_progress<B: Serialize + ?Sized>(
+    _path: &str,
+    _body: &B,
+    _abort: &Abort,
+    _on_event: impl FnMut(Completion),
+    _on_progress: impl FnMut(PrefillProgress),
 ) -> Result<(), ApiError> {
     browser_only()
 }

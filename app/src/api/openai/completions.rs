@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use api_types::completions::PrefillProgress;
 use api_types::CompletionFields;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -89,14 +90,6 @@ impl LogprobsAcc {
         json!({ "tokens": self.tokens, "token_logprobs": self.token_logprobs,
                 "top_logprobs": self.top_logprobs, "text_offset": self.text_offset })
     }
-}
-
-/// The prefill progress extension of a streamed response: an SSE comment line
-/// `: prefill {"index":0,"done":2048,"total":10014}` (choice index, prompt tokens read so
-/// far, prompt tokens in all), sent while a long prompt prefills over several steps.
-/// Being a comment, it is invisible to OpenAI's clients.
-pub fn prefill_comment(index: usize, done: usize, total: usize) -> String {
-    format!("prefill {}", json!({ "index": index, "done": done, "total": total }))
 }
 
 fn finish_str(r: FinishReason) -> &'static str {
@@ -304,7 +297,7 @@ fn completion_stream(
             // An SSE comment, which OpenAI clients (and every SSE parser) skip; the studio
             // reads it to show how far a long prompt has been read.
             SeqEvent::Prefill { done, total } => {
-                out.push(SseEvent::default().comment(prefill_comment(i, done, total)));
+                out.push(SseEvent::default().comment(PrefillProgress { index: i, done, total }.comment()));
             }
         }
         stream::iter(out.into_iter().map(Ok))

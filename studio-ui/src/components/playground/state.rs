@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use api_types::completions::Completion;
+use api_types::completions::{Completion, PrefillProgress};
 use api_types::templates::{CreateTemplate, CreateVersion, CreatedTemplate, CreatedVersion, RenderedPrompt};
 use api_types::GenerationParams;
 use leptos::prelude::*;
@@ -50,6 +50,8 @@ pub struct Playground {
     pub run_error: RwSignal<Option<ApiError>>,
     pub save_error: RwSignal<Option<ApiError>>,
     pub pieces: RwSignal<Vec<Piece>>,
+    /// How far the server has read a long prompt, until the first token arrives.
+    pub prefill: RwSignal<Option<PrefillProgress>>,
     pub stats: RwSignal<RunStats>,
     pub running: RwSignal<bool>,
     pub abort: StoredValue<Option<Abort>, LocalStorage>,
@@ -77,6 +79,7 @@ impl Playground {
             run_error: RwSignal::new(None),
             save_error: RwSignal::new(None),
             pieces: RwSignal::new(Vec::new()),
+            prefill: RwSignal::new(None),
             stats: RwSignal::new(RunStats::default()),
             running: RwSignal::new(false),
             abort: StoredValue::new_local(None),
@@ -128,6 +131,7 @@ impl Playground {
         self.running.set(true);
         self.run_error.set(None);
         self.pieces.set(Vec::new());
+        self.prefill.set(None);
         self.stats.set(RunStats::default());
         let handle = Abort::new();
         self.abort.set_value(Some(handle.clone()));
@@ -141,15 +145,19 @@ impl Playground {
             };
             let mut clock = RunClock::start();
             let mut builder = PieceBuilder::default();
-            let result = api::stream("/api/draft/completions", &body, &handle, |chunk: Completion| {
+            let on_progress = move |p: PrefillProgress| self.prefill.set(Some(p));
+            let on_chunk = |chunk: Completion| {
+                self.prefill.set(None);
                 let Some(choice) = chunk.choices.first() else { return };
                 let token = choice.logprobs.as_ref().is_some_and(|l| !l.token_logprobs.is_empty());
                 clock.chunk(&chunk, token);
                 builder.push_choice(choice);
                 self.pieces.set(builder.pieces.clone());
                 self.stats.set(clock.stats.clone());
-            })
-            .await;
+            };
+            let result =
+                api::stream_with_progress("/api/draft/completions", &body, &handle, on_chunk, on_progress).await;
+            self.prefill.set(None);
             match result {
                 Err(e) if e.code.as_deref() == Some("aborted") => {
                     self.stats.update(|s| s.finish = Some("stopped".into()))
