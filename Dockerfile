@@ -18,6 +18,8 @@ COPY --from=build /src/models /app/models
 COPY --from=build /src/prompts /app/prompts
 COPY --from=build /src/site /app/site
 ENV STUDIO_MODELS_DIR=/app/models STUDIO_PROMPTS_DIR=/app/prompts STUDIO_DATA_DIR=/app/data STUDIO_SITE_DIR=/app/site
+RUN useradd --uid 10001 --no-create-home studio && mkdir -p /app/data && chown studio /app/data
+USER 10001
 ENTRYPOINT ["studio"]
 EXPOSE 8080
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -24,7 +24,8 @@ apt_install() {
 command -v docker-compose >/dev/null || apt_install docker-compose
 command -v chromium >/dev/null || apt_install chromium chromium-driver
 [ -d /usr/share/fonts/opentype/noto ] || apt_install fonts-noto-cjk
-docker-compose -f docker-compose.yml config -q
+# Deployment files: docker-compose.yml and the Kubernetes manifests, validated offline.
+bash scripts/check-deploy.sh
 # playwright-core drives Debian's Chromium (it downloads no browser of its own).
 [ -d tests/e2e/node_modules/playwright-core ] || (cd tests/e2e && npm ci --silent --no-audit --no-fund)
 # The studio's browser bundle (wasm), which the browser tests load.

@@ -9,6 +9,7 @@
 //! and template endpoints take), [`generation`] (the parameters a call may set), [`error`]
 //! (the error body).
 
+pub mod batches;
 pub mod completions;
 pub mod error;
 pub mod evals;

@@ -7,11 +7,13 @@
 //! | [`serving`] | the batcher thread that owns the engine, priorities, validation, metrics |
 //! | [`templates`] | spec, render, diff, the TOML file format, the shipped library |
 //! | [`evals`] | assertions, test sets, runner, gate, example selection |
+//! | [`batches`] | batch jobs: input files checked up front, request lines for replicas to claim |
 //! | [`store`] | sqlx persistence (SQLite or PostgreSQL), one file per table group |
 //! | [`cli`] | the `studio` command line, one file per subcommand |
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod batches;
 pub mod cli;
 pub mod evals;
 pub mod serving;

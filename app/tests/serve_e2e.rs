@@ -1,86 +1,16 @@
 //! `studio serve` as a user runs it: a real process on loopback, driven by the official
 //! OpenAI Python client and by curl.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-struct Server(std::process::Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Starts `studio serve` on a free port with a database of its own (unless `env` names
-/// one); returns the process, its base URL and the start-up lines before "serving".
-fn serve_with(model: &str, env: &[(&str, String)]) -> (Server, String, Vec<String>) {
-    let db = tempfile::tempdir().unwrap().keep();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_studio"));
-    cmd.args(["serve", "--model", model, "--port", "0"])
-        .env("STUDIO_MODELS_DIR", root().join("models"))
-        .env("STUDIO_PROMPTS_DIR", root().join("prompts"))
-        .env("DATABASE_URL", format!("sqlite://{}/studio.db", db.display()))
-        .env_remove("STUDIO_API_KEY")
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start studio serve");
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = Vec::new();
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(url) = line.split("on ").last().filter(|_| line.contains("serving")) {
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (server, url.trim().to_string(), seen);
-        }
-        seen.push(line);
-    }
-}
-
-fn serve(model: &str) -> (Server, String) {
-    let (server, url, _) = serve_with(model, &[]);
-    (server, url)
-}
-
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl").args(["-sS", "-N", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
-    let text = String::from_utf8(out.stdout).expect("curl output is UTF-8");
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
-}
-
-fn python() -> PathBuf {
-    let venv = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/studio-venv");
-    let py = venv.join("bin/python");
-    assert!(py.exists(), "no Python venv with the openai client at {}: run scripts/test.sh", venv.display());
-    py
-}
+use support::process::{curl, run_python_checks, serve, serve_with};
 
 #[test]
 fn openai_python_client_and_curl_against_studio_serve() {
     let (_server, url) = serve("smollm2-135m");
-    let out = Command::new(python())
-        .arg(root().join("tests/e2e/openai_client.py"))
-        .arg(format!("{url}/v1"))
-        .output()
-        .expect("run the OpenAI client script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "OpenAI client checks failed:\n{stdout}");
-    assert!(stdout.contains(" passed, 0 failed"));
+    run_python_checks("openai_client.py", &[&format!("{url}/v1")]);
 
     let curl = Command::new("curl")
         .args(["-sS", "-N", &format!("{url}/v1/completions"), "-H", "content-type: application/json"])
@@ -111,7 +41,7 @@ fn shipped_template_on_the_bundled_model_with_an_api_key() {
 
     let (server, url, log) = serve_with("gemma3-270m", &[("DATABASE_URL", db.clone())]);
     let log = log.join("\n");
-    let shipped = std::fs::read_dir(root().join("prompts"))
+    let shipped = std::fs::read_dir(support::process::root().join("prompts"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml"))
         .count();

@@ -168,3 +168,15 @@ impl From<crate::evals::EvalError> for ApiError {
         }
     }
 }
+
+impl From<crate::batches::BatchError> for ApiError {
+    fn from(e: crate::batches::BatchError) -> Self {
+        use crate::batches::BatchError;
+        match e {
+            BatchError::Invalid { param, message } => ApiError::invalid(&param, message),
+            BatchError::NotFound(m) => ApiError::status(StatusCode::NOT_FOUND, m).with_code("not_found"),
+            BatchError::Conflict(m) => ApiError::status(StatusCode::CONFLICT, m).with_code("conflict"),
+            BatchError::Store(se) => ApiError::from(se),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! handlers per area. Everything below `api/` is the only code that knows about axum.
 
 pub mod auth;
+pub mod batches;
 pub mod cpu;
 pub mod error;
 pub mod evals;
@@ -26,6 +27,7 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// The whole HTTP surface: `/v1/*`, `/api/*`, `/health`, `/metrics`, and the studio's pages.
 pub fn app(state: AppState) -> Router {
+    use batches as b;
     use evals as e;
     use templates as t;
     Router::new()
@@ -57,6 +59,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/evals/{a}/compare/{b}", get(e::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route(
+            "/v1/files",
+            get(b::list_files)
+                .post(b::upload_file)
+                .layer(DefaultBodyLimit::max(crate::batches::MAX_FILE_BYTES + 64 * 1024)),
+        )
+        .route("/v1/files/{id}", get(b::get_file).delete(b::delete_file))
+        .route("/v1/files/{id}/content", get(b::file_content))
+        .route("/v1/batches", get(b::list_batches).post(b::create_batch))
+        .route("/v1/batches/{id}", get(b::get_batch))
+        .route("/v1/batches/{id}/cancel", post(b::cancel_batch))
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))
         .route("/health", get(health))

@@ -14,6 +14,10 @@
 //!   alone and with the API traffic.
 //! - `n16`: n=16 on a ~2.7k-token prompt: wall time, prompt tokens prefilled
 //!   (`studio_prompt_tokens_total` delta) and the server's idle RSS before and after.
+//! - `batch-api` (also `--batch-api`): the same short completions (8 tokens) sent as
+//!   concurrent HTTP requests (16 clients) and as one job through `/v1/files` +
+//!   `/v1/batches`: lines/min of each, and 8-token API requests' p50 while the batch runs
+//!   against idle.
 //! - `all`: each of the above in turn.
 //!
 //! Prompts are built to their token count with `/v1/tokenize` and sent as token ids, each
@@ -173,14 +177,29 @@ pub struct Sizes {
     pub eval_rows: usize,
     pub api_requests: usize,
     pub n16_prompt: usize,
+    pub batch_lines: usize,
 }
 
 impl Sizes {
     pub fn new(quick: bool) -> Self {
         if quick {
-            Self { long_prompt: 1024, disconnect_prompt: 1536, eval_rows: 20, api_requests: 6, n16_prompt: 600 }
+            Self {
+                long_prompt: 1024,
+                disconnect_prompt: 1536,
+                eval_rows: 20,
+                api_requests: 6,
+                n16_prompt: 600,
+                batch_lines: 100,
+            }
         } else {
-            Self { long_prompt: 8192, disconnect_prompt: 10_000, eval_rows: 200, api_requests: 20, n16_prompt: 2700 }
+            Self {
+                long_prompt: 8192,
+                disconnect_prompt: 10_000,
+                eval_rows: 200,
+                api_requests: 20,
+                n16_prompt: 2700,
+                batch_lines: 1000,
+            }
         }
     }
 }
@@ -524,6 +543,111 @@ pub async fn run(addr: String, label: &str) -> Result<()> {
     Ok(())
 }
 
+/// Uploads `text` as a batch input file (multipart, as the OpenAI SDK sends it); its id.
+async fn upload_batch_file(addr: &str, text: &str) -> Result<String> {
+    let boundary = "studio-bench-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"bench.jsonl\"\r\n\
+         Content-Type: application/jsonl\r\n\r\n{text}\r\n--{boundary}--\r\n"
+    );
+    let mut s = TcpStream::connect(addr).await.context("connect")?;
+    let req = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let v: Value = serde_json::from_str(json).with_context(|| format!("upload: {text}"))?;
+    v["id"].as_str().map(str::to_string).with_context(|| format!("upload: {v}"))
+}
+
+/// The same short completions as concurrent HTTP requests and as one batch job.
+pub async fn batch_api(addr: &str, sizes: Sizes) -> Result<()> {
+    let (model, _) = model_info(addr).await?;
+    let lines = sizes.batch_lines;
+    println!("batch API ({model}, {lines} short completions of 8 tokens):");
+    let body = |run: &str, i: usize| json!({"prompt": format!("{} note {i} of the {run} run: the weather is", tag(run)), "max_tokens": 8, "temperature": 0});
+    let mut idle = Vec::new();
+    for k in 0..8 {
+        idle.push(api_request(addr, k).await?);
+    }
+
+    // Concurrent HTTP: 16 clients share the lines.
+    let t0 = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, next) = (addr.to_string(), next.clone());
+            let bodies: Vec<Value> = (0..lines).map(|i| body("http", i)).collect();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= bodies.len() {
+                        return anyhow::Ok(());
+                    }
+                    post(&addr, "/v1/completions", &bodies[i]).await?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let http = t0.elapsed().as_secs_f64();
+
+    // The batch: one upload, one job, polled to the end, API requests meanwhile.
+    let text: String = (0..lines)
+        .map(|i| {
+            json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/completions", "body": body("batch", i)})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let t0 = Instant::now();
+    let file = upload_batch_file(addr, &text).await?;
+    let create = json!({"input_file_id": file, "endpoint": "/v1/completions", "completion_window": "24h"});
+    let (status, b) = request_json(addr, "POST", "/v1/batches", Some(&create)).await?;
+    if status != 200 {
+        bail!("creating the batch: {status} {b}");
+    }
+    let id = b["id"].as_str().context("batch id")?.to_string();
+    let mut during = Vec::new();
+    let mut k = 100;
+    let done = loop {
+        let (_, b) = request_json(addr, "GET", &format!("/v1/batches/{id}"), None).await?;
+        match b["status"].as_str() {
+            Some("completed") => break b,
+            Some("in_progress" | "finalizing" | "validating") => {}
+            other => bail!("batch ended {other:?}: {b}"),
+        }
+        during.push(api_request(addr, k).await?);
+        k += 1;
+    };
+    let batch = t0.elapsed().as_secs_f64();
+    let counts = &done["request_counts"];
+    if counts["completed"].as_u64() != Some(lines as u64) {
+        bail!("batch finished with {counts}");
+    }
+    let (i50, d50) = (percentile(&mut idle, 0.5), percentile(&mut during, 0.5));
+    println!("  concurrent HTTP (16 clients): {http:.1} s = {:.0} lines/min", lines as f64 * 60.0 / http);
+    println!(
+        "  batch API:                    {batch:.1} s = {:.0} lines/min ({:.2}x the HTTP rate)",
+        lines as f64 * 60.0 / batch,
+        http / batch
+    );
+    println!(
+        "  8-token API requests: p50 idle {i50:.0} ms, during the batch {d50:.0} ms ({:.2}x, {} requests)",
+        d50 / i50,
+        during.len()
+    );
+    Ok(())
+}
+
 /// What `bench-serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -533,6 +657,7 @@ pub enum Scenario {
     Disconnect,
     Fairness,
     N16,
+    BatchApi,
 }
 
 #[derive(clap::Args)]
@@ -551,11 +676,15 @@ pub struct BenchServeArgs {
     url: Option<String>,
     #[arg(long, default_value_t = 1)]
     tp: usize,
+    /// Same as `--scenario batch-api`.
+    #[arg(long)]
+    batch_api: bool,
 }
 
 /// `studio bench-serve`: against `--url`, or an in-process server on `--model`.
 pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
-    let BenchServeArgs { scenario, quick, model, url, tp } = args;
+    let BenchServeArgs { scenario, quick, model, url, tp, batch_api: batch_flag } = args;
+    let scenario = if batch_flag { Scenario::BatchApi } else { scenario };
     let in_process = url.is_none();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -566,6 +695,7 @@ pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
                     crate::start(&model, tp, 1024, EngineConfig { max_running: 32, ..EngineConfig::default() })?;
                 let store = crate::store::Store::connect("sqlite::memory:").await?;
                 let state = crate::AppState { scheduler, store };
+                crate::api::batches::spawn_worker(state.clone());
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?.to_string();
                 tokio::spawn(crate::api::serve(listener, crate::app(state), std::future::pending()));
@@ -591,6 +721,9 @@ pub fn run_cmd(args: BenchServeArgs) -> Result<()> {
         }
         if all || scenario == Scenario::N16 {
             n16(&addr, sizes, in_process).await?;
+        }
+        if all || scenario == Scenario::BatchApi {
+            batch_api(&addr, sizes).await?;
         }
         anyhow::Ok(())
     })?;

@@ -61,7 +61,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         let url = database_url(db);
         let store = crate::store::Store::connect(&url).await.with_context(|| format!("opening {url}"))?;
-        eprintln!("studio: database {}", redact(&url));
+        eprintln!("studio: database {} (replica {})", redact(&url), store.replica());
         let interrupted = store.interrupt_stale_evals().await?;
         if interrupted > 0 {
             eprintln!("studio: {interrupted} eval run(s) left running by the last server marked interrupted");
@@ -112,7 +112,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let name = model.clone();
         tokio::task::spawn_blocking(move || match crate::start(&name, tp, queue, cfg) {
             Ok(scheduler) => {
-                let _ = loaded.set(crate::app(crate::AppState { scheduler, store }));
+                let state = crate::AppState { scheduler, store };
+                // This replica's share of batch work, and its leases on runs it owns.
+                crate::api::batches::spawn_worker(state.clone());
+                let _ = loaded.set(crate::app(state));
                 eprintln!("studio: serving {name} (tp={tp}) on http://{addr}");
             }
             Err(e) => {

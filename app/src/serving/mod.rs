@@ -23,3 +23,19 @@ pub struct Readiness {
 }
 pub use error::ServeError;
 pub use validate::{RequestOptions, ValidRequest};
+
+tokio::task_local! {
+    /// The priority of the request being handled on this task: `Api` unless the batch
+    /// worker runs a line through the endpoints ([`with_priority`]).
+    static PRIORITY: Priority;
+}
+
+/// Runs `f` (a request through the endpoints) with its sequences at `priority`.
+pub async fn with_priority<F: std::future::Future>(priority: Priority, f: F) -> F::Output {
+    PRIORITY.scope(priority, f).await
+}
+
+/// The priority for sequences submitted from this task.
+pub fn current_priority() -> Priority {
+    PRIORITY.try_with(|p| *p).unwrap_or(Priority::Api)
+}

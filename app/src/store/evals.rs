@@ -139,7 +139,8 @@ impl Store {
         let s = &plan.settings;
         let row = sqlx::query(
             "INSERT INTO eval_runs (template_id, version, spec, status, total, n, temperature, seed, max_tokens, model, tp, \
-             created_by, created_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             created_by, created_at, owner, lease_until) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(id)
         .bind(plan.version)
@@ -153,6 +154,8 @@ impl Store {
         .bind(s.tp as i64)
         .bind(actor)
         .bind(now_ms())
+        .bind(self.replica())
+        .bind(now_ms() + self.lease_ms())
         .fetch_one(self.pool())
         .await?;
         Ok(row.try_get("id")?)
@@ -310,15 +313,48 @@ impl Store {
         self.eval_run(id).await
     }
 
-    /// Marks every run left `queued` or `running` (by a server that stopped) `interrupted`.
+    /// At start: marks `interrupted` every run left `queued` or `running` by this replica
+    /// (an earlier process with the same replica id), by no replica (rows from before
+    /// ownership), or by a replica whose lease has expired. Live runs of other replicas
+    /// sharing the database are left alone.
     pub async fn interrupt_stale_evals(&self) -> Result<u64> {
+        let now = now_ms();
         let done = sqlx::query(
             "UPDATE eval_runs SET status = 'interrupted', finished_at = $1, \
-             error = 'the server stopped before the run finished' WHERE status IN ('queued', 'running')",
+             error = 'the server stopped before the run finished' WHERE status IN ('queued', 'running') \
+             AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until < $1)",
         )
-        .bind(now_ms())
+        .bind(now)
+        .bind(self.replica())
         .execute(self.pool())
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// While running: marks `interrupted` the runs of other replicas whose lease expired
+    /// (the replica died: its runs cannot resume elsewhere).
+    pub async fn interrupt_abandoned_evals(&self) -> Result<u64> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE eval_runs SET status = 'interrupted', finished_at = $1, \
+             error = 'the replica running it stopped before the run finished' \
+             WHERE status IN ('queued', 'running') AND owner <> $2 AND lease_until < $1",
+        )
+        .bind(now)
+        .bind(self.replica())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Extends this replica's lease on its queued and running eval runs.
+    pub async fn renew_eval_leases(&self) -> Result<u64> {
+        let done =
+            sqlx::query("UPDATE eval_runs SET lease_until = $1 WHERE owner = $2 AND status IN ('queued', 'running')")
+                .bind(now_ms() + self.lease_ms())
+                .bind(self.replica())
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected())
     }
 

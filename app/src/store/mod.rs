@@ -111,6 +111,13 @@ pub struct Faults {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Who this process is among the replicas sharing the database: recorded on the eval
+    /// runs and batch lines it owns ([`replica_id_from_env`]).
+    replica: std::sync::Arc<str>,
+    /// How long a claim (an eval run, a batch line) stays this replica's without renewal.
+    lease_ms: i64,
+    /// Wakes this process's batch worker when a batch is created here.
+    batch_created: std::sync::Arc<tokio::sync::Notify>,
     #[cfg(any(test, feature = "fault-injection"))]
     faults: std::sync::Arc<Faults>,
 }
@@ -121,6 +128,30 @@ pub fn database_url_from_env() -> String {
         let dir = std::env::var("STUDIO_DATA_DIR").unwrap_or_else(|_| "data".into());
         format!("sqlite://{}/studio.db", dir.trim_end_matches('/'))
     })
+}
+
+/// Default lease: a replica renews every third of it, so two missed renewals are tolerated.
+pub const DEFAULT_LEASE_SECS: i64 = 30;
+
+/// `STUDIO_REPLICA_ID`, else the host name (a Kubernetes pod's name, a container's id),
+/// so a process restarted on the same host is the same replica and takes back what it
+/// left running at once. Several processes on one host sharing a database each need
+/// their own `STUDIO_REPLICA_ID`.
+pub fn replica_id_from_env() -> String {
+    let id = std::env::var("STUDIO_REPLICA_ID").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let id = id.or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()?;
+        Some(host.trim().to_string()).filter(|h| !h.is_empty())
+    });
+    id.unwrap_or_else(|| "studio".into()).chars().take(128).collect()
+}
+
+/// `STUDIO_LEASE_SECS` (1 to 3600), else [`DEFAULT_LEASE_SECS`].
+pub fn lease_ms_from_env() -> i64 {
+    let secs = std::env::var("STUDIO_LEASE_SECS").ok().and_then(|s| s.trim().parse::<i64>().ok());
+    secs.filter(|s| (1..=3600).contains(s)).unwrap_or(DEFAULT_LEASE_SECS) * 1000
 }
 
 impl Store {
@@ -176,6 +207,9 @@ impl Store {
         Ok(Self {
             pool,
             backend,
+            replica: replica_id_from_env().into(),
+            lease_ms: lease_ms_from_env(),
+            batch_created: Default::default(),
             #[cfg(any(test, feature = "fault-injection"))]
             faults: Default::default(),
         })
@@ -183,6 +217,27 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_ms
+    }
+
+    /// Resolves when a batch is next created through this store (other replicas' batches
+    /// are found by polling).
+    pub async fn batch_created(&self) {
+        self.batch_created.notified().await
+    }
+
+    /// The same database as another replica would see it (tests, and `--replica-id`).
+    pub fn with_replica(mut self, id: &str, lease_ms: i64) -> Self {
+        self.replica = id.into();
+        self.lease_ms = lease_ms.max(1);
+        self
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -216,12 +271,14 @@ impl Store {
     }
 }
 
+mod batches;
 mod evals;
 mod keys;
 mod rows;
 mod runs;
 mod templates;
 
+pub use batches::{ClaimedLine, LineOutcome};
 pub use evals::ImportMode;
 pub use keys::key_hash;
 

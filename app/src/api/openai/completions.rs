@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::api::cpu;
 use crate::api::error::ApiError;
 use crate::api::json::WithParams;
-use crate::serving::{Priority, RequestOptions, SeqEvent, ValidRequest};
+use crate::serving::{RequestOptions, SeqEvent, ValidRequest};
 use crate::AppState;
 
 /// How long one request may run before the batcher cancels it.
@@ -129,7 +129,8 @@ pub async fn respond(state: AppState, valid: ValidRequest, extras: ResponseExtra
     let prompt_tokens = valid.choices.iter().map(|(_, _, req)| req.prompt_tokens.len()).sum();
     let reqs = valid.choices.iter().map(|(_, _, req)| req.clone()).collect();
     // One group: the request takes one place in the queue and its choices start together.
-    let receivers = state.scheduler.submit_group(reqs, Priority::Api, deadline)?;
+    // API priority, unless a batch line runs through this endpoint.
+    let receivers = state.scheduler.submit_group(reqs, crate::serving::current_priority(), deadline)?;
     let id = request_id(if chat { "chatcmpl" } else { "cmpl" });
     let created = now_secs();
     let model = state.scheduler.model_name.clone();
