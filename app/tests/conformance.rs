@@ -179,7 +179,10 @@ async fn sdk_shapes_models_content_parts_and_template_fields() {
     let (status, raw) = post(&s, "/api/draft/completions", draft).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&raw));
     let cs = chunks(&raw);
-    assert_eq!(cs.last().unwrap()["usage"]["completion_tokens"], 3);
+    let last = cs.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    let tokens = cs.iter().filter(|c| c["choices"][0]["logprobs"]["tokens"].is_array()).count();
+    assert!(tokens >= 1 && last["usage"]["completion_tokens"] == tokens, "{last}");
 }
 
 #[tokio::test]

@@ -195,12 +195,12 @@ async fn gate_scores_use_the_latest_completed_eval_of_a_version() {
 async fn twenty_concurrent_appends_get_unique_positions_and_right_counts() {
     on_both(|db| async move {
         let s = db.store.clone();
-        template(&s, "동시").await;
+        template(&s, "dongsi").await;
         let appends: Vec<_> = (0..20)
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.import_tests("동시", &[row(&format!("리뷰 {i}"), None)], ImportMode::Append).await.unwrap()
+                    s.import_tests("dongsi", &[row(&format!("리뷰 {i}"), None)], ImportMode::Append).await.unwrap()
                 })
             })
             .collect();
@@ -210,7 +210,7 @@ async fn twenty_concurrent_appends_get_unique_positions_and_right_counts() {
         }
         counts.sort_unstable();
         assert_eq!(counts, (1..=20).collect::<Vec<i64>>(), "each append saw the ones before it");
-        let listed = s.list_tests("동시").await.unwrap();
+        let listed = s.list_tests("dongsi").await.unwrap();
         assert_eq!(listed.len(), 20);
         assert_eq!(listed.iter().map(|c| c.index).collect::<Vec<_>>(), (0..20).collect::<Vec<i64>>());
         db

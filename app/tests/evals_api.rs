@@ -119,7 +119,7 @@ async fn test_sets_import_export_round_trip_and_malformed_files_write_nothing() 
 
     // Malformed: row 3 has a bad assertion cell. 422 naming row and column; nothing written.
     let bad =
-        "review,note,expected,assertions\n좋아요,a,긍정,\n별로,b,부정,\n최악,c,부정,[{\"type\":\"max_length\"}]\n";
+        "review,note,expected,assertions\n좋아요,a,긍정,\n별로,b,부정,\n최악,c,부정,\"[{\"\"type\"\":\"\"max_length\"\"}]\"\n";
     let (s, err) = c.upload("/api/templates/ko-reviews/tests?mode=replace", bad, "text/csv").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["error"]["param"], "rows[3].assertions", "{err}");
