@@ -72,14 +72,41 @@ impl FinishReason {
     }
 }
 
-/// OpenAI's `logprobs` of a completion choice: per generated token, its text, logprob,
-/// the most likely alternatives (text → logprob) and its byte offset in the text.
+/// OpenAI's (legacy) `logprobs` of a completion choice: per token, its text, logprob, the
+/// most likely alternatives (text → logprob) and its offset in the choice's text, in
+/// characters. A token that is only part of a character (a byte of Korean or an emoji) is
+/// written `bytes:\xec`, as OpenAI does, so alternatives never share a key. With `echo`
+/// the prompt's tokens come first; the first of them has no logprob (`null`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Logprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f32>,
-    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
     pub text_offset: Vec<usize>,
+}
+
+/// A chat choice's `logprobs`, in OpenAI's chat shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+/// One generated token of a chat choice: its text, logprob, its real bytes (a token may
+/// be part of a character; the bytes of all tokens join to the text's) and the most likely
+/// alternatives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

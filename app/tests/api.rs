@@ -58,15 +58,20 @@ async fn completion_greedy_then_stream_give_the_same_text() {
 
     let mut streamed = req.clone();
     streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
     let (status, raw) = call(&s, "POST", "/v1/completions", Some(streamed)).await;
     assert_eq!(status, StatusCode::OK);
     let data = sse_data(&raw);
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let mut chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    // The usage rides alone on a last chunk with no choices.
+    let usage = chunks.pop().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
     let joined: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
     assert_eq!(joined, text);
     assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
-    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 12);
+    assert!(chunks.iter().all(|c| c["usage"].is_null()));
 }
 
 #[tokio::test]
@@ -106,7 +111,6 @@ async fn bad_requests_name_the_field_and_limit() {
         (json!({"prompt": "hi", "temperature": 3.5}), "temperature", "2"),
         (json!({"prompt": "hi", "max_tokens": 100000}), "max_tokens", "8192"),
         (json!({"prompt": "hi", "n": 99}), "n", "16"),
-        (json!({"prompt": "hi", "model": "gpt-17"}), "model", "gpt-17"),
         (json!({"prompt": "hi", "temperature": "hot"}), "temperature", "invalid type"),
         (json!({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}), "stop", "4"),
     ];
@@ -128,8 +132,15 @@ async fn bad_requests_name_the_field_and_limit() {
         Request::builder().method("POST").uri("/v1/completions").body(Body::from(vec![b'{', 0xff, 0xfe])).unwrap();
     let resp = app(s.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let (status, _) = call(&s, "GET", "/v1/nothing", None).await;
+    let (status, body) = call(&s, "GET", "/v1/nothing", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("/v1/nothing"), "{body}");
+    // An unknown model: 404 `model_not_found`, as OpenAI answers.
+    let (status, err) = post(&s, "/v1/completions", json!({"prompt": "hi", "model": "gpt-17"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err["error"]["param"], "model");
+    assert!(err["error"]["message"].as_str().unwrap().contains("gpt-17"), "{err}");
 }
 
 #[tokio::test]

@@ -190,3 +190,30 @@ async fn gate_scores_use_the_latest_completed_eval_of_a_version() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_appends_get_unique_positions_and_right_counts() {
+    on_both(|db| async move {
+        let s = db.store.clone();
+        template(&s, "dongsi").await;
+        let appends: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.import_tests("dongsi", &[row(&format!("리뷰 {i}"), None)], ImportMode::Append).await.unwrap()
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for a in appends {
+            counts.push(a.await.unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<i64>>(), "each append saw the ones before it");
+        let listed = s.list_tests("dongsi").await.unwrap();
+        assert_eq!(listed.len(), 20);
+        assert_eq!(listed.iter().map(|c| c.index).collect::<Vec<_>>(), (0..20).collect::<Vec<i64>>());
+        db
+    })
+    .await;
+}

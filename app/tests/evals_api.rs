@@ -119,7 +119,7 @@ async fn test_sets_import_export_round_trip_and_malformed_files_write_nothing() 
 
     // Malformed: row 3 has a bad assertion cell. 422 naming row and column; nothing written.
     let bad =
-        "review,note,expected,assertions\n좋아요,a,긍정,\n별로,b,부정,\n최악,c,부정,[{\"type\":\"max_length\"}]\n";
+        "review,note,expected,assertions\n좋아요,a,긍정,\n별로,b,부정,\n최악,c,부정,\"[{\"\"type\"\":\"\"max_length\"\"}]\"\n";
     let (s, err) = c.upload("/api/templates/ko-reviews/tests?mode=replace", bad, "text/csv").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["error"]["param"], "rows[3].assertions", "{err}");
@@ -134,6 +134,22 @@ async fn test_sets_import_export_round_trip_and_malformed_files_write_nothing() 
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["error"]["param"], "rows[1].note", "{err}");
+    // Columns must be the template's variables: a misspelt one is named, with the variables.
+    let (s, err) = c.upload("/api/templates/ko-reviews/tests", "reveiw,note\n좋아,a\n", "text/csv").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["param"], "rows[1].reveiw", "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("row 1: column 'reveiw'") && msg.contains("(review, note)"), "{msg}");
+    // Two BOMs, a stray quote, an unknown JSON key: refused.
+    for (body, ct) in [
+        ("\u{FEFF}\u{FEFF}review,note\n좋아,a\n", "text/csv"),
+        ("review,note\n좋\"아,a\n", "text/csv"),
+        ("{\"rows\": [{\"variables\": {\"review\": \"a\", \"note\": \"b\"}, \"expect\": \"x\"}]}", "application/json"),
+    ] {
+        let (s, err) = c.upload("/api/templates/ko-reviews/tests", body, ct).await;
+        assert_eq!(s.as_u16() / 100, 4, "{body}: {err}");
+        assert!(err["error"]["message"].is_string(), "{body}: {err}");
+    }
     let (_, after) = c.call("GET", "/api/templates/ko-reviews/tests", None).await;
     assert_eq!(after["count"], 3, "a refused file changes nothing: {after}");
     assert_eq!(after["rows"][0]["variables"]["review"], "배우들 연기가 정말 좋았어요, 최고!");

@@ -19,7 +19,7 @@ fn openai_python_client_and_curl_against_studio_serve() {
         .expect("curl");
     let body = String::from_utf8_lossy(&curl.stdout);
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-    // Five token chunks, then the one with finish_reason and usage.
+    // Five token chunks, then the one with finish_reason (usage only with `include_usage`).
     assert_eq!(body.matches("data: {").count(), 6, "{body}");
     assert!(body.contains(r#""finish_reason":"length""#), "{body}");
 }

@@ -30,7 +30,7 @@ impl PieceBuilder {
     pub fn push_choice(&mut self, choice: &Choice) {
         let text = choice.text.as_str();
         let lp = choice.logprobs.as_ref();
-        let logprob = lp.and_then(|l| l.token_logprobs.first()).map(|&l| f64::from(l));
+        let logprob = lp.and_then(|l| l.token_logprobs.first().copied().flatten()).map(f64::from);
         // The final chunk carries only text that was held back: it belongs to the last piece.
         if logprob.is_none() && self.pending.is_none() {
             match self.pieces.last_mut() {
@@ -45,7 +45,11 @@ impl PieceBuilder {
         let mut piece = self.pending.take().unwrap_or(Piece {
             text: String::new(),
             prob: 1.0,
-            alternatives: lp.and_then(|l| l.top_logprobs.first()).map(alternatives).unwrap_or_default(),
+            alternatives: lp
+                .and_then(|l| l.top_logprobs.first())
+                .and_then(Option::as_ref)
+                .map(alternatives)
+                .unwrap_or_default(),
             tokens: 0,
         });
         if let Some(l) = logprob {

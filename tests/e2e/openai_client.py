@@ -133,6 +133,76 @@ def _():
     assert streamed == result.choices[0].text, (streamed, result.choices[0].text)
 
 
+@check("streamed echo sends the prompt once, first")
+def _():
+    prompt = "The capital of France is"
+    chunks = [c for c in client.completions.create(model=model, prompt=prompt, max_tokens=8, echo=True,
+                                                   stream=True, temperature=0) if c.choices]
+    text = "".join(c.choices[0].text for c in chunks)
+    assert chunks[0].choices[0].text == prompt and text.count(prompt) == 1, text
+    full = client.completions.create(model=model, prompt=prompt, max_tokens=8, echo=True, temperature=0)
+    assert full.choices[0].text == text, (full.choices[0].text, text)
+
+
+@check("prompt scoring: echo + logprobs with max_tokens 0")
+def _():
+    r = client.completions.create(model=model, prompt="The capital of France is Paris", max_tokens=0, echo=True,
+                                  logprobs=1)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == "The capital of France is Paris" and r.usage.completion_tokens == 0, r
+    assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:]), lp
+    assert len(lp.tokens) == r.usage.prompt_tokens, lp
+
+
+@check("chat logprobs in the content shape, streamed and not; role once; usage chunk only when asked")
+def _():
+    args = dict(model=model, messages=[{"role": "user", "content": "안녕하세요를 영어로?"}], max_tokens=8,
+                temperature=0, logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(**args)
+    content = r.choices[0].logprobs.content
+    assert content and all(len(t.top_logprobs) == 3 and t.bytes is not None for t in content), content
+    joined = bytes(b for t in content for b in t.bytes).decode("utf-8", "replace")
+    assert joined.startswith(r.choices[0].message.content), (joined, r.choices[0].message.content)
+    plain = list(client.chat.completions.create(stream=True, **args))
+    assert all(c.usage is None for c in plain), "usage without include_usage"
+    assert sum(1 for c in plain if c.choices and c.choices[0].delta.role) == 1, "role in more than one delta"
+    assert sum(len(c.choices[0].logprobs.content) for c in plain if c.choices and c.choices[0].logprobs) == len(content)
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **args))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == r.usage.completion_tokens, chunks[-1]
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+@check("unknown model is NotFoundError; models.retrieve")
+def _():
+    import openai
+    assert client.models.retrieve(model).id == model
+    try:
+        client.completions.create(model="gpt-17", prompt="hi", max_tokens=1)
+    except openai.NotFoundError as e:
+        assert e.body["code"] == "model_not_found", e.body
+    else:
+        raise AssertionError("an unknown model was accepted")
+
+
+@check("chat content parts and null content")
+def _():
+    messages = [{"role": "system", "content": None},
+                {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]
+    a = client.chat.completions.create(model=model, messages=messages, max_tokens=6, temperature=0)
+    b = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],
+                                       max_tokens=6, temperature=0)
+    assert a.choices[0].message.content == b.choices[0].message.content, (a, b)
+
+
+@check("a template endpoint takes stream_options like /v1/completions")
+def _():
+    template = OpenAI(base_url=base.rstrip("/") + "/templates/news-topic-en@latest", api_key="unused")
+    chunks = list(template.completions.create(model=model, prompt="", stream=True,
+                                              stream_options={"include_usage": True},
+                                              extra_body={"variables": {"headline": "Rain expected all week"}}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0, chunks[-1]
+
+
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

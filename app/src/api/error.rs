@@ -2,7 +2,9 @@
 //! error (serving, templates, evals, store) is mapped to a status and a body here, and so
 //! is the error event of a stream.
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -119,6 +121,10 @@ impl From<crate::serving::ServeError> for ApiError {
         match e {
             E::Invalid { param, message, code } => {
                 let mut err = ApiError::invalid(&param, message);
+                if code == Some("model_not_found") {
+                    // As OpenAI answers it (the SDK's `NotFoundError`).
+                    err.status = StatusCode::NOT_FOUND;
+                }
                 err.code = code;
                 err
             }
@@ -179,4 +185,56 @@ impl From<crate::batches::BatchError> for ApiError {
             BatchError::Store(se) => ApiError::from(se),
         }
     }
+}
+
+/// Largest error body read back to be rewritten (axum's rejections are a line of text).
+const MAX_REWRITTEN_BODY: usize = 64 * 1024;
+
+/// Middleware: every error response that is not JSON yet becomes OpenAI's error body:
+/// axum's path and query rejections (plain text: `Invalid URL: Cannot parse "abc"`),
+/// 405s (empty; the `Allow` header is kept) and unknown routes. The studio's own HTML
+/// pages keep their shape outside `/v1/` and `/api/`.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let content_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let api = path == "/v1" || path.starts_with("/v1/") || path.starts_with("/api/");
+    if content_type.starts_with("application/json") || (content_type.starts_with("text/html") && !api) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REWRITTEN_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let mut err = ApiError::status(status, text.clone());
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            err.message = format!("method {method} is not allowed on {path}; allowed: {allow}");
+            err.code = Some("method_not_allowed");
+        }
+        StatusCode::NOT_FOUND if text.is_empty() || content_type.starts_with("text/html") => {
+            err.message = format!("no such endpoint: {method} {path}");
+            err.code = Some("unknown_url");
+        }
+        _ if text.starts_with("Invalid URL") || text.starts_with("Wrong number of path arguments") => {
+            err.param = Some("path".into());
+        }
+        _ if text.starts_with("Failed to deserialize query string") => err.param = Some("query".into()),
+        _ if text.is_empty() => err.message = status.canonical_reason().unwrap_or("error").to_string(),
+        _ => {}
+    }
+    let mut out = err.into_response();
+    for (name, value) in &parts.headers {
+        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

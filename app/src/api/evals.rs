@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use api_types::evals::{
-    CreateEval, EvalComparison, EvalList, EvalRun, EvalRunDetail, FlippedRow, ImportRows, RowOutcome, Selection,
-    TestList, TestsImported,
+    CreateEval, EvalComparison, EvalList, EvalRun, EvalRunDetail, FlippedRow, RowOutcome, Selection, TestList,
+    TestsImported,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -60,23 +60,42 @@ pub async fn import_tests(
             .into())
         }
     };
+    // The columns a row may have: the variables of any version of the template.
+    let mut variables: Vec<String> = Vec::new();
+    for v in state.store.list_versions(&name).await? {
+        for var in v.spec.variables() {
+            if !variables.contains(&var) {
+                variables.push(var);
+            }
+        }
+    }
+    // Test-set errors say where they are (row, line, column) in the message itself.
+    let clean = |fe: FieldError| ApiError::unprocessable(&fe.field, fe.message);
+    let template = name.clone();
     // Parsing and checking up to 2 MiB of CSV or JSON is CPU work: off the tokio workers.
     let rows = match format {
         Some(f) => {
             let bytes = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
-            cpu::run(move || -> Result<_, ApiError> { Ok(evals::parse(f, evals::utf8(&bytes)?)?) }).await??
+            cpu::run(move || -> Result<_, ApiError> {
+                let rows = evals::parse(f, evals::utf8(&bytes).map_err(clean)?).map_err(clean)?;
+                evals::check_columns(&rows, &template, &variables).map_err(clean)?;
+                Ok(rows)
+            })
+            .await??
         }
         None => {
             let bytes = body.map_err(|r| ApiError::status(r.status(), r.body_text()))?;
             cpu::run(move || -> Result<_, ApiError> {
-                let r: ImportRows = parse(&bytes)?;
+                let r: evals::StrictImport = parse(&bytes)?;
                 if r.rows.is_empty() {
                     return Err(FieldError::new("rows", "no rows").into());
                 }
-                for (i, row) in r.rows.iter().enumerate() {
-                    row.validate(i + 1)?;
+                let rows: Vec<TestRow> = r.rows.into_iter().map(TestRow::from).collect();
+                for (i, row) in rows.iter().enumerate() {
+                    row.validate(i + 1).map_err(clean)?;
                 }
-                Ok(r.rows)
+                evals::check_columns(&rows, &template, &variables).map_err(clean)?;
+                Ok(rows)
             })
             .await??
         }

@@ -51,7 +51,8 @@ pub fn router(site: &Path) -> Router {
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     if path.starts_with("/api") || path.starts_with("/v1") {
-        return ApiError::status(StatusCode::NOT_FOUND, "no such endpoint").into_response();
+        let message = format!("no such endpoint: {} {path}", req.method());
+        return ApiError::status(StatusCode::NOT_FOUND, message).with_code("unknown_url").into_response();
     }
     (
         StatusCode::NOT_FOUND,

@@ -222,9 +222,9 @@ pub async fn head_of_line(addr: &str, sizes: Sizes) -> Result<()> {
     let long_n = fit(sizes.long_prompt, ctx, 2, &model);
     let long = prompt_ids(addr, long_n, &tag("hol-long")).await?;
     let short = |t: String| async move { prompt_ids(addr, 8, &t).await };
-    let short_body = |ids: Vec<u32>| json!({"prompt": ids, "max_tokens": 8, "temperature": 0, "stream": true});
+    let short_body = |ids: Vec<u32>| json!({"prompt": ids, "max_tokens": 8, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
     let (idle_first, idle_total) = timed(addr, &short_body(short(tag("hol-idle")).await?)).await?;
-    let long_body = json!({"prompt": long, "max_tokens": 1, "temperature": 0, "stream": true});
+    let long_body = json!({"prompt": long, "max_tokens": 1, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
     let a = addr.to_string();
     let long_task = tokio::spawn(async move { timed(&a, &long_body).await });
     let short_ids = short(tag("hol-short")).await?;
@@ -257,7 +257,7 @@ pub async fn disconnect(addr: &str, sizes: Sizes) -> Result<()> {
     post(addr, "/v1/completions", &short).await?;
     let idle = t.elapsed();
     let cancelled_before = metric(addr, "studio_cancelled_sequences_total").await?;
-    let body = json!({"prompt": ids, "max_tokens": 16, "temperature": 0, "stream": true}).to_string();
+    let body = json!({"prompt": ids, "max_tokens": 16, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}).to_string();
     let mut s = TcpStream::connect(addr).await.context("connect")?;
     let req = format!(
         "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -453,7 +453,7 @@ pub async fn run(addr: String, label: &str) -> Result<()> {
                     let addr = addr.clone();
                     tokio::spawn(async move {
                         let body = json!({"prompt": format!("Story {r}.{i}: Once upon a time in a faraway kingdom,"),
-                            "max_tokens": 48, "temperature": 0, "stream": true});
+                            "max_tokens": 48, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
                         post(&addr, "/v1/completions", &body).await.map(|(_, b)| completion_tokens(&b))
                     })
                 })
@@ -498,9 +498,9 @@ pub async fn run(addr: String, label: &str) -> Result<()> {
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for i in 0..8 {
-        let fresh = json!({"prompt": format!("Batch {i} of reviews.\n{shots}Review: A fine film.\nSentiment:"), "max_tokens": 1, "temperature": 0, "stream": true});
+        let fresh = json!({"prompt": format!("Batch {i} of reviews.\n{shots}Review: A fine film.\nSentiment:"), "max_tokens": 1, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
         cold.push(post(&addr, "/v1/completions", &fresh).await?.0.as_secs_f64() * 1000.0);
-        let again = json!({"prompt": format!("Batch shared of reviews.\n{shots}Review: Input {i} was fine.\nSentiment:"), "max_tokens": 1, "temperature": 0, "stream": true});
+        let again = json!({"prompt": format!("Batch shared of reviews.\n{shots}Review: Input {i} was fine.\nSentiment:"), "max_tokens": 1, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
         let t = post(&addr, "/v1/completions", &again).await?.0.as_secs_f64() * 1000.0;
         if i > 0 {
             warm.push(t); // the first one fills the cache

@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn csv_and_jsonl_round_trip_korean_and_japanese() {
         let csv_text = "\u{FEFF}review,note,expected,assertions\n\
-            \"배우들 연기가 정말 좋았어요, 최고!\",映画は\"最高\"でした,긍정,\"[{\"\"type\"\":\"\"one_of\"\",\"\"values\"\":[\"\"긍정\"\",\"\"부정\"\"]}]\"\n\
+            \"배우들 연기가 정말 좋았어요, 최고!\",\"映画は\"\"最高\"\"でした\",긍정,\"[{\"\"type\"\":\"\"one_of\"\",\"\"values\"\":[\"\"긍정\"\",\"\"부정\"\"]}]\"\n\
             \"두 줄\n리뷰\",,부정,\n\
             つまらない映画,ja,,\"[{\"\"type\"\":\"\"max_length\"\",\"\"chars\"\":4}]\"\n";
         let rows = parse(FileFormat::Csv, utf8(csv_text.as_bytes()).unwrap()).unwrap();
@@ -144,6 +144,27 @@ mod tests {
         let e = utf8(b"review\n\xff\xfe\n").unwrap_err();
         assert!(e.message.contains("line 2"), "{e}");
         assert!(parse(FileFormat::Csv, "review\n").is_err(), "no rows");
+    }
+
+    #[test]
+    fn strict_quoting_one_bom_and_known_columns() {
+        for (bad, line) in
+            [("review\nsay \"hi\"\n", 2), ("review,note\n\"ab\"c,x\n", 2), ("review\nok\n\"never closed\n", 3)]
+        {
+            let e = parse(FileFormat::Csv, bad).unwrap_err();
+            assert_eq!(e.field, "file", "{bad:?}: {e}");
+            assert!(e.message.contains(&format!("line {line}")), "{bad:?}: {e}");
+        }
+        assert!(parse(FileFormat::Csv, "review\r\n\"a \"\"b\"\"\r\nc\"\r\n").is_ok(), "CRLF, doubled quotes, newline");
+        let e = utf8("\u{FEFF}\u{FEFF}review\nok\n".as_bytes()).unwrap_err();
+        assert!(e.message.contains("two byte-order marks"), "{e}");
+        assert_eq!(utf8("\u{FEFF}review\n".as_bytes()).unwrap(), "review\n");
+        let rows = parse(FileFormat::Csv, "review,revew,expected\na,b,c\n").unwrap();
+        let vars = vec!["review".to_string(), "lang".to_string()];
+        let e = check_columns(&rows, "sentiment", &vars).unwrap_err();
+        assert_eq!(e.field, "rows[1].revew");
+        assert!(e.message.contains("'revew'") && e.message.contains("review, lang"), "{e}");
+        assert!(check_columns(&rows[..0], "sentiment", &vars).is_ok());
     }
 
     #[test]

@@ -68,13 +68,132 @@ impl FileFormat {
     }
 }
 
-/// The body as UTF-8 (a leading BOM dropped), or an error naming the line.
+/// The body as UTF-8 (one leading BOM dropped; a second is refused), or an error naming
+/// the line.
 pub fn utf8(bytes: &[u8]) -> Result<&str, FieldError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
         FieldError::new("file", format!("line {line}: not valid UTF-8 (byte {})", e.valid_up_to()))
     })?;
-    Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    if text.starts_with('\u{FEFF}') {
+        return Err(FieldError::new(
+            "file",
+            "line 1: the file starts with two byte-order marks (U+FEFF); save it with at most one",
+        ));
+    }
+    Ok(text)
+}
+
+/// The JSON import body (`{"rows": [...]}`): strict, unlike the shared [`TestRow`] (which
+/// a stored [`TestCase`] flattens), so a misspelt key is refused, not dropped.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrictImport {
+    pub rows: Vec<StrictRow>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrictRow {
+    pub variables: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub expected: Option<String>,
+    #[serde(default)]
+    pub assertions: Vec<super::Assertion>,
+}
+
+impl From<StrictRow> for TestRow {
+    fn from(r: StrictRow) -> Self {
+        TestRow { variables: r.variables, expected: r.expected, assertions: r.assertions }
+    }
+}
+
+/// Every column of a test set must be one of the template's `variables` (or a reserved
+/// column, `expected` / `assertions`, which never reach [`TestRow::variables`]); otherwise
+/// every eval row would fail with a missing variable. The error names the column and
+/// lists the variables.
+pub fn check_columns(rows: &[TestRow], template: &str, variables: &[String]) -> Result<(), FieldError> {
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(k) = r.variables.keys().find(|k| !variables.contains(k)) {
+            let row = i + 1;
+            let known = if variables.is_empty() { "none".to_string() } else { variables.join(", ") };
+            return Err(FieldError::new(
+                format!("rows[{row}].{k}"),
+                format!(
+                    "row {row}: column '{k}' is not a variable of template '{template}'. \
+                     Expected columns: its variables ({known}) and optionally {EXPECTED}, {ASSERTIONS}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Strict CSV quoting (RFC 4180), checked before reading: a field is either unquoted and
+/// holds no `"`, or wholly quoted with inner quotes doubled and nothing after the closing
+/// quote but a comma or the line's end. (The CSV reader would otherwise keep a stray quote
+/// as text, or glue `"ab"c` into `abc`.)
+fn check_quoting(text: &str) -> Result<(), FieldError> {
+    let bytes = text.as_bytes();
+    let (mut line, mut column, mut i) = (1usize, 1usize, 0usize);
+    let err = |line: usize, column: usize, what: &str| {
+        FieldError::new(
+            "file",
+            format!(
+                "line {line}, field {column}: {what} (CSV quoting: wrap the field in \"...\" and double any \" inside)"
+            ),
+        )
+    };
+    while i < bytes.len() {
+        // At the start of a field.
+        if bytes[i] == b'"' {
+            let start_line = line;
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err(err(start_line, column, "a quoted field is never closed")),
+                    Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\n') => {
+                        line += 1;
+                        i += 1;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            match bytes.get(i) {
+                None | Some(b',') | Some(b'\n') | Some(b'\r') => {}
+                Some(_) => return Err(err(line, column, "text after a closing quote")),
+            }
+        } else {
+            while let Some(&b) = bytes.get(i) {
+                match b {
+                    b',' | b'\n' | b'\r' => break,
+                    b'"' => return Err(err(line, column, "a quote inside an unquoted field")),
+                    _ => i += 1,
+                }
+            }
+        }
+        match bytes.get(i) {
+            Some(b',') => column += 1,
+            Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => {
+                i += 1;
+                line += 1;
+                column = 1;
+            }
+            Some(b'\n') | Some(b'\r') => {
+                line += 1;
+                column = 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 pub fn parse(format: FileFormat, text: &str) -> Result<Vec<TestRow>, FieldError> {
@@ -97,6 +216,7 @@ fn row_err(row: usize, line: u64, column: &str, message: impl std::fmt::Display)
 
 /// CSV with a header: variable columns plus the reserved `expected` and `assertions`.
 pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
+    check_quoting(text)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
     let headers: Vec<String> = reader
         .headers()

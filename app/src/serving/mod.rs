@@ -6,6 +6,7 @@ pub(crate) mod batcher;
 pub mod chat;
 mod error;
 pub mod metrics;
+pub mod tokens;
 pub mod validate;
 
 pub use batcher::{Health, Priority, Scheduler, SeqEvent};

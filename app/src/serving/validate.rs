@@ -145,10 +145,11 @@ impl ValidRequest {
                 .with_code("context_length_exceeded"));
             }
             let room = ctx - ids.len();
-            if max_tokens == 0 || max_tokens > room {
+            // `max_tokens: 0` with `echo` scores the prompt without generating.
+            if (max_tokens == 0 && !opts.echo) || max_tokens > room {
                 return Err(ServeError::invalid(
                     "max_tokens",
-                    format!("max_tokens must be between 1 and {room} (context {ctx} minus {} prompt tokens), got {max_tokens}", ids.len()),
+                    format!("max_tokens must be between 1 and {room} (context {ctx} minus {} prompt tokens; 0 only with echo, to score the prompt), got {max_tokens}", ids.len()),
                 ));
             }
             if let Some(limit) = sched.kv_budget_tokens {

@@ -64,6 +64,14 @@ impl Store {
         let id = self.eval_template_id(name).await?;
         let mut tx = self.pool().begin().await?;
         let result = async {
+            // Imports into one template run one at a time, on both backends: this write takes
+            // the template row's lock (PostgreSQL) or the database's write lock (SQLite) before
+            // anything is read, until commit, so the next import reads `MAX(position)` after
+            // this one's rows are in.
+            sqlx::query("UPDATE templates SET version_count = version_count WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             if mode == ImportMode::Replace {
                 sqlx::query("DELETE FROM test_cases WHERE template_id = $1").bind(id).execute(&mut *tx).await?;
             }

@@ -43,6 +43,7 @@ impl Column {
 struct TemplateRun {
     variables: BTreeMap<String, String>,
     stream: Option<bool>,
+    stream_options: Option<api_types::openai::StreamOptions>,
     #[serde(flatten)]
     params: GenerationParams,
 }
@@ -133,7 +134,16 @@ pub fn ComparePage() -> impl IntoView {
             let abort = Abort::new();
             let mut clock = RunClock::start();
             let on_chunk = |chunk: Completion| {
-                let Some(choice) = chunk.choices.first() else { return };
+                let Some(choice) = chunk.choices.first() else {
+                    // The closing usage chunk.
+                    clock.chunk(&chunk, false);
+                    columns.update(|c| {
+                        if let Some(c) = c.get_mut(i) {
+                            c.stats = clock.stats.clone();
+                        }
+                    });
+                    return;
+                };
                 clock.chunk(&chunk, choice.finish_reason.is_none());
                 columns.update(|c| {
                     let Some(c) = c.get_mut(i) else { return };
@@ -146,11 +156,14 @@ pub fn ComparePage() -> impl IntoView {
                     .and_then(|s| serde_json::from_str(&s).ok())
                     .unwrap_or_default();
                 let spec = d.spec();
-                let body = DraftRun { spec: &spec, variables: vars, stream, logprobs: None, params };
+                let stream_options = Some(api_types::openai::StreamOptions { include_usage: true });
+                let body = DraftRun { spec: &spec, variables: vars, stream, logprobs: None, stream_options, params };
                 api::stream("/api/draft/completions", &body, &abort, on_chunk).await
             } else {
                 let path = format!("/v1/templates/{}@{}/completions", enc(&name), enc(&col.variant));
-                api::stream(&path, &TemplateRun { variables: vars, stream, params }, &abort, on_chunk).await
+                let stream_options = Some(api_types::openai::StreamOptions { include_usage: true });
+                api::stream(&path, &TemplateRun { variables: vars, stream, stream_options, params }, &abort, on_chunk)
+                    .await
             };
             columns.update(|c| {
                 if let Some(c) = c.get_mut(i) {

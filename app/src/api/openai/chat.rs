@@ -24,6 +24,7 @@ pub async fn chat_completions(
     params.max_tokens = r.max_completion_tokens.or(params.max_tokens).or(Some(512.min(sched.context_length / 2)));
     let opts = RequestOptions { model: None, logprobs, echo: false, stream: r.stream.unwrap_or(false) };
     let messages = r.messages;
+    let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
     // Rendering the template (minijinja) and tokenizing are CPU work: off the tokio workers.
     let valid = cpu::run(move || {
         let prompt = render_chat(&sched, &messages)?;
@@ -32,5 +33,5 @@ pub async fn chat_completions(
         ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)
     })
     .await??;
-    respond(state, valid, ResponseExtras { chat: true, ..Default::default() }).await
+    respond(state, valid, ResponseExtras { chat: true, include_usage, ..Default::default() }).await
 }

@@ -7,4 +7,4 @@ pub mod tokenize;
 
 pub use chat::chat_completions;
 pub use completions::{completions, respond, ResponseExtras, RunRecorder, REQUEST_DEADLINE};
-pub use tokenize::{detokenize, models, tokenize};
+pub use tokenize::{detokenize, model, models, tokenize};

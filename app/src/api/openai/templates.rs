@@ -86,6 +86,7 @@ async fn complete_spec(
         echo: call.echo.unwrap_or(false),
         stream: call.stream.unwrap_or(false),
     };
+    let include_usage = call.stream_options.is_some_and(|o| o.include_usage);
     // Rendering and tokenizing are CPU work: off the tokio workers.
     let (sched, owned, variables) = (state.scheduler.clone(), spec.clone(), call.variables.clone());
     let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
@@ -96,7 +97,7 @@ async fn complete_spec(
     })
     .await??;
     let Some((t, v)) = saved else {
-        return respond(state, valid, ResponseExtras::default()).await;
+        return respond(state, valid, ResponseExtras { include_usage, ..Default::default() }).await;
     };
     let run = Run {
         template: Some(t.name.clone()),
@@ -111,6 +112,7 @@ async fn complete_spec(
         chat: false,
         template: Some(json!({ "name": t.name, "version": v.version })),
         record: Some(RunRecorder { store: state.store.clone(), run, started: Instant::now() }),
+        include_usage,
     };
     respond(state, valid, extras).await
 }

@@ -1,6 +1,7 @@
 //! `/v1/models`, `/v1/tokenize`, `/v1/detokenize`.
 
-use axum::extract::State;
+use api_types::completions::{Model, ModelList};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,9 +13,24 @@ use crate::serving::validate::{check_model, check_token_ids};
 use crate::serving::ServeError;
 use crate::AppState;
 
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "object": "list", "data": [{ "id": state.scheduler.model_name, "object": "model",
-        "created": 0, "owned_by": "studio", "context_length": state.scheduler.context_length }] }))
+fn model_object(state: &AppState) -> Model {
+    Model {
+        id: state.scheduler.model_name.clone(),
+        object: "model".into(),
+        created: 0,
+        owned_by: "studio".into(),
+        context_length: state.scheduler.context_length,
+    }
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList { object: "list".into(), data: vec![model_object(&state)] })
+}
+
+/// `GET /v1/models/{id}`: the served model, or 404 `model_not_found`.
+pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+    check_model(&state.scheduler, &Some(id))?;
+    Ok(Json(model_object(&state)))
 }
 
 #[derive(Debug, Deserialize)]

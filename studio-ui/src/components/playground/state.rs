@@ -29,6 +29,9 @@ pub struct DraftRun<'a> {
     pub stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
+    /// Asks for the closing usage chunk (prompt and cached tokens for the stats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<api_types::openai::StreamOptions>,
     #[serde(flatten)]
     pub params: GenerationParams,
 }
@@ -141,6 +144,7 @@ impl Playground {
                 variables,
                 stream: Some(true),
                 logprobs: Some(5),
+                stream_options: Some(api_types::openai::StreamOptions { include_usage: true }),
                 params: GenerationParams::default(),
             };
             let mut clock = RunClock::start();
@@ -148,7 +152,12 @@ impl Playground {
             let on_progress = move |p: PrefillProgress| self.prefill.set(Some(p));
             let on_chunk = |chunk: Completion| {
                 self.prefill.set(None);
-                let Some(choice) = chunk.choices.first() else { return };
+                let Some(choice) = chunk.choices.first() else {
+                    // The closing usage chunk.
+                    clock.chunk(&chunk, false);
+                    self.stats.set(clock.stats.clone());
+                    return;
+                };
                 let token = choice.logprobs.as_ref().is_some_and(|l| !l.token_logprobs.is_empty());
                 clock.chunk(&chunk, token);
                 builder.push_choice(choice);
