@@ -28,6 +28,16 @@ pub struct CompletionFields {
     pub echo: Option<bool>,
     pub stream: Option<bool>,
     pub user: Option<String>,
+    /// Structured output and token controls (see [`OutputControls`]).
+    pub response_format: Option<ResponseFormat>,
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
+    pub logit_bias: Option<BTreeMap<String, f32>>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +56,16 @@ pub struct ChatFields {
     pub top_logprobs: Option<usize>,
     pub stream: Option<bool>,
     pub user: Option<String>,
+    /// Structured output and token controls (see [`OutputControls`]).
+    pub response_format: Option<ResponseFormat>,
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
+    pub logit_bias: Option<BTreeMap<String, f32>>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// A template endpoint's call (`/v1/templates/{name}@{ref}/completions`) besides the
@@ -80,4 +100,112 @@ pub struct TemplateCompletionRequest {
     pub call: TemplateCall,
     #[serde(flatten)]
     pub params: GenerationParams,
+}
+
+/// OpenAI's `response_format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// No constraint.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against `json_schema.schema`.
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// Accepted for OpenAI compatibility; the schema is always enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// vLLM's `structured_outputs` (vLLM 0.10 and later); its other keys are accepted and
+/// ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StructuredOutputs {
+    /// A JSON schema (an object, or a string holding one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<Vec<String>>,
+    /// A Lark grammar (llguidance's dialect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_object: Option<bool>,
+}
+
+/// What `/v1/completions` and `/v1/chat/completions` take beyond sampling to shape the
+/// output: OpenAI's `response_format`, `logit_bias`, `tools`/`tool_choice`, and vLLM's
+/// `structured_outputs` and its older `guided_*` fields. At most one constraint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputControls {
+    pub response_format: Option<ResponseFormat>,
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
+    /// Token id (as a string, as OpenAI sends it) → bias in [-100, 100].
+    pub logit_bias: Option<BTreeMap<String, f32>>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub tool_choice: Option<serde_json::Value>,
+}
+
+macro_rules! output_controls {
+    ($t:ty) => {
+        impl $t {
+            /// Moves the output controls out of the request.
+            pub fn take_output(&mut self) -> OutputControls {
+                OutputControls {
+                    response_format: self.response_format.take(),
+                    structured_outputs: self.structured_outputs.take(),
+                    guided_json: self.guided_json.take(),
+                    guided_regex: self.guided_regex.take(),
+                    guided_choice: self.guided_choice.take(),
+                    guided_grammar: self.guided_grammar.take(),
+                    logit_bias: self.logit_bias.take(),
+                    tools: self.tools.take(),
+                    tool_choice: self.tool_choice.take(),
+                }
+            }
+        }
+    };
+}
+output_controls!(CompletionFields);
+output_controls!(ChatFields);
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn response_formats_and_vllm_fields_parse() {
+        let body = serde_json::json!({
+            "messages": [],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}, "strict": true}},
+            "structured_outputs": {"regex": "[0-9]+", "whitespace_pattern": null},
+            "guided_choice": ["a", "b"],
+            "logit_bias": {"15": -100},
+        });
+        let mut chat: ChatFields = serde_json::from_value(body).unwrap();
+        let out = chat.take_output();
+        assert!(matches!(out.response_format, Some(ResponseFormat::JsonSchema { .. })));
+        assert_eq!(out.structured_outputs.unwrap().regex.as_deref(), Some("[0-9]+"));
+        assert_eq!(out.guided_choice.unwrap(), vec!["a", "b"]);
+        assert_eq!(out.logit_bias.unwrap()["15"], -100.0);
+        assert!(chat.response_format.is_none());
+        let text: ResponseFormat = serde_json::from_str(r#"{"type":"text"}"#).unwrap();
+        assert_eq!(text, ResponseFormat::Text);
+    }
 }
