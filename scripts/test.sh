@@ -8,9 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/studio-target}"
 bash scripts/fetch-models.sh
 # The official OpenAI Python client, for the end-to-end API test.
 venv="$HOME/.cache/studio-venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, jsonschema" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check openai
+  "$venv/bin/pip" install --quiet --disable-pip-version-check openai jsonschema
 fi
 cargo fmt --all --check
 # Lints: any warning fails (the few workspace-wide allows are in Cargo.toml, with reasons).

@@ -229,3 +229,167 @@ pub fn memory_burst(engine: &mut Engine, seqs: usize, prompt_tokens: usize) -> R
     let idle = rss();
     Ok(MemoryBurst { before, peak, freed_busy, idle })
 }
+
+/// A typical response schema (a person with an address and tags): what `studio bench
+/// --constraint json` compiles and decodes with.
+pub fn typical_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 40},
+            "age": {"type": "integer", "minimum": 0, "maximum": 130},
+            "email": {"type": "string", "pattern": "^[a-z0-9.]+@[a-z0-9]+\\.[a-z]{2,4}$"},
+            "role": {"enum": ["admin", "editor", "viewer"]},
+            "address": {
+                "type": "object",
+                "properties": {
+                    "street": {"type": "string"},
+                    "city": {"type": "string"},
+                    "zip": {"type": "string", "pattern": "^[0-9]{5}$"}
+                },
+                "required": ["street", "city", "zip"],
+                "additionalProperties": false
+            },
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 8}
+        },
+        "required": ["name", "age", "email", "role", "address", "tags"],
+        "additionalProperties": false
+    })
+}
+
+/// What `studio bench --constraint <kind>` decodes with: `json` (the [`typical_schema`]),
+/// `regex` (a sentence) or `choice` (twenty labels).
+pub fn bench_constraint(kind: &str) -> Option<crate::ConstraintSpec> {
+    use crate::ConstraintSpec as C;
+    Some(match kind {
+        "json" => C::JsonSchema(typical_schema()),
+        "regex" => C::Regex("[A-Z][a-z]+( [a-z]+){8,40}\\.".into()),
+        "choice" => C::Choice((0..20).map(|i| format!("label number {i}")).collect()),
+        _ => return None,
+    })
+}
+
+/// The cost of constrained decoding at `rows` rows, against the same rows unconstrained.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConstraintCost {
+    pub model: String,
+    pub kind: String,
+    pub rows: usize,
+    /// Steps measured in each mode (only steps with exactly `rows` one-token rows).
+    pub steps: usize,
+    /// Mean decode step, unconstrained and constrained.
+    pub plain_step_ms: f64,
+    pub constrained_step_ms: f64,
+    /// Mean time drawing tokens per step, unconstrained and constrained: their difference
+    /// is the masks' cost (computed in parallel on the matmul pool, with the draws).
+    pub plain_sampling_ms: f64,
+    pub constrained_sampling_ms: f64,
+    /// Building the vocabulary's token trie (once per loaded model).
+    pub trie_ms: f64,
+    /// Compiling the constraint (its first mask included), uncached.
+    pub compile_ms: f64,
+    /// Compiling the [`typical_schema`], uncached.
+    pub schema_compile_ms: f64,
+}
+
+impl ConstraintCost {
+    /// The masks' cost per step relative to the unconstrained step, in percent.
+    pub fn mask_overhead_pct(&self) -> f64 {
+        (self.constrained_sampling_ms - self.plain_sampling_ms) / self.plain_step_ms * 100.0
+    }
+    /// The whole step's growth, in percent (noisier: it includes the forward pass's jitter).
+    pub fn step_overhead_pct(&self) -> f64 {
+        (self.constrained_step_ms / self.plain_step_ms - 1.0) * 100.0
+    }
+}
+
+/// Decodes `rows` sequences for `steps` steps unconstrained, then constrained by `kind`
+/// (sequences that finish are replaced, so every measured step has `rows` rows).
+pub fn constraint_cost(model: &str, tp: usize, kind: &str, rows: usize, steps: usize) -> Result<ConstraintCost> {
+    use std::sync::Arc;
+    let spec = bench_constraint(kind).ok_or_else(|| crate::ConstraintError::Invalid {
+        kind: "constraint",
+        reason: format!("{kind:?} is not one of json, regex, choice"),
+    })?;
+    let path = resolve_model(model)?;
+    let (files, tok) = ModelFiles::inspect(&path)?;
+    let sharded = ShardedModel::load_cpu(files, tp)?;
+    let mut engine = Engine::new(
+        sharded,
+        tok,
+        EngineConfig { max_batch_tokens: 4096, max_running: rows.max(1), kv_budget_bytes: 0, ..Default::default() },
+    );
+    let trie_ms = engine.constraints().prepare()?.as_secs_f64() * 1e3;
+    let fresh = || crate::Constraints::new(engine.tokenizer().clone());
+    let timed = |spec: &crate::ConstraintSpec| -> Result<f64> {
+        let c = fresh();
+        c.prepare()?;
+        let t = Instant::now();
+        c.compile(spec)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let schema_compile_ms = timed(&crate::ConstraintSpec::JsonSchema(typical_schema()))?;
+    let compile_ms = timed(&spec)?;
+    let grammar = engine.constraints().compile(&spec)?;
+    let prompt = engine.tokenizer().encode(
+        match kind {
+            "json" => "Here is a user record as JSON:",
+            "regex" => "Write one long sentence about the sea:",
+            _ => "Pick a label:",
+        },
+        true,
+    )?;
+
+    let mut measure = |constraint: Option<Arc<crate::Grammar>>| -> Result<(f64, f64, usize)> {
+        let mut seed = 0u64;
+        let mut add = |e: &mut Engine| -> Result<()> {
+            seed += 1;
+            let req = GenerateRequest {
+                sampling: crate::SamplingParams { temperature: 1.0, seed: Some(seed), ..Default::default() },
+                ignore_eos: true,
+                constraint: constraint.clone(),
+                ..GenerateRequest::greedy(prompt.clone(), steps * 4 + 8)
+            };
+            e.add(req).map(|_| ())
+        };
+        for _ in 0..rows {
+            add(&mut engine)?;
+        }
+        let (mut step_ms, mut sampling_ms, mut counted) = (0.0, 0.0, 0);
+        for _ in 0..steps * 4 {
+            let events = engine.step()?;
+            let st = engine.last_step;
+            if st.prefill_tokens == 0 && st.decode_tokens == rows {
+                step_ms += st.elapsed.as_secs_f64() * 1e3;
+                sampling_ms += st.sampling.as_secs_f64() * 1e3;
+                counted += 1;
+                if counted == steps {
+                    break;
+                }
+            }
+            for ev in events {
+                if let crate::Event::Finished { .. } = ev {
+                    add(&mut engine)?;
+                }
+            }
+        }
+        engine.reset();
+        let n = counted.max(1) as f64;
+        Ok((step_ms / n, sampling_ms / n, counted))
+    };
+    let (plain_step_ms, plain_sampling_ms, plain_steps) = measure(None)?;
+    let (constrained_step_ms, constrained_sampling_ms, constrained_steps) = measure(Some(grammar))?;
+    Ok(ConstraintCost {
+        model: model.to_string(),
+        kind: kind.to_string(),
+        rows,
+        steps: plain_steps.min(constrained_steps),
+        plain_step_ms,
+        constrained_step_ms,
+        plain_sampling_ms,
+        constrained_sampling_ms,
+        trie_ms,
+        compile_ms,
+        schema_compile_ms,
+    })
+}

@@ -23,6 +23,8 @@ pub enum EngineError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("sampling: {0}")]
     Sampling(#[from] crate::sampling::SamplingError),
+    #[error("constraint: {0}")]
+    Constraint(#[from] crate::constraint::ConstraintError),
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("engine rank thread stopped: {0}")]

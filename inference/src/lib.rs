@@ -11,12 +11,15 @@
 //!   the MLP's activation) and the KV caches;
 //! - [`parallel`]: communicators and the tensor-parallel layer types;
 //! - [`kernels`]: the CPU matmul kernels, their memory and their thread pool;
+//! - [`constraint`]: constrained decoding (JSON schema, regex, choice, grammar) with
+//!   llguidance, one token mask per sequence and step;
 //! - [`weight`], [`numerics`], [`simd`], [`sampling`], [`tokenizer`], [`memory`],
 //!   [`error`]: leaves the others share.
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod bench;
+pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod kernels;
@@ -30,6 +33,7 @@ pub mod simd;
 pub mod tokenizer;
 pub mod weight;
 
+pub use constraint::{ConstraintError, ConstraintSpec, Constraints, Grammar, Guide};
 pub use engine::{Engine, EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority, StepError};
 pub use error::{EngineError, Result};
 #[cfg(any(test, feature = "fault-injection"))]

@@ -16,6 +16,8 @@ use crate::simd::{self, exp_shifted, exp_shifted_in_place};
 pub const MAX_TOP_K: usize = 1_000_000;
 /// Most top alternatives reported per token (the OpenAI API's limit).
 pub const MAX_LOGPROBS: usize = 20;
+/// Most `logit_bias` entries (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 
 /// Per-request sampling settings, with OpenAI-compatible names and defaults.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +39,11 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Number of top alternatives to report per token; `None` reports none.
     pub logprobs: Option<usize>,
+    /// OpenAI's `logit_bias`: `(token id, bias)` pairs, each bias in [-100, 100] added to
+    /// that token's logit before the draw (-100 bans it, 100 all but forces it); at most
+    /// [`MAX_LOGIT_BIAS`]. Reported logprobs stay those of the model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -50,6 +57,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             seed: None,
             logprobs: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -86,6 +94,16 @@ impl SamplingParams {
         check((-2.0..=2.0).contains(&fp), "frequency_penalty", "in [-2, 2]", fp)?;
         if let Some(n) = self.logprobs {
             check(n <= MAX_LOGPROBS, "logprobs", "at most 20", n)?;
+        }
+        let n = self.logit_bias.len();
+        check(n <= MAX_LOGIT_BIAS, "logit_bias", "at most 300 entries", n)?;
+        for &(id, bias) in &self.logit_bias {
+            check(
+                (-100.0..=100.0).contains(&bias),
+                "logit_bias",
+                "in [-100, 100] for every token",
+                format!("{bias} for token {id}"),
+            )?;
         }
         Ok(())
     }
@@ -219,17 +237,29 @@ impl Sampler {
     ///
     /// Panics on an empty logits row.
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
+        self.sample_with(logits, logits)
+    }
+
+    /// [`Self::sample`] drawing from `scores` (the logits with a constraint's mask applied:
+    /// -inf where a token may not come) while the logprobs come from the raw `logits`.
+    ///
+    /// Panics on an empty logits row or rows of different lengths.
+    pub fn sample_with(&mut self, logits: &[f32], scores: &[f32]) -> SampledToken {
         assert!(!logits.is_empty(), "sample from empty logits");
+        assert_eq!(logits.len(), scores.len(), "a score per logit");
         let p = &self.params;
-        let penalised = p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        let penalised = p.repetition_penalty != 1.0
+            || p.presence_penalty != 0.0
+            || p.frequency_penalty != 0.0
+            || !p.logit_bias.is_empty();
         let owned;
         let scores = if penalised {
-            let mut s = logits.to_vec();
+            let mut s = scores.to_vec();
             self.apply_penalties(&mut s);
             owned = s;
             &owned[..]
         } else {
-            logits
+            scores
         };
 
         let id = if self.params.is_greedy() { argmax(scores) } else { self.draw(scores) };
@@ -256,6 +286,11 @@ impl Sampler {
                 if let Some(s) = scores.get_mut(id as usize) {
                     *s -= p.presence_penalty + p.frequency_penalty * count as f32;
                 }
+            }
+        }
+        for &(id, bias) in &p.logit_bias {
+            if let Some(s) = scores.get_mut(id as usize) {
+                *s += bias;
             }
         }
     }
@@ -678,6 +713,37 @@ mod tests {
         let tok = Sampler::new(SamplingParams::default(), &[]).sample(&[0.0, 1.0]);
         assert!(tok.top.is_empty());
         assert!(tok.logprob <= 0.0);
+    }
+
+    #[test]
+    fn logit_bias_bans_and_favours_but_leaves_logprobs_raw() {
+        let logits = fixture_logits(1000);
+        let best = argmax(&logits);
+        let lp = log_softmax(&logits);
+        let p = params(|p| {
+            p.seed = Some(3);
+            p.logit_bias = vec![(best, -100.0), (7, 100.0)];
+        });
+        let mut s = Sampler::new(p, &[]);
+        for _ in 0..50 {
+            let tok = s.sample(&logits);
+            assert_eq!(tok.id, 7);
+            assert!((tok.logprob - lp[7]).abs() < 1e-5);
+        }
+        let bad = params(|p| p.logit_bias = vec![(1, 100.5)]);
+        assert!(bad.validate().unwrap_err().to_string().contains("logit_bias"));
+        let many = params(|p| p.logit_bias = (0..301).map(|i| (i, 1.0)).collect());
+        assert!(many.validate().unwrap_err().to_string().contains("at most 300"));
+    }
+
+    #[test]
+    fn masked_scores_decide_the_draw_and_raw_logits_the_logprob() {
+        let logits = [0.0f32, 1.0, 2.0, 3.0];
+        let scores = [f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        let mut s = Sampler::new(params(|p| p.seed = Some(1)), &[]);
+        let tok = s.sample_with(&logits, &scores);
+        assert_eq!(tok.id, 1);
+        assert!((tok.logprob - log_softmax(&logits)[1]).abs() < 1e-6);
     }
 
     #[test]

@@ -322,6 +322,70 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Every token id's exact bytes, as the text it decodes to inside a longer text, and
+    /// whether it is special (a control token such as `<eos>` or `<|im_start|>`, which
+    /// stands for no text). Byte-level BPE maps its characters back through GPT-2's
+    /// byte↔unicode table; SentencePiece turns `▁` into a space and `<0xNN>` into the
+    /// byte NN; added tokens are their raw content. Ids with no entry get no bytes.
+    pub fn token_bytes(&self) -> Vec<(Vec<u8>, bool)> {
+        let added = self.inner.get_added_tokens_decoder();
+        let byte_level = is_byte_level(self.inner.get_decoder());
+        let unicode_to_byte: HashMap<char, u8> = gpt2_bytes_to_unicode().into_iter().map(|(b, c)| (c, b)).collect();
+        (0..self.vocab_size as u32)
+            .map(|id| {
+                if let Some(t) = added.get(&id) {
+                    return (t.content.as_bytes().to_vec(), t.special);
+                }
+                let Some(piece) = self.inner.id_to_token(id) else { return (Vec::new(), false) };
+                if byte_level {
+                    let mapped: Option<Vec<u8>> = piece.chars().map(|c| unicode_to_byte.get(&c).copied()).collect();
+                    return (mapped.unwrap_or_else(|| piece.into_bytes()), false);
+                }
+                if let Some(b) = spm_byte(&piece) {
+                    return (vec![b], false);
+                }
+                (piece.replace(SPM_SPACE, " ").into_bytes(), false)
+            })
+            .collect()
+    }
+}
+
+/// `<0xNN>`, SentencePiece's byte-fallback piece, as the byte NN.
+fn spm_byte(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Whether the decoder (or one step of a decoder sequence) is byte-level BPE's.
+fn is_byte_level(decoder: Option<&DecoderWrapper>) -> bool {
+    match decoder {
+        Some(DecoderWrapper::ByteLevel(_)) => true,
+        Some(DecoderWrapper::Sequence(seq)) => {
+            serde_json::to_value(seq).is_ok_and(|v| v.to_string().contains("\"ByteLevel\""))
+        }
+        _ => false,
+    }
+}
+
+/// GPT-2's table from bytes to the printable characters byte-level BPE writes them as.
+fn gpt2_bytes_to_unicode() -> Vec<(u8, char)> {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let mut next = 256u32;
+    (0..=255u8)
+        .map(|b| {
+            if printable(b) {
+                (b, char::from(b))
+            } else {
+                let c = char::from_u32(next).expect("below the surrogates");
+                next += 1;
+                (b, c)
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,6 +793,22 @@ mod tests {
     fn smollm() -> &'static Tokenizer {
         static TOK: OnceLock<Tokenizer> = OnceLock::new();
         TOK.get_or_init(|| load(SMOLLM_GGUF))
+    }
+
+    #[test]
+    fn token_bytes_join_back_to_the_text() {
+        for tok in [gemma(), smollm()] {
+            let bytes = tok.token_bytes();
+            assert_eq!(bytes.len(), tok.vocab_size());
+            for text in ROUND_TRIP {
+                let ids = tok.encode(text, false).unwrap();
+                let joined: Vec<u8> = ids.iter().flat_map(|&id| bytes[id as usize].0.clone()).collect();
+                assert_eq!(String::from_utf8_lossy(&joined), *text, "{tok:?}");
+            }
+            for &eos in tok.eos_ids() {
+                assert!(bytes[eos as usize].1, "eos {eos} is special");
+            }
+        }
     }
 
     fn pieces(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {

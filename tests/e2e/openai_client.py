@@ -202,6 +202,115 @@ def _():
                                               extra_body={"variables": {"headline": "Rain expected all week"}}))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0, chunks[-1]
 
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "city": {"type": "string", "maxLength": 30},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
+        "mood": {"enum": ["happy", "calm", "busy"]},
+    },
+    "required": ["name", "age", "city", "hobbies", "mood"],
+    "additionalProperties": False,
+}
+
+
+@check("response_format json_schema: 12 completions at temperature 0.7 all validate")
+def _():
+    import json
+
+    import jsonschema
+
+    topics = ["a baker", "a pilot", "a student in Seoul", "a retired teacher", "a chess player", "a nurse",
+              "a farmer", "a painter", "a software developer", "a sailor", "a musician", "a gardener"]
+
+    def one(i_topic):
+        i, topic = i_topic
+        r = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"Describe {topic} as a JSON record."}],
+            max_tokens=120, temperature=0.7, seed=i,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}})
+        c = r.choices[0]
+        assert c.finish_reason == "stop", (topic, c)
+        value = json.loads(c.message.content)
+        jsonschema.validate(value, PERSON_SCHEMA)
+        return value
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        values = list(pool.map(one, enumerate(topics)))
+    assert len(values) == len(topics)
+
+
+@check("json_object, vLLM structured_outputs and guided_* fields through extra_body")
+def _():
+    import json
+    import re
+
+    r = client.completions.create(model=model, prompt="A JSON object describing a cat:", max_tokens=60,
+                                  temperature=0.7, response_format={"type": "json_object"})
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(r.choices[0].text), dict), r.choices[0].text
+    labels = ["sports", "politics", "science"]
+    for extra in [{"structured_outputs": {"choice": labels}}, {"guided_choice": labels}]:
+        r = client.completions.create(model=model, prompt="Headline: New telescope finds water on Mars. Topic:",
+                                      max_tokens=8, temperature=1.0, n=4, extra_body=extra)
+        assert all(c.text in labels and c.finish_reason == "stop" for c in r.choices), r.choices
+    for extra in [{"structured_outputs": {"regex": "[0-9]{3}-[0-9]{4}"}}, {"guided_regex": "[0-9]{3}-[0-9]{4}"}]:
+        r = client.completions.create(model=model, prompt="Call me at", max_tokens=12, temperature=1.0,
+                                      extra_body=extra)
+        assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", r.choices[0].text), r.choices[0].text
+    grammar = 'start: "yes" | "no"'
+    r = client.completions.create(model=model, prompt="Is water wet?", max_tokens=4, temperature=1.0,
+                                  extra_body={"structured_outputs": {"grammar": grammar}})
+    assert r.choices[0].text in ("yes", "no"), r.choices[0].text
+
+
+@check("bad constraints, logit_bias and tools are 400s naming the field")
+def _():
+    import openai
+
+    cases = [
+        (dict(response_format={"type": "json_schema",
+                               "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}),
+         "response_format.json_schema.schema"),
+        (dict(extra_body={"guided_regex": "[0-9"}), "guided_regex"),
+        (dict(extra_body={"structured_outputs": {"regex": "a", "choice": ["a"]}}), "structured_outputs.choice"),
+        (dict(logit_bias={"5": 150}), "logit_bias"),
+        (dict(logit_bias={str(i): 1 for i in range(301)}), "logit_bias"),
+    ]
+    for kwargs, param in cases:
+        try:
+            client.completions.create(model=model, prompt="hi", max_tokens=4, **kwargs)
+        except openai.BadRequestError as e:
+            assert e.body["param"] == param, (param, e.body)
+        else:
+            raise AssertionError(f"{kwargs} was accepted")
+    try:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Weather?"}], max_tokens=4,
+            tools=[{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}])
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "tools" and "tool support" in e.body["message"], e.body
+    else:
+        raise AssertionError("tools were accepted")
+
+
+@check("logit_bias +100 forces a token")
+def _():
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(base.rstrip("/") + "/tokenize", method="POST",
+                                 data=json.dumps({"prompt": " banana", "add_special_tokens": False}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        token = json.load(resp)["tokens"][0]
+    r = client.completions.create(model=model, prompt="The capital of France is", max_tokens=3, temperature=0,
+                                  logit_bias={str(token): 100})
+    assert r.choices[0].text.count("banana") == 3, r.choices[0].text
+
 
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")

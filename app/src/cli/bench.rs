@@ -25,16 +25,63 @@ pub struct BenchArgs {
     chunks: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "0,4096,8192")]
     starts: Vec<usize>,
+    /// Instead: the cost of constrained decoding (`json`: a typical schema, `regex`,
+    /// `choice`) at the largest `--batch` rows over `--decode-steps` steps, against the same
+    /// rows unconstrained, and the compile time of a typical JSON schema.
+    #[arg(long, value_parser = ["json", "regex", "choice"])]
+    constraint: Option<String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let BenchArgs { model, tp, batch, prompt_tokens, decode_steps, step_costs, chunks, starts } = args;
+    let BenchArgs { model, tp, batch, prompt_tokens, decode_steps, step_costs, chunks, starts, constraint } = args;
     let models = if model.is_empty() {
         inference::installed_models(&inference::models_dir()).into_iter().map(|(n, _)| n).collect()
     } else {
         model
     };
     println!("machine: {}", inference::bench::machine());
+    if let Some(kind) = constraint {
+        let rows = batch.iter().max().copied().unwrap_or(16);
+        println!(
+            "{:<14} {:>6} {:>4} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>8} {:>10} {:>9}",
+            "model",
+            "kind",
+            "rows",
+            "steps",
+            "step_ms",
+            "c_step_ms",
+            "samp_ms",
+            "c_samp",
+            "mask_%",
+            "step_%",
+            "trie_ms",
+            "compile_ms",
+            "schema_ms"
+        );
+        for m in &models {
+            let c = inference::bench::constraint_cost(m, tp.first().copied().unwrap_or(1), &kind, rows, decode_steps)?;
+            println!(
+                "{:<14} {:>6} {:>4} {:>5} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>7.1} {:>7.1} {:>8.0} {:>10.1} {:>9.1}",
+                c.model,
+                c.kind,
+                c.rows,
+                c.steps,
+                c.plain_step_ms,
+                c.constrained_step_ms,
+                c.plain_sampling_ms,
+                c.constrained_sampling_ms,
+                c.mask_overhead_pct(),
+                c.step_overhead_pct(),
+                c.trie_ms,
+                c.compile_ms,
+                c.schema_compile_ms
+            );
+        }
+        println!(
+            "mask_%: the masks' cost per step relative to the unconstrained step; step_%: the whole step's growth"
+        );
+        return Ok(());
+    }
     if step_costs {
         println!("{:<14} {:>2} {:>6} {:>6} {:>5} {:>9}", "model", "tp", "chunk", "start", "rows", "ms");
         for m in &models {

@@ -51,6 +51,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop,
         ignore_eos: false,
         forced: Vec::new(),
+        constraint: None,
     };
     let t0 = Instant::now();
     let mut stdout = std::io::stdout();

@@ -63,6 +63,7 @@ fn run_rendered(
         stop: p.stop.clone(),
         ignore_eos: false,
         forced: Vec::new(),
+        constraint: None,
     };
     let out = engine.generate(req, |_| {})?;
     Ok(out.text)

@@ -161,6 +161,7 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
             stop: spec.parameters.stop.clone(),
             ignore_eos: false,
             forced: Vec::new(),
+            constraint: None,
         };
         run_one(sched, req)
     });

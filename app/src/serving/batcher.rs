@@ -117,6 +117,8 @@ pub struct Scheduler {
     /// The engine's KV budget in positions, shared by running sequences (None: unlimited).
     pub kv_budget_tokens: Option<usize>,
     pub tokenizer: Arc<Tokenizer>,
+    /// Compiles output constraints for the model's vocabulary (on the validating thread).
+    pub constraints: Arc<inference::Constraints>,
     pub model_name: String,
     pub context_length: usize,
     /// Tensor-parallel degree the model runs at (recorded with eval runs).
@@ -131,6 +133,7 @@ impl Scheduler {
         let (tx, rx) = channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let tokenizer = engine.tokenizer().clone();
+        let constraints = engine.constraints().clone();
         let context_length = engine.context_length();
         let tp = engine.model().tp;
         let max_running = engine.max_running();
@@ -150,6 +153,7 @@ impl Scheduler {
             max_running,
             kv_budget_tokens,
             tokenizer,
+            constraints,
             model_name,
             context_length,
             tp,

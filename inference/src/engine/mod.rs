@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use self::prefix_cache::PrefixCache;
 use self::stream::{IncrementalDecoder, StopMatcher};
+use crate::constraint::{ConstraintError, Constraints, Guide};
 use crate::error::{EngineError, Result};
 use crate::model::ShardedModel;
 use crate::nn::{Chunk, SeqId};
@@ -60,6 +61,8 @@ struct Sequence {
     leader: Option<SeqId>,
     /// The step that last advanced it (paused batch work resumes oldest first).
     last_run: u64,
+    /// Its output constraint's state: masks each draw, follows each token.
+    guide: Option<Guide>,
 }
 
 impl Sequence {
@@ -105,6 +108,8 @@ pub struct StepStats {
     /// Batch-priority tokens in this step (the rest were API traffic).
     pub batch_tokens: usize,
     pub elapsed: Duration,
+    /// Of `elapsed`, the time drawing tokens (with the constrained sequences' masks).
+    pub sampling: Duration,
 }
 
 pub struct Engine {
@@ -117,14 +122,18 @@ pub struct Engine {
     seqs: HashMap<SeqId, Sequence>,
     prefix: PrefixCache,
     steps: u64,
+    /// The vocabulary's token trie and compiled grammars (built on first use).
+    constraints: Arc<Constraints>,
     pub last_step: StepStats,
 }
 
 impl Engine {
     pub fn new(model: ShardedModel, tokenizer: Tokenizer, cfg: EngineConfig) -> Self {
+        let tokenizer = Arc::new(tokenizer);
         Self {
             model,
-            tokenizer: Arc::new(tokenizer),
+            constraints: Arc::new(Constraints::new(tokenizer.clone())),
+            tokenizer,
             cfg,
             next_id: 1,
             waiting: VecDeque::new(),
@@ -141,6 +150,11 @@ impl Engine {
     }
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+    /// Compiles output constraints for this model's vocabulary (share it with the threads
+    /// that validate requests: compiling is CPU work to keep off the engine's thread).
+    pub fn constraints(&self) -> &Arc<Constraints> {
+        &self.constraints
     }
     pub fn context_length(&self) -> usize {
         self.model.config().context_length()
@@ -174,7 +188,9 @@ impl Engine {
         let seq = Sequence {
             sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
             decoder: IncrementalDecoder::new(&req.prompt_tokens),
-            stops: StopMatcher::new(req.stop.clone()),
+            // A constrained output ends where its grammar does (see `GenerateRequest::constraint`).
+            stops: StopMatcher::new(if req.constraint.is_some() { Vec::new() } else { req.stop.clone() }),
+            guide: if req.forced.is_empty() { req.constraint.as_ref().map(|g| g.start()) } else { None },
             prompt_len: req.prompt_tokens.len(),
             tokens: req.prompt_tokens.into_iter().chain(req.forced).collect(),
             max_tokens,
@@ -235,35 +251,44 @@ impl Engine {
     }
 
     /// Draws the next token of every generating (not scored) sequence in `order`, on the
-    /// matmul pool: a full-vocabulary softmax per sequence is the largest cost left
-    /// outside the forward pass. Each sampler only sees its own row, so the result does
-    /// not depend on the threads.
+    /// matmul pool: a full-vocabulary softmax per sequence (and a constrained sequence's
+    /// token mask) is the largest cost left outside the forward pass. Each sampler only
+    /// sees its own row, so the result does not depend on the threads. A constrained
+    /// sequence whose mask failed gets its error instead of a token.
     fn sample_all(
         &mut self,
         order: &[(SeqId, usize)],
         logits: &[candle_core::Tensor],
-    ) -> Result<HashMap<SeqId, SampledToken>> {
+    ) -> Result<HashMap<SeqId, Result<SampledToken, ConstraintError>>> {
+        type Job<'a> =
+            (SeqId, &'a mut Sampler, Option<&'a mut Guide>, Vec<f32>, Option<Result<SampledToken, ConstraintError>>);
         let wanted: HashMap<SeqId, usize> = order.iter().copied().collect();
-        let mut jobs = Vec::new();
+        let mut jobs: Vec<std::sync::Mutex<Job>> = Vec::new();
         for (id, s) in self.seqs.iter_mut() {
             if let Some(&i) = wanted.get(id) {
                 if s.forced == 0 {
                     let row: Vec<f32> = logits[i].squeeze(0)?.to_vec1()?;
-                    jobs.push(std::sync::Mutex::new((*id, &mut s.sampler, row, None)));
+                    jobs.push(std::sync::Mutex::new((*id, &mut s.sampler, s.guide.as_mut(), row, None)));
                 }
             }
         }
         crate::kernels::pool::pool().run(jobs.len(), 1, &|range: std::ops::Range<usize>| {
             for j in range {
                 let mut job = jobs[j].lock().expect("sampling job");
-                let (_, sampler, row, out) = &mut *job;
-                *out = Some(sampler.sample(row));
+                let (_, sampler, guide, row, out) = &mut *job;
+                *out = Some(match guide {
+                    Some(g) => {
+                        let mut scores = row.clone();
+                        g.mask(&mut scores).map(|()| sampler.sample_with(row, &scores))
+                    }
+                    None => Ok(sampler.sample(row)),
+                });
             }
         });
         Ok(jobs
             .into_iter()
             .filter_map(|j| {
-                let (id, _, _, tok) = j.into_inner().expect("sampling job");
+                let (id, _, _, _, tok) = j.into_inner().expect("sampling job");
                 tok.map(|t| (id, t))
             })
             .collect())
@@ -575,7 +600,9 @@ impl Engine {
         }
 
         let gen: Vec<(SeqId, usize)> = ready.iter().copied().filter(|(id, _)| self.seqs[id].forced == 0).collect();
+        let sampling_started = Instant::now();
         let mut sampled = self.sample_all(&gen, &logits)?;
+        let sampling = sampling_started.elapsed();
         let mut finished = Vec::new();
         let ctx = self.context_length();
         for (id, i) in ready {
@@ -602,19 +629,50 @@ impl Engine {
                 continue;
             }
             s.cached = s.tokens.len();
-            let tok = sampled.remove(&id).expect("sampled with the others");
+            let tok = match sampled.remove(&id).expect("sampled with the others") {
+                Ok(tok) => tok,
+                Err(e) => {
+                    // The constraint hit one of its limits or has no way on: the output is
+                    // incomplete, so it ends as `length`, never as a complete `stop`.
+                    tracing::warn!(seq = id, "constrained sequence ends early: {e}");
+                    let rest = s.decoder.finish(&*self.tokenizer);
+                    events.push(Event::Finished {
+                        seq: id,
+                        reason: FinishReason::Length,
+                        text: rest,
+                        prompt_tokens: s.prompt_len,
+                        cached_tokens: s.reused,
+                        generated_tokens: s.generated(),
+                    });
+                    finished.push(id);
+                    continue;
+                }
+            };
             s.tokens.push(tok.id);
-            let is_eos = !s.ignore_eos && self.tokenizer.eos_ids().contains(&tok.id);
+            let eos = self.tokenizer.eos_ids().contains(&tok.id);
+            // A constrained sequence only draws an end-of-sequence token where its grammar
+            // may end, and ends there even with `ignore_eos`.
+            let is_eos = eos && (!s.ignore_eos || s.guide.is_some());
             let mut reason = None;
             let mut text = String::new();
+            let mut complete = false;
+            if let Some(g) = &mut s.guide {
+                match g.advance(tok.id) {
+                    Ok(()) => complete = !eos && g.finished(),
+                    Err(e) => {
+                        tracing::warn!(seq = id, "constrained sequence ends early: {e}");
+                        reason = Some(FinishReason::Length);
+                    }
+                }
+            }
             if is_eos {
                 reason = Some(FinishReason::Stop);
             } else {
                 let piece = s.decoder.push(&*self.tokenizer, tok.id);
                 let (emit, stop) = s.stops.push(&piece);
                 text = emit;
-                if stop.is_some() {
-                    reason = Some(FinishReason::Stop);
+                if stop.is_some() || complete {
+                    reason = reason.or(Some(FinishReason::Stop));
                 }
             }
             if reason.is_none() && (s.generated() >= s.max_tokens || s.tokens.len() >= ctx) {
@@ -622,7 +680,7 @@ impl Engine {
             }
             events.push(Event::Token { seq: id, token: tok, text });
             if let Some(reason) = reason {
-                let tail = if reason == FinishReason::Length || is_eos {
+                let tail = if reason == FinishReason::Length || is_eos || complete {
                     let rest = s.decoder.finish(&*self.tokenizer);
                     let (emit, _) = s.stops.push(&rest);
                     emit + &s.stops.flush()
@@ -648,7 +706,8 @@ impl Engine {
             self.model.free(finished);
             self.release_if_idle();
         }
-        self.last_step = StepStats { prefill_tokens, decode_tokens, batch_tokens, elapsed: started.elapsed() };
+        self.last_step =
+            StepStats { prefill_tokens, decode_tokens, batch_tokens, elapsed: started.elapsed(), sampling };
         Ok(events)
     }
 

@@ -1,8 +1,11 @@
 //! What a caller hands the engine (a [`GenerateRequest`], an [`EngineConfig`]) and what
 //! comes back (each step's [`Event`]s, or a whole [`Generation`]).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::constraint::Grammar;
 use crate::nn::SeqId;
 use crate::sampling::{SampledToken, SamplingParams};
 
@@ -21,6 +24,13 @@ pub struct GenerateRequest {
     /// before it, then it finishes (`Stop`) without generating; `max_tokens`, `stop` and the
     /// sampling draw are not used.
     pub forced: Vec<u32>,
+    /// Output constraint (JSON schema, regex, choice, grammar), compiled beforehand with
+    /// [`crate::Constraints::compile`]: each step masks the tokens it cannot take, at any
+    /// temperature. The sequence finishes with `Stop` once the output is complete and only
+    /// an end-of-sequence token may follow, and with `Length` if `max_tokens` (or a limit
+    /// of the grammar) comes first; `stop` sequences are not applied, as they could cut a
+    /// valid output short.
+    pub constraint: Option<Arc<Grammar>>,
 }
 
 impl GenerateRequest {
@@ -32,6 +42,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             ignore_eos: false,
             forced: Vec::new(),
+            constraint: None,
         }
     }
 

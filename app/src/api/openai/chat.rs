@@ -16,8 +16,9 @@ use crate::AppState;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
-    WithParams(r, mut params): WithParams<ChatFields>,
+    WithParams(mut r, mut params): WithParams<ChatFields>,
 ) -> Result<Response, ApiError> {
+    let output = r.take_output();
     let sched = state.scheduler.clone();
     check_model(&sched, &r.model)?;
     let logprobs = if r.logprobs.unwrap_or(false) { Some(r.top_logprobs.unwrap_or(0)) } else { None };
@@ -30,7 +31,7 @@ pub async fn chat_completions(
         let prompt = render_chat(&sched, &messages)?;
         // The template writes any BOS itself.
         let ids = sched.tokenizer.encode(&prompt, false).map_err(ServeError::internal)?;
-        ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)
+        ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?.with_output(&sched, output)
     })
     .await??;
     respond(state, valid, ResponseExtras { chat: true, include_usage, ..Default::default() }).await

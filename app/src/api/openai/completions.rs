@@ -168,8 +168,9 @@ fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
 
 pub async fn completions(
     State(state): State<AppState>,
-    WithParams(r, params): WithParams<CompletionFields>,
+    WithParams(mut r, params): WithParams<CompletionFields>,
 ) -> Result<Response, ApiError> {
+    let output = r.take_output();
     let opts = RequestOptions {
         model: r.model,
         logprobs: r.logprobs,
@@ -179,8 +180,11 @@ pub async fn completions(
     let sched = state.scheduler.clone();
     let prompt = r.prompt;
     // Tokenizing every prompt is CPU work: off the tokio workers.
-    let valid = cpu::run(move || ValidRequest::new(&sched, prompt, params, opts)).await??;
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
+    // ... and so is compiling an output constraint.
+    let valid =
+        cpu::run(move || ValidRequest::new(&sched, prompt, params, opts).and_then(|v| v.with_output(&sched, output)))
+            .await??;
     respond(state, valid, ResponseExtras { include_usage, ..Default::default() }).await
 }
 

@@ -53,7 +53,7 @@ pub async fn draft_completions(
 async fn complete_spec(
     state: AppState,
     spec: &VersionSpec,
-    call: TemplateCall,
+    mut call: TemplateCall,
     params: GenerationParams,
     saved: Option<(TemplateInfo, VersionInfo)>,
 ) -> Result<Response, ApiError> {
@@ -87,12 +87,13 @@ async fn complete_spec(
         stream: call.stream.unwrap_or(false),
     };
     let include_usage = call.stream_options.is_some_and(|o| o.include_usage);
+    let output = call.take_output();
     // Rendering and tokenizing are CPU work: off the tokio workers.
     let (sched, owned, variables) = (state.scheduler.clone(), spec.clone(), call.variables.clone());
     let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
         let rendered = owned.render(&variables)?;
         let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(ServeError::internal)?;
-        let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?;
+        let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?.with_output(&sched, output)?;
         Ok((rendered, valid))
     })
     .await??;
