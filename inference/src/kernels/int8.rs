@@ -874,7 +874,8 @@ mod tests {
                 // f32 scales as Q4_K's and Q6_K's rewrites hold them: an f16 times a small integer.
                 Format::Q4F | Format::Q6H => {
                     for _ in 0..2 {
-                        let s = f16_to_f32(scale()) * (next() % 127) as f32;
+                        let h = scale();
+                        let s = f16_to_f32(h) * (h % 127) as f32;
                         out.extend(s.to_le_bytes());
                     }
                     if fmt == Format::Q4F {
