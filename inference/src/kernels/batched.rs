@@ -85,7 +85,7 @@ impl BatchedWeight {
 
     /// Whether a quantized `[n, k]` weight of `dtype` takes the integer kernels.
     pub fn supports_quant(dtype: candle_core::quantized::GgmlDType, k: usize) -> bool {
-        repack::format_of(dtype).is_some() && k % dtype.block_size() == 0 && k % int8::BLOCK == 0
+        repack::format_of(dtype).is_some() && k.is_multiple_of(dtype.block_size()) && k.is_multiple_of(int8::BLOCK)
     }
 
     /// Q4_1, Q8_0, Q5_0, Q4_K and Q6_K stay quantized (the last three rewritten exactly

@@ -44,7 +44,7 @@ pub(super) fn rewrite(dtype: GgmlDType, gguf: &[u8], n: usize, k: usize) -> Opti
         _ => return None,
     };
     let blocks = n * k / gbs;
-    assert!(k % gbs == 0 && gguf.len() >= blocks * gts);
+    assert!(k.is_multiple_of(gbs) && gguf.len() >= blocks * gts);
     // One GGUF block gives `gbs / 32` of ours.
     let ob = gbs / BLOCK * fmt.gguf_bytes();
     let mut out = vec![0u8; blocks * ob];
