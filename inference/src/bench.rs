@@ -50,6 +50,20 @@ pub fn run(
     let started = Instant::now();
     let sharded = ShardedModel::load_cpu(files, tp)?;
     let load_s = started.elapsed().as_secs_f64();
+    run_loaded(model, sharded, tok, load_s, batches, prompt_tokens, decode_steps)
+}
+
+/// [`run`] on a model already loaded (on any device), `load_s` its load time.
+pub fn run_loaded(
+    model: &str,
+    sharded: ShardedModel,
+    tok: crate::tokenizer::Tokenizer,
+    load_s: f64,
+    batches: &[usize],
+    prompt_tokens: usize,
+    decode_steps: usize,
+) -> Result<Vec<BenchRow>> {
+    let tp = sharded.tp;
     let base = "The history of natural language processing generally started in the 1950s, although work can be \
                 found from earlier periods. In 1950, Alan Turing published an article titled Computing Machinery \
                 and Intelligence which proposed what is now called the Turing test as a criterion of intelligence. ";
@@ -141,7 +155,14 @@ pub fn step_costs(
     };
     let mut out = Vec::new();
     let longest = starts.iter().max().copied().unwrap_or(0);
-    let chunk = |seq, tokens: Vec<u32>, start_pos| Chunk { seq, tokens, start_pos, all_logits: false, tail_logits: 0 };
+    let chunk = |seq, tokens: Vec<u32>, start_pos| Chunk {
+        seq,
+        tokens,
+        start_pos,
+        all_logits: false,
+        tail_logits: 0,
+        no_logits: false,
+    };
     // One long context to start chunks from (sequence 1), filled in pieces of 512.
     let mut filled = 0;
     while filled < longest {

@@ -25,7 +25,7 @@ pub(crate) fn invariant() -> bool {
 static BATCHED: AtomicBool = AtomicBool::new(true);
 
 /// With invariant numerics on the CPU, multiply the weights [`crate::kernels::BatchedWeight`] supports
-/// (dense, Q4_1, Q8_0) with it (on by default; read when a model is loaded): each weight
+/// (dense, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) with it (on by default; read when a model is loaded): each weight
 /// is read once per call and shared by every row of a batch (quantized weights with
 /// integer kernels), so 16 sequences cost far less than 16 times one. Other weights, and
 /// all of them when this is off, go through candle's quantized matmul (one integer dot

@@ -192,6 +192,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                 start_pos: 0,
                 all_logits: false,
                 tail_logits: 0,
+                no_logits: false,
             }])
             .unwrap();
         let n = ids.len();
@@ -202,6 +203,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                 start_pos: 0,
                 all_logits: false,
                 tail_logits: 0,
+                no_logits: false,
             }])
             .unwrap();
             let rest = m
@@ -211,6 +213,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                     start_pos: split,
                     all_logits: false,
                     tail_logits: 0,
+                    no_logits: false,
                 }])
                 .unwrap();
             let (a, b): (Vec<f32>, Vec<f32>) =

@@ -93,6 +93,7 @@ fn hf_checkpoint_loads_and_matches_candle_llama() {
                     start_pos: 0,
                     all_logits: false,
                     tail_logits: 0,
+                    no_logits: false,
                 }])
                 .unwrap();
             let got: Vec<f32> = got[0].squeeze(0).unwrap().to_vec1().unwrap();

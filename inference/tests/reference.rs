@@ -30,7 +30,14 @@ where
     for step in 0..STEPS {
         let new = tokens[pos..].to_vec();
         let ours = model
-            .forward(vec![Chunk { seq: 1, tokens: new.clone(), start_pos: pos, all_logits: false, tail_logits: 0 }])
+            .forward(vec![Chunk {
+                seq: 1,
+                tokens: new.clone(),
+                start_pos: pos,
+                all_logits: false,
+                tail_logits: 0,
+                no_logits: false,
+            }])
             .unwrap();
         let ours: Vec<f32> = ours[0].squeeze(0).unwrap().to_vec1().unwrap();
         let theirs = reference(&new, pos);
@@ -95,7 +102,14 @@ fn gemma3_matches_candle_quantized_gemma3() {
 /// Mean negative log-likelihood of `text` under the model (teacher forcing).
 fn nll(model: &ShardedModel, ids: &[u32]) -> f32 {
     let out = model
-        .forward(vec![Chunk { seq: 7, tokens: ids.to_vec(), start_pos: 0, all_logits: true, tail_logits: 0 }])
+        .forward(vec![Chunk {
+            seq: 7,
+            tokens: ids.to_vec(),
+            start_pos: 0,
+            all_logits: true,
+            tail_logits: 0,
+            no_logits: false,
+        }])
         .unwrap();
     let rows: Vec<Vec<f32>> = out[0].to_vec2().unwrap();
     let mut total = 0.0;

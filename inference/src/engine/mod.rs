@@ -572,6 +572,8 @@ impl Engine {
                 start_pos: s.cached,
                 all_logits: false,
                 tail_logits: if completes { s.forced } else { 0 },
+                // A prompt piece that does not complete the prompt samples nothing.
+                no_logits: !completes,
             });
         }
         order.extend(plan.iter().map(|&(id, _)| id));

@@ -7,9 +7,10 @@
 //! 16 rows costs 16 times one row. Here the weight is read once per call and every row
 //! of a batch reuses it from cache.
 //!
-//! - Q4_1 and Q8_0 weights stay quantized, repacked in panels of 16 rows for integer
-//!   kernels (`vpdpbusd` on AVX-512 VNNI): see [`int8`] for their layout and numerics
-//!   (candle's and llama.cpp's: `x` quantized per block of 32 to 8 bits).
+//! - Q4_1, Q8_0, Q5_0, Q4_K and Q6_K weights stay quantized, repacked in panels of 16
+//!   rows for integer kernels (`vpdpbusd` on AVX-512 VNNI): see [`int8`] for their layout
+//!   and numerics (candle's and llama.cpp's: `x` quantized per block of 32 to 8 bits) and
+//!   [`repack`] for the exact rewrite of the last three into blocks of 32.
 //! - Dense weights (and quant types without a kernel here, dequantized once at load)
 //!   are f32 panels of 8 rows: see [`dense`] for their layout and numerics (eight
 //!   lane-wise FMA chains per output, then a fixed sum of the lanes).
@@ -22,13 +23,12 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Result, Storage, Tensor};
 
 use super::aligned::Aligned;
 use super::dense::{self, deinterleave, interleave, lane_sums, row_tiles, PANEL};
 use super::tiles::even_tiles;
-use super::{int8, pool};
+use super::{int8, pool, repack};
 use crate::weight::Weight;
 
 /// Rows of `x` per work item: bounds the `x` slice kept in cache while a panel is reused.
@@ -79,21 +79,26 @@ impl BatchedWeight {
     pub fn supports(w: &Weight) -> bool {
         match w {
             Weight::Dense(_) => true,
-            Weight::Quant(q) => {
-                matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0)
-                    && q.shape().dims2().is_ok_and(|(_, k)| k % 32 == 0)
-            }
+            Weight::Quant(q) => q.shape().dims2().is_ok_and(|(_, k)| Self::supports_quant(q.dtype(), k)),
         }
     }
 
-    /// Q4_1 and Q8_0 stay quantized; other quant types are dequantized to f32 once here.
+    /// Whether a quantized `[n, k]` weight of `dtype` takes the integer kernels.
+    pub fn supports_quant(dtype: candle_core::quantized::GgmlDType, k: usize) -> bool {
+        repack::format_of(dtype).is_some() && k.is_multiple_of(dtype.block_size()) && k.is_multiple_of(int8::BLOCK)
+    }
+
+    /// Q4_1, Q8_0, Q5_0, Q4_K and Q6_K stay quantized (the last three rewritten exactly
+    /// into blocks of 32, [`repack`]); other quant types are dequantized to f32 once here.
     pub fn new(w: &Weight) -> Result<Self> {
         let (n, k) = w.dims2()?;
         let k_pad = k.div_ceil(8) * 8;
         let store = match w {
-            Weight::Quant(q) if matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0) && k % 32 == 0 => {
-                let fmt = if q.dtype() == GgmlDType::Q4_1 { int8::Format::Q4_1 } else { int8::Format::Q8_0 };
-                Store::Quant(fmt, pack_panels(fmt, &q.data()?, n, k / int8::BLOCK))
+            Weight::Quant(q) if Self::supports(w) => {
+                let fmt = repack::format_of(q.dtype()).expect("a supported type");
+                let data = q.data()?;
+                let rows = repack::rewrite(q.dtype(), &data, n, k);
+                Store::Quant(fmt, pack_panels(fmt, rows.as_deref().unwrap_or(&data), n, k / int8::BLOCK))
             }
             _ => {
                 let dense = w.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -453,7 +458,7 @@ fn int8_kernel() -> int8::Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::QTensor;
+    use candle_core::quantized::{GgmlDType, QTensor};
     use std::sync::Arc;
 
     fn weight(n: usize, k: usize, dt: Option<GgmlDType>) -> Weight {
@@ -492,6 +497,9 @@ mod tests {
             (Some(GgmlDType::Q4_1), 37, 576),
             (Some(GgmlDType::Q8_0), 16, 64),
             (Some(GgmlDType::Q4K), 9, 256),
+            (Some(GgmlDType::Q5_0), 21, 96),
+            (Some(GgmlDType::Q6K), 17, 512),
+            (Some(GgmlDType::Q2K), 5, 256),
             (None, 13, 35),
         ] {
             let w = weight(n, k, dt);
@@ -514,15 +522,48 @@ mod tests {
         }
     }
 
+    /// Gemma-3's file holds Q8_0, Q5_0, Q4_K and Q6_K matrices: each takes the integer
+    /// kernels (none is left to candle's quantized matmul or dequantized to f32).
+    #[test]
+    fn every_matrix_of_gemma_takes_the_integer_kernels() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma3-270m");
+        let path = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+            .expect("the Gemma GGUF in models/");
+        let content =
+            candle_core::quantized::gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
+        let mut types = std::collections::BTreeSet::new();
+        for (name, info) in &content.tensor_infos {
+            let dense = matches!(info.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+            if let (&[_, k], false) = (info.shape.dims(), dense) {
+                types.insert(format!("{:?}", info.ggml_dtype));
+                assert!(
+                    BatchedWeight::supports_quant(info.ggml_dtype, k),
+                    "{name}: {:?} with {k} columns",
+                    info.ggml_dtype
+                );
+            }
+        }
+        assert_eq!(types.into_iter().collect::<Vec<_>>(), ["Q4K", "Q5_0", "Q6K", "Q8_0"]);
+    }
+
     #[test]
     fn quantized_weights_agree_with_candles_quantized_matmul() {
         // candle also quantizes x per block of 32 (Q8_1 for Q4_1 weights, Q8_0 for Q8_0):
         // the same integer sums, its scales rounded to f16.
-        for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let w = weight(40, 576, Some(dt));
+        for (dt, k) in [
+            (GgmlDType::Q4_1, 576),
+            (GgmlDType::Q8_0, 576),
+            (GgmlDType::Q5_0, 576),
+            (GgmlDType::Q4K, 512),
+            (GgmlDType::Q6K, 512),
+        ] {
+            let w = weight(40, k, Some(dt));
             let Weight::Quant(q) = &w else { unreachable!() };
             let candle = candle_core::quantized::QMatMul::from_arc(q.clone()).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (5, 576), &Device::Cpu).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (5, k), &Device::Cpu).unwrap();
             let got = BatchedWeight::new(&w).unwrap().forward(&x).unwrap().to_vec2::<f32>().unwrap();
             let want = candle_core::Module::forward(&candle, &x).unwrap().to_vec2::<f32>().unwrap();
             let mags = reference(&x.to_vec2::<f32>().unwrap(), &w);
@@ -569,7 +610,14 @@ mod tests {
 
     #[test]
     fn every_row_is_bit_identical_at_any_batch_size() {
-        for (dt, n, k) in [(Some(GgmlDType::Q4_1), 200, 1536), (Some(GgmlDType::Q8_0), 77, 576), (None, 9, 44)] {
+        for (dt, n, k) in [
+            (Some(GgmlDType::Q4_1), 200, 1536),
+            (Some(GgmlDType::Q8_0), 77, 576),
+            (Some(GgmlDType::Q5_0), 40, 640),
+            (Some(GgmlDType::Q4K), 37, 1024),
+            (Some(GgmlDType::Q6K), 33, 512),
+            (None, 9, 44),
+        ] {
             let w = weight(n, k, dt);
             let bw = BatchedWeight::new(&w).unwrap();
             let big = Tensor::randn(0f32, 1.0, (130, k), &Device::Cpu).unwrap();
@@ -588,12 +636,19 @@ mod tests {
 
     #[test]
     fn parts_equal_separate_weights_and_stacked_rows_equal_a_concatenation() {
-        for dt in [Some(GgmlDType::Q4_1), Some(GgmlDType::Q8_0), None] {
-            let (n, k) = (21, 192);
+        for (dt, k) in [
+            (Some(GgmlDType::Q4_1), 192),
+            (Some(GgmlDType::Q8_0), 192),
+            (Some(GgmlDType::Q4K), 768),
+            (Some(GgmlDType::Q6K), 768),
+            (None, 192),
+        ] {
+            let n = 21;
             let w = weight(n, k, dt);
             let x = Tensor::randn(0f32, 1.0, (7, k), &Device::Cpu).unwrap();
-            // Three column parts, as a row-parallel layer with three heads holds them.
-            let ranges = [0..64, 64..160, 160..192];
+            // Three column parts, as a row-parallel layer with three heads holds them (on
+            // K-quant superblocks, so that each alone stays quantized).
+            let ranges = if k == 192 { [0..64, 64..160, 160..192] } else { [0..256, 256..512, 512..768] };
             let fused = BatchedWeight::new(&w).unwrap().with_parts(&ranges).unwrap();
             let (y, m) = fused.forward_parts(&x).unwrap();
             assert_eq!((m, y.len()), (7, 3 * 7 * n));
@@ -613,7 +668,7 @@ mod tests {
             let summed = fused.forward_summed(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(summed.iter().zip(&fold).all(|(a, b)| a.to_bits() == b.to_bits()), "{dt:?}: summed");
             // Misaligned parts are refused.
-            assert!(BatchedWeight::new(&w).unwrap().with_parts(&[0..60, 60..192]).is_err());
+            assert!(BatchedWeight::new(&w).unwrap().with_parts(&[0..60, 60..k]).is_err());
 
             let (a, b) = (weight(5, k, dt), weight(11, k, dt));
             let (a, b) = (BatchedWeight::new(&a).unwrap(), BatchedWeight::new(&b).unwrap());

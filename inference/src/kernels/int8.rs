@@ -9,9 +9,16 @@
 //! adds 64 products into 16 lanes, one lane per weight row, so no lane is ever summed
 //! across: the output `(i, c)` is lane `c`'s chain.
 //!
+//! GGUF's other types are rewritten exactly into these blocks of 32 when a weight is
+//! loaded (see [`super::repack`]): Q5_0 as [`Format::Q5`] (its high bits regrouped), Q4_K
+//! as [`Format::Q4F`] (Q4_1 with f32 scale and offset), Q6_K as [`Format::Q6H`] (6-bit
+//! quants, an f32 scale per half).
+//!
 //! Numerics (every kernel, every tile, any `m`): for the blocks `b` of a part in order,
-//! `acc = fma(f32(Σ w·q), d_w · d_x, acc)`, then for Q4_1 `acc = fma(m_w, d_x · Σq, acc)`,
-//! from `acc = 0`. The integer sum is exact, whatever order a kernel adds in.
+//! `acc = fma(f32(Σ w·q), d_w · d_x, acc)`, then for Q4_1 and Q4F
+//! `acc = fma(m_w, d_x · Σq, acc)`; Q6H takes its halves in order,
+//! `acc = fma(f32(Σ_lo w·q), d_lo · d_x, acc)`, `acc = fma(f32(Σ_hi w·q), d_hi · d_x, acc)`;
+//! from `acc = 0`. The integer sums are exact, whatever order a kernel adds in.
 
 use std::ops::Range;
 
@@ -23,7 +30,8 @@ pub(super) const ROWS: usize = 16;
 /// Values per quant block (of the weight and of `x`).
 pub(super) const BLOCK: usize = 32;
 
-/// The weight formats the integer kernels take.
+/// The weight formats the integer kernels take: a block of one row as [`pack`] takes it
+/// (GGUF's own block for Q4_1 and Q8_0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Format {
     /// GGUF block: f16 d, f16 m, 16 bytes of nibbles (value `j` low nibble of byte `j`,
@@ -31,40 +39,73 @@ pub(super) enum Format {
     Q4_1,
     /// GGUF block: f16 d, 32 `i8`; `w = q · d`.
     Q8_0,
+    /// Q4_1 with f32 `d` and `m` (a Q4_K sub-block: `d · sc` and `-dmin · m`, exact in
+    /// f32): f32 d, f32 m, 16 bytes of nibbles as Q4_1's.
+    Q4F,
+    /// Two halves of 16 values with their own scale (Q6_K's sub-blocks: `d · sc`, exact
+    /// in f32): f32 d_lo, f32 d_hi, 32 bytes `q` in `0..64`; `w = (q - 32) · d_half`.
+    Q6H,
+    /// Q5_0 with its high bits regrouped: f16 d, 4 bytes of high bits (bit `s` of byte
+    /// `j` for value `4s + j`), 16 bytes of nibbles as Q4_1's; `w = (q - 16) · d`, `q` in
+    /// `0..32`.
+    Q5,
 }
 
+/// A kernel's format parameter (`const F: u8`): [`Format`]'s discriminant.
+const F_Q4_1: u8 = 0;
+const F_Q8_0: u8 = 1;
+const F_Q4F: u8 = 2;
+const F_Q6H: u8 = 3;
+const F_Q5: u8 = 4;
+
 impl Format {
-    /// The format a kernel's `Q4` parameter names.
-    const fn of(q4: bool) -> Format {
-        if q4 {
-            Format::Q4_1
-        } else {
-            Format::Q8_0
+    /// The format a kernel's `F` parameter names.
+    const fn of(f: u8) -> Format {
+        match f {
+            F_Q4_1 => Format::Q4_1,
+            F_Q8_0 => Format::Q8_0,
+            F_Q4F => Format::Q4F,
+            F_Q6H => Format::Q6H,
+            _ => Format::Q5,
         }
     }
 
-    /// Bytes of one block of one row in GGUF.
+    /// Bytes of one block of one row as [`pack`] takes it.
     pub(super) fn gguf_bytes(self) -> usize {
         match self {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
+            Format::Q4F => 24,
+            Format::Q6H => 40,
+            Format::Q5 => 22,
         }
     }
 
-    /// Bytes of one block of a whole panel: the 16 rows' f16 scales (`d` at 0, Q4_1's `m`
-    /// at 32), then the quants (at 64 for Q4_1: 4 vectors of nibbles, vector `t` holding
-    /// steps `t` (low nibbles) and `t + 4` (high); at 32 for Q8_0: 8 vectors).
+    /// Bytes of one block of a whole panel: the 16 rows' scales (`d` at 0, then Q4_1's
+    /// `m` at 32 (f16), Q4F's `m` or Q6H's `d_hi` at 64 (f32)), then the quants (Q4_1 at
+    /// 64, Q4F at 128: 4 vectors of nibbles, vector `t` holding steps `t` (low nibbles)
+    /// and `t + 4` (high); Q8_0 at 32, Q6H at 128: 8 vectors). Q5: f16 `d` at 0, a
+    /// vector of high bits at 32 (byte `4c + j` holding row `c`'s byte `j`), nibbles as
+    /// Q4_1's at 96.
     pub(super) fn panel_bytes(self) -> usize {
         match self {
             Format::Q4_1 => 64 + 4 * 64,
             Format::Q8_0 => 32 + 8 * 64,
+            Format::Q4F => 128 + 4 * 64,
+            Format::Q6H => 128 + 8 * 64,
+            Format::Q5 => 96 + 4 * 64,
         }
     }
 
-    /// Where byte `i` of row `c`'s GGUF block goes in its panel block.
+    /// Where byte `i` of row `c`'s block goes in its panel block.
     fn place(self, c: usize, i: usize) -> usize {
         match (self, i) {
-            (_, 0 | 1) => 2 * c + i,
+            (Format::Q4_1 | Format::Q8_0 | Format::Q5, 0 | 1) => 2 * c + i,
+            (Format::Q5, 2..6) => 32 + 4 * c + i - 2,
+            (Format::Q5, _) => {
+                let j = i - 6;
+                96 + (j / 4) * 64 + 4 * c + j % 4
+            }
             (Format::Q4_1, 2 | 3) => 32 + 2 * c + i - 2,
             (Format::Q4_1, _) => {
                 let j = i - 4;
@@ -73,6 +114,12 @@ impl Format {
             (Format::Q8_0, _) => {
                 let e = i - 2;
                 32 + (e / 4) * 64 + 4 * c + e % 4
+            }
+            (Format::Q4F | Format::Q6H, 0..4) => 4 * c + i,
+            (Format::Q4F | Format::Q6H, 4..8) => 64 + 4 * c + i - 4,
+            (Format::Q4F | Format::Q6H, _) => {
+                let e = i - 8;
+                128 + (e / 4) * 64 + 4 * c + e % 4
             }
         }
     }
@@ -125,6 +172,8 @@ pub(super) struct QuantRows {
     pub ds: Vec<f32>,
     /// `[m, nb]`: `Σq`.
     pub sum: Vec<i32>,
+    /// `[m, nb]`: `Σq` over the block's first 16 values (Q6H's halves).
+    pub hsum: Vec<i32>,
 }
 
 impl QuantRows {
@@ -144,6 +193,7 @@ impl QuantRows {
         self.d.resize(m * nb, 0.0);
         self.ds.resize(m * nb, 0.0);
         self.sum.resize(m * nb, 0);
+        self.hsum.resize(m * nb, 0);
     }
 
     /// A handle that threads quantize disjoint rows through.
@@ -154,6 +204,7 @@ impl QuantRows {
             d: self.d.as_mut_ptr(),
             ds: self.ds.as_mut_ptr(),
             sum: self.sum.as_mut_ptr(),
+            hsum: self.hsum.as_mut_ptr(),
         }
     }
 }
@@ -165,6 +216,7 @@ pub(super) struct RowWriter {
     d: *mut f32,
     ds: *mut f32,
     sum: *mut i32,
+    hsum: *mut i32,
 }
 
 // SAFETY: a shared handle only writes through its pointers in `quantize`, whose contract
@@ -181,9 +233,11 @@ impl RowWriter {
         let nb = self.nb;
         for j in rows.start * nb..rows.end * nb {
             let xb: &[f32; BLOCK] = x[j * BLOCK..][..BLOCK].try_into().expect("a block");
-            let (d, sum) = quantize_block(xb, &mut *(self.q.add(j * BLOCK) as *mut [i8; BLOCK]));
+            let q = &mut *(self.q.add(j * BLOCK) as *mut [i8; BLOCK]);
+            let (d, sum) = quantize_block(xb, q);
             *self.d.add(j) = d;
             *self.sum.add(j) = sum;
+            *self.hsum.add(j) = q[..BLOCK / 2].iter().map(|&v| i32::from(v)).sum();
             *self.ds.add(j) = d * sum as f32;
         }
     }
@@ -290,16 +344,19 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni512 {
         macro_rules! by_rows {
-            ($q4:literal, $($r:literal)*) => {
+            ($f:ident, $($r:literal)*) => {
                 match rows {
-                    $($r => x512::tile::<$r, $q4>(t),)*
+                    $($r => x512::tile::<$r, $f>(t),)*
                     _ => unreachable!("at most {MAX_TILE_ROWS} rows"),
                 }
             };
         }
         match fmt {
-            Format::Q4_1 => by_rows!(true, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
-            Format::Q8_0 => by_rows!(false, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q4_1 => by_rows!(F_Q4_1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q8_0 => by_rows!(F_Q8_0, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q4F => by_rows!(F_Q4F, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q6H => by_rows!(F_Q6H, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+            Format::Q5 => by_rows!(F_Q5, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
         }
         return;
     }
@@ -308,26 +365,35 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
     for (i, r) in even_split(0..rows, AVX2_TILE_ROWS) {
         let t = &Tile { i0: t.i0 + i, y: t.y.add(i * t.ldy), ..t.clone() };
         macro_rules! by_rows {
-            ($($f:ident)::+, $q4:literal) => {
+            ($($f:ident)::+, $fmt:ident) => {
                 match r {
-                    1 => $($f)::+::<1, $q4>(t),
-                    2 => $($f)::+::<2, $q4>(t),
-                    3 => $($f)::+::<3, $q4>(t),
-                    4 => $($f)::+::<4, $q4>(t),
-                    5 => $($f)::+::<5, $q4>(t),
-                    6 => $($f)::+::<6, $q4>(t),
-                    7 => $($f)::+::<7, $q4>(t),
-                    _ => $($f)::+::<8, $q4>(t),
+                    1 => $($f)::+::<1, $fmt>(t),
+                    2 => $($f)::+::<2, $fmt>(t),
+                    3 => $($f)::+::<3, $fmt>(t),
+                    4 => $($f)::+::<4, $fmt>(t),
+                    5 => $($f)::+::<5, $fmt>(t),
+                    6 => $($f)::+::<6, $fmt>(t),
+                    7 => $($f)::+::<7, $fmt>(t),
+                    _ => $($f)::+::<8, $fmt>(t),
                 }
             };
         }
         match (kernel, fmt) {
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, Format::Q4_1) => by_rows!(x86::tile, true),
+            (Kernel::Avx2, Format::Q4_1) => by_rows!(x86::tile, F_Q4_1),
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, Format::Q8_0) => by_rows!(x86::tile, false),
-            (_, Format::Q4_1) => by_rows!(portable, true),
-            (_, Format::Q8_0) => by_rows!(portable, false),
+            (Kernel::Avx2, Format::Q8_0) => by_rows!(x86::tile, F_Q8_0),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, Format::Q4F) => by_rows!(x86::tile, F_Q4F),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, Format::Q6H) => by_rows!(x86::tile, F_Q6H),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, Format::Q5) => by_rows!(x86::tile, F_Q5),
+            (_, Format::Q4_1) => by_rows!(portable, F_Q4_1),
+            (_, Format::Q8_0) => by_rows!(portable, F_Q8_0),
+            (_, Format::Q4F) => by_rows!(portable, F_Q4F),
+            (_, Format::Q6H) => by_rows!(portable, F_Q6H),
+            (_, Format::Q5) => by_rows!(portable, F_Q5),
         }
     }
 }
@@ -336,9 +402,9 @@ pub(super) unsafe fn tile(kernel: Kernel, fmt: Format, t: &Tile, rows: usize) {
 ///
 /// # Safety
 /// As for [`tile`] with `rows = R`.
-unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
+unsafe fn portable<const R: usize, const F: u8>(t: &Tile) {
     let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
-    let fmt = Format::of(Q4);
+    let fmt = Format::of(F);
     let pb = fmt.panel_bytes();
     let nb = x.nb;
     for r in 0..R {
@@ -348,21 +414,43 @@ unsafe fn portable<const R: usize, const Q4: bool>(t: &Tile) {
             for b in t.blocks.clone() {
                 let wb = std::slice::from_raw_parts(w.add(b * pb), pb);
                 let at = |i: usize| wb[fmt.place(c, i)];
-                let scale = |i: usize| f16_to_f32(u16::from_le_bytes([at(i), at(i + 1)]));
-                let xq = &x.q[(i * nb + b) * BLOCK..][..BLOCK];
-                let mut dot = 0i32;
-                for (e, xv) in xq.iter().enumerate() {
-                    let wq = if Q4 {
-                        let byte = at(4 + e % 16);
-                        i32::from(if e < 16 { byte & 0x0f } else { byte >> 4 })
-                    } else {
-                        i32::from(at(2 + e) as i8)
-                    };
-                    dot += wq * i32::from(*xv);
-                }
-                acc = (dot as f32).mul_add(scale(0) * x.d[i * nb + b], acc);
-                if Q4 {
-                    acc = scale(2).mul_add(x.ds[i * nb + b], acc);
+                let half = |i: usize| f16_to_f32(u16::from_le_bytes([at(i), at(i + 1)]));
+                let single = |i: usize| f32::from_le_bytes([at(i), at(i + 1), at(i + 2), at(i + 3)]);
+                let j = i * nb + b;
+                let xq = &x.q[j * BLOCK..][..BLOCK];
+                // Σ w·q over values `e` of the block, `wq(e)` the weight's integer.
+                let dot =
+                    |e: Range<usize>, wq: &dyn Fn(usize) -> i32| -> i32 { e.map(|e| wq(e) * i32::from(xq[e])).sum() };
+                match fmt {
+                    Format::Q4_1 | Format::Q4F => {
+                        let (d, mn, q0) =
+                            if fmt == Format::Q4_1 { (half(0), half(2), 4) } else { (single(0), single(4), 8) };
+                        let nibble = |e: usize| {
+                            let byte = at(q0 + e % 16);
+                            i32::from(if e < 16 { byte & 0x0f } else { byte >> 4 })
+                        };
+                        acc = (dot(0..BLOCK, &nibble) as f32).mul_add(d * x.d[j], acc);
+                        acc = mn.mul_add(x.ds[j], acc);
+                    }
+                    Format::Q8_0 => {
+                        let dq = dot(0..BLOCK, &|e| i32::from(at(2 + e) as i8));
+                        acc = (dq as f32).mul_add(half(0) * x.d[j], acc);
+                    }
+                    Format::Q6H => {
+                        for h in 0..2 {
+                            let dq = dot(16 * h..16 * h + 16, &|e| i32::from(at(8 + e)) - 32);
+                            acc = (dq as f32).mul_add(single(4 * h) * x.d[j], acc);
+                        }
+                    }
+                    Format::Q5 => {
+                        let q = |e: usize| {
+                            let byte = at(6 + e % 16);
+                            let low = if e < 16 { byte & 0x0f } else { byte >> 4 };
+                            let high = (at(2 + e % 4) >> (e / 4)) & 1;
+                            i32::from(low | high << 4) - 16
+                        };
+                        acc = (dot(0..BLOCK, &q) as f32).mul_add(half(0) * x.d[j], acc);
+                    }
                 }
             }
             let out = y.add(r * ldy + c);
@@ -421,25 +509,43 @@ mod x86 {
     /// One half of a panel (8 weight rows) at a time, one ymm per 4-value step: 4 bytes
     /// per row. Each weight vector is unpacked once per block for all `R` rows.
     ///
-    /// Q4_1: `maddubs` of nibbles (0..15) and `x` (-127..127) gives pairs of at most
-    /// 2 · 15 · 127 = 3810 in size, so a block's 8 steps add up in 16 bits (30480 at
-    /// most) and widen once per block: 9 multiplies per row and block instead of 12,
+    /// Q4_1 and Q4F: `maddubs` of nibbles (0..15) and `x` (-127..127) gives pairs of at
+    /// most 2 · 15 · 127 = 3810 in size, so a block's 8 steps add up in 16 bits (30480
+    /// at most) and widen once per block: 9 multiplies per row and block instead of 12,
     /// and multiplies are what this loop waits on. Q8_0 values stay signed (`maddubs`
     /// takes `|w|` and `x` with `w`'s sign); their pairs reach 32512 and widen each step.
+    /// Q6H's quants are unsigned (0..63, pairs up to 16002), each half's sum widened per
+    /// step, `32 · Σq` of the half taken off, then scaled before the next half.
     ///
     /// # Safety
     /// As for [`super::tile`] with `rows = R <= 8`; the CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
+    pub(super) unsafe fn tile<const R: usize, const F: u8>(t: &Tile) {
         let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
-        let fmt = Format::of(Q4);
+        let fmt = Format::of(F);
         let pb = fmt.panel_bytes();
+        let nib = matches!(fmt, Format::Q4_1 | Format::Q4F);
+        // Where the quants start, and whether the scales are f32.
+        let (q0, wide) = match fmt {
+            Format::Q4_1 => (64, false),
+            Format::Q8_0 => (32, false),
+            Format::Q4F | Format::Q6H => (128, true),
+            Format::Q5 => (96, false),
+        };
         let nb = x.nb;
-        let (xq, xd, xds) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr());
+        let (xq, xd, xds, xsum, xhsum) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr(), x.sum.as_ptr(), x.hsum.as_ptr());
         let (lo, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
         // Row `r`'s 4 bytes of step `s` of block `b`, broadcast.
         let xb = |r: usize, b: usize, s: usize| {
             _mm256_set1_epi32((xq.add(((i0 + r) * nb + b) * BLOCK) as *const i32).add(s).read_unaligned())
+        };
+        // 8 rows' scales at byte `at` of a panel block (`at + 32 h` for f32, `at + 16 h` for f16).
+        let scales = |wb: *const u8, at: usize, h: usize| {
+            if wide {
+                _mm256_loadu_ps(wb.add(at + 32 * h) as *const f32)
+            } else {
+                _mm256_cvtph_ps(_mm_loadu_si128(wb.add(at + 16 * h) as *const __m128i))
+            }
         };
         for h in 0..if width > 8 { 2 } else { 1 } {
             // The running total over parts and one part's sums: updated once per block or
@@ -451,9 +557,9 @@ mod x86 {
                     let wb = w.add(b * pb);
                     // Integer sums named by constants, so that they stay in registers.
                     let mut sum = [_mm256_setzero_si256(); AVX2_TILE_ROWS];
-                    if Q4 {
+                    if nib {
                         for s in 0..4 {
-                            let p = _mm256_loadu_si256(wb.add(64 + 64 * s + 32 * h) as *const __m256i);
+                            let p = _mm256_loadu_si256(wb.add(q0 + 64 * s + 32 * h) as *const __m256i);
                             let (v0, v1) = (_mm256_and_si256(p, lo), _mm256_and_si256(_mm256_srli_epi16(p, 4), lo));
                             macro_rules! step {
                                 ($($r:literal)*) => {$(
@@ -468,9 +574,9 @@ mod x86 {
                             }
                             step!(0 1 2 3 4 5 6 7);
                         }
-                    } else {
+                    } else if fmt == Format::Q8_0 {
                         for s in 0..8 {
-                            let v = _mm256_loadu_si256(wb.add(32 + 64 * s + 32 * h) as *const __m256i);
+                            let v = _mm256_loadu_si256(wb.add(q0 + 64 * s + 32 * h) as *const __m256i);
                             let av = _mm256_abs_epi8(v);
                             macro_rules! step {
                                 ($($r:literal)*) => {$(
@@ -482,26 +588,92 @@ mod x86 {
                             }
                             step!(0 1 2 3 4 5 6 7);
                         }
-                    }
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16 * h) as *const __m128i));
-                    let mn = if Q4 {
-                        _mm256_cvtph_ps(_mm_loadu_si128(wb.add(32 + 16 * h) as *const __m128i))
-                    } else {
-                        _mm256_setzero_ps()
-                    };
-                    macro_rules! scale {
-                    ($($r:literal)*) => {$(
-                        if $r < R {
-                            let j = (i0 + $r) * nb + b;
-                            let isum = if Q4 { _mm256_madd_epi16(sum[$r], ones) } else { sum[$r] };
-                            let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
-                            acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
-                            if Q4 {
-                                acc[$r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(*xds.add(j)), acc[$r]);
+                    } else if fmt == Format::Q5 {
+                        // Nibbles with their high bits (16 where bit `s` of the row's byte
+                        // `j` is set); pairs reach 2 · 31 · 127 = 15748: widened each step.
+                        let hv = _mm256_loadu_si256(wb.add(32 + 32 * h) as *const __m256i);
+                        let sixteen = _mm256_set1_epi8(16);
+                        let high = |s: usize| {
+                            let bit = _mm256_set1_epi8((1u8 << s) as i8);
+                            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hv, bit), bit), sixteen)
+                        };
+                        for s in 0..4 {
+                            let p = _mm256_loadu_si256(wb.add(q0 + 64 * s + 32 * h) as *const __m256i);
+                            let v0 = _mm256_or_si256(_mm256_and_si256(p, lo), high(s));
+                            let v1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(p, 4), lo), high(s + 4));
+                            macro_rules! step {
+                                ($($r:literal)*) => {$(
+                                    if $r < R {
+                                        let pair = _mm256_add_epi16(
+                                            _mm256_maddubs_epi16(v0, xb($r, b, s)),
+                                            _mm256_maddubs_epi16(v1, xb($r, b, s + 4)),
+                                        );
+                                        sum[$r] = _mm256_add_epi32(sum[$r], _mm256_madd_epi16(pair, ones));
+                                    }
+                                )*};
                             }
+                            step!(0 1 2 3 4 5 6 7);
                         }
-                    )*};
-                }
+                        let d = scales(wb, 0, h);
+                        macro_rules! scale {
+                            ($($r:literal)*) => {$(
+                                if $r < R {
+                                    let j = (i0 + $r) * nb + b;
+                                    let isum = _mm256_sub_epi32(sum[$r], _mm256_set1_epi32(*xsum.add(j) << 4));
+                                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
+                                    acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
+                                }
+                            )*};
+                        }
+                        scale!(0 1 2 3 4 5 6 7);
+                        continue;
+                    } else {
+                        // Q6H: each half's sum, scaled into `acc` before the next.
+                        for half in 0..2 {
+                            for s in 4 * half..4 * half + 4 {
+                                let v = _mm256_loadu_si256(wb.add(q0 + 64 * s + 32 * h) as *const __m256i);
+                                macro_rules! step {
+                                    ($($r:literal)*) => {$(
+                                        if $r < R {
+                                            let p = _mm256_maddubs_epi16(v, xb($r, b, s));
+                                            sum[$r] = _mm256_add_epi32(sum[$r], _mm256_madd_epi16(p, ones));
+                                        }
+                                    )*};
+                                }
+                                step!(0 1 2 3 4 5 6 7);
+                            }
+                            let d = scales(wb, 64 * half, h);
+                            macro_rules! scale {
+                                ($($r:literal)*) => {$(
+                                    if $r < R {
+                                        let j = (i0 + $r) * nb + b;
+                                        let hs = if half == 0 { *xhsum.add(j) } else { *xsum.add(j) - *xhsum.add(j) };
+                                        let isum = _mm256_sub_epi32(sum[$r], _mm256_set1_epi32(hs << 5));
+                                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
+                                        acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
+                                        sum[$r] = _mm256_setzero_si256();
+                                    }
+                                )*};
+                            }
+                            scale!(0 1 2 3 4 5 6 7);
+                        }
+                        continue;
+                    }
+                    let d = scales(wb, 0, h);
+                    let mn = if nib { scales(wb, if wide { 64 } else { 32 }, h) } else { _mm256_setzero_ps() };
+                    macro_rules! scale {
+                        ($($r:literal)*) => {$(
+                            if $r < R {
+                                let j = (i0 + $r) * nb + b;
+                                let isum = if nib { _mm256_madd_epi16(sum[$r], ones) } else { sum[$r] };
+                                let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xd.add(j)));
+                                acc[$r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[$r]);
+                                if nib {
+                                    acc[$r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(*xds.add(j)), acc[$r]);
+                                }
+                            }
+                        )*};
+                    }
                     scale!(0 1 2 3 4 5 6 7);
                 }
                 for (total, acc) in total.iter_mut().zip(&acc).take(R) {
@@ -533,37 +705,73 @@ mod x512 {
     use std::arch::x86_64::*;
 
     /// A whole panel per vector. `vpdpbusd` multiplies unsigned by signed bytes: Q8_0's
-    /// signed weights are flipped to `w + 128` and `128 · Σq` taken off the sum.
+    /// signed weights are flipped to `w + 128` and `128 · Σq` taken off the sum; Q6H's
+    /// are stored unsigned (`w + 32`), `32 · Σq` of each half taken off its sum, and Q5's
+    /// (`w + 16`) `16 · Σq`.
     ///
     /// # Safety
     /// As for [`super::tile`] with `rows = R`; the CPU has AVX-512 F, BW and VNNI, AVX2,
     /// FMA and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn tile<const R: usize, const Q4: bool>(t: &Tile) {
+    pub(super) unsafe fn tile<const R: usize, const F: u8>(t: &Tile) {
         let Tile { x, i0, w, y, ldy, width, add, .. } = *t;
-        let fmt = Format::of(Q4);
+        let fmt = Format::of(F);
         let pb = fmt.panel_bytes();
+        let nib = matches!(fmt, Format::Q4_1 | Format::Q4F);
+        let six = fmt == Format::Q6H;
         let nb = x.nb;
         let (lo, flip) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(-128));
-        let (xq, xd, xds, xsum) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr(), x.sum.as_ptr());
+        let (xq, xd, xds, xsum, xhsum) = (x.q.as_ptr(), x.d.as_ptr(), x.ds.as_ptr(), x.sum.as_ptr(), x.hsum.as_ptr());
         // Accumulators named by constants (rows past `R` are dead code): indexed by a loop
         // variable, LLVM kept them on the stack, a store and a load per block.
         let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
         for b in t.blocks.clone() {
             let wb = w.add(b * pb);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i));
             let mut v = [_mm512_setzero_si512(); 8];
-            let mut mn = _mm512_setzero_ps();
-            if Q4 {
-                mn = _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(32) as *const __m256i));
-                for t in 0..4 {
-                    let p = _mm512_loadu_si512(wb.add(64 + 64 * t) as *const __m512i);
-                    v[t] = _mm512_and_si512(p, lo);
-                    v[t + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), lo);
+            // `d` (Q6H: `d_lo`), and `m` (Q6H: `d_hi`).
+            let (d, mn) = match fmt {
+                Format::Q4_1 => (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i)),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(32) as *const __m256i)),
+                ),
+                Format::Q8_0 | Format::Q5 => {
+                    (_mm512_cvtph_ps(_mm256_loadu_si256(wb as *const __m256i)), _mm512_setzero_ps())
                 }
-            } else {
-                for (s, v) in v.iter_mut().enumerate() {
-                    *v = _mm512_xor_si512(_mm512_loadu_si512(wb.add(32 + 64 * s) as *const __m512i), flip);
+                Format::Q4F | Format::Q6H => {
+                    (_mm512_loadu_ps(wb as *const f32), _mm512_loadu_ps(wb.add(64) as *const f32))
+                }
+            };
+            match fmt {
+                Format::Q4_1 | Format::Q4F => {
+                    let q0 = if fmt == Format::Q4_1 { 64 } else { 128 };
+                    for t in 0..4 {
+                        let p = _mm512_loadu_si512(wb.add(q0 + 64 * t) as *const __m512i);
+                        v[t] = _mm512_and_si512(p, lo);
+                        v[t + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), lo);
+                    }
+                }
+                Format::Q8_0 => {
+                    for (s, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_xor_si512(_mm512_loadu_si512(wb.add(32 + 64 * s) as *const __m512i), flip);
+                    }
+                }
+                Format::Q6H => {
+                    for (s, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_loadu_si512(wb.add(128 + 64 * s) as *const __m512i);
+                    }
+                }
+                Format::Q5 => {
+                    // 16 where bit `s` of the row's high-bit byte is set.
+                    let hv = _mm512_loadu_si512(wb.add(32) as *const __m512i);
+                    let high = |s: usize| {
+                        let k = _mm512_test_epi8_mask(hv, _mm512_set1_epi8((1u8 << s) as i8));
+                        _mm512_maskz_mov_epi8(k, _mm512_set1_epi8(16))
+                    };
+                    for t in 0..4 {
+                        let p = _mm512_loadu_si512(wb.add(96 + 64 * t) as *const __m512i);
+                        v[t] = _mm512_or_si512(_mm512_and_si512(p, lo), high(t));
+                        v[t + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(p, 4), lo), high(t + 4));
+                    }
                 }
             }
             macro_rules! row {
@@ -571,20 +779,32 @@ mod x512 {
                     if $r < R {
                         let j = (i0 + $r) * nb + b;
                         let xp = xq.add(j * BLOCK) as *const i32;
-                        // Two chains: a single one would wait on each `vpdpbusd` in turn.
+                        // Two chains: a single one would wait on each `vpdpbusd` in turn
+                        // (Q6H: one per half, steps 0..4 and 4..8).
                         let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                        for s in (0..8).step_by(2) {
-                            s0 = _mm512_dpbusd_epi32(s0, v[s], _mm512_set1_epi32(xp.add(s).read_unaligned()));
-                            s1 = _mm512_dpbusd_epi32(s1, v[s + 1], _mm512_set1_epi32(xp.add(s + 1).read_unaligned()));
+                        for u in 0..4 {
+                            let (a, c) = if six { (u, u + 4) } else { (2 * u, 2 * u + 1) };
+                            s0 = _mm512_dpbusd_epi32(s0, v[a], _mm512_set1_epi32(xp.add(a).read_unaligned()));
+                            s1 = _mm512_dpbusd_epi32(s1, v[c], _mm512_set1_epi32(xp.add(c).read_unaligned()));
                         }
-                        let mut isum = _mm512_add_epi32(s0, s1);
-                        if !Q4 {
-                            isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*xsum.add(j) << 7));
-                        }
-                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(*xd.add(j)));
-                        acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[$r]);
-                        if Q4 {
-                            acc[$r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(*xds.add(j)), acc[$r]);
+                        let dx = _mm512_set1_ps(*xd.add(j));
+                        if six {
+                            let (hs, all) = (*xhsum.add(j), *xsum.add(j));
+                            let first = _mm512_sub_epi32(s0, _mm512_set1_epi32(hs << 5));
+                            let second = _mm512_sub_epi32(s1, _mm512_set1_epi32((all - hs) << 5));
+                            acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(d, dx), acc[$r]);
+                            acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(mn, dx), acc[$r]);
+                        } else {
+                            let mut isum = _mm512_add_epi32(s0, s1);
+                            if fmt == Format::Q8_0 {
+                                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*xsum.add(j) << 7));
+                            } else if fmt == Format::Q5 {
+                                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*xsum.add(j) << 4));
+                            }
+                            acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc[$r]);
+                            if nib {
+                                acc[$r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(*xds.add(j)), acc[$r]);
+                            }
                         }
                     }
                 )*};
@@ -636,13 +856,34 @@ mod tests {
         for _ in 0..n * nb {
             // Small positive and negative f16 scales (exponent 8..13, random mantissa).
             let mut scale = || ((next() % 2) << 15 | (8 + next() % 6) << 10 | (next() % 1024)) as u16;
-            out.extend(scale().to_le_bytes());
-            if fmt == Format::Q4_1 {
-                out.extend(scale().to_le_bytes());
-                out.extend((0..16).map(|_| next() as u8));
-            } else {
+            match fmt {
+                Format::Q4_1 => {
+                    out.extend(scale().to_le_bytes());
+                    out.extend(scale().to_le_bytes());
+                    out.extend((0..16).map(|_| next() as u8));
+                }
                 // GGUF's Q8_0 quants are in -127..=127.
-                out.extend((0..32).map(|_| (next() % 255) as i32 - 127).map(|v| v as i8 as u8));
+                Format::Q8_0 => {
+                    out.extend(scale().to_le_bytes());
+                    out.extend((0..32).map(|_| (next() % 255) as i32 - 127).map(|v| v as i8 as u8));
+                }
+                Format::Q5 => {
+                    out.extend(scale().to_le_bytes());
+                    out.extend((0..20).map(|_| next() as u8));
+                }
+                // f32 scales as Q4_K's and Q6_K's rewrites hold them: an f16 times a small integer.
+                Format::Q4F | Format::Q6H => {
+                    for _ in 0..2 {
+                        let h = scale();
+                        let s = f16_to_f32(h) * (h % 127) as f32;
+                        out.extend(s.to_le_bytes());
+                    }
+                    if fmt == Format::Q4F {
+                        out.extend((0..16).map(|_| next() as u8));
+                    } else {
+                        out.extend((0..32).map(|_| (next() % 64) as u8));
+                    }
+                }
             }
         }
         out
@@ -651,6 +892,8 @@ mod tests {
     fn random_x(m: usize, k: usize) -> Vec<f32> {
         (0..m * k).map(|i| ((i * 7919 + 13) % 1000) as f32 / 250.0 - 2.0 + (i % 7) as f32 * 1e-3).collect()
     }
+
+    const FORMATS: [Format; 5] = [Format::Q4_1, Format::Q8_0, Format::Q4F, Format::Q6H, Format::Q5];
 
     fn kernels() -> Vec<Kernel> {
         let mut ks = vec![Kernel::Portable];
@@ -668,7 +911,7 @@ mod tests {
 
     #[test]
     fn packing_round_trips() {
-        for fmt in [Format::Q4_1, Format::Q8_0] {
+        for fmt in FORMATS {
             let (n, nb) = (21, 3);
             let gguf = random_gguf(fmt, n, nb, 5);
             let mut panels = vec![0u8; 2 * nb * fmt.panel_bytes()];
@@ -734,7 +977,7 @@ mod tests {
     /// kernel is the documented formula over dequantized values.
     #[test]
     fn every_kernel_gives_the_reference_bits() {
-        for fmt in [Format::Q4_1, Format::Q8_0] {
+        for fmt in FORMATS {
             let (n, nb, m) = (19, 5, 16);
             let gguf = random_gguf(fmt, n, nb, 11);
             let mut panels = vec![0u8; 2 * nb * fmt.panel_bytes()];
@@ -744,23 +987,42 @@ mod tests {
             // The formula, from the GGUF bytes.
             let gb = fmt.gguf_bytes();
             let half = |b: &[u8], i: usize| f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+            let single = |b: &[u8], i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
             let want = |i: usize, j: usize, blocks: Range<usize>| {
                 let mut acc = 0f32;
                 for b in blocks {
                     let g = &gguf[(j * nb + b) * gb..][..gb];
                     let xs = &xq.q[(i * nb + b) * 32..][..32];
-                    let dot: i32 = (0..32)
-                        .map(|e| {
+                    let nibble =
+                        |at: usize, e: usize| i32::from(if e < 16 { g[at + e] & 15 } else { g[at + e - 16] >> 4 });
+                    let dot = |e: Range<usize>| -> i32 {
+                        e.map(|e| {
                             let w = match fmt {
-                                Format::Q4_1 => i32::from(if e < 16 { g[4 + e] & 15 } else { g[4 + e - 16] >> 4 }),
+                                Format::Q4_1 => nibble(4, e),
                                 Format::Q8_0 => i32::from(g[2 + e] as i8),
+                                Format::Q4F => nibble(8, e),
+                                Format::Q6H => i32::from(g[8 + e]) - 32,
+                                Format::Q5 => (nibble(6, e) | i32::from((g[2 + e % 4] >> (e / 4)) & 1) << 4) - 16,
                             };
                             w * i32::from(xs[e])
                         })
-                        .sum();
-                    acc = (dot as f32).mul_add(half(g, 0) * xq.d[i * nb + b], acc);
-                    if fmt == Format::Q4_1 {
-                        acc = half(g, 2).mul_add(xq.ds[i * nb + b], acc);
+                        .sum()
+                    };
+                    let dx = xq.d[i * nb + b];
+                    match fmt {
+                        Format::Q4_1 => {
+                            acc = (dot(0..32) as f32).mul_add(half(g, 0) * dx, acc);
+                            acc = half(g, 2).mul_add(xq.ds[i * nb + b], acc);
+                        }
+                        Format::Q8_0 | Format::Q5 => acc = (dot(0..32) as f32).mul_add(half(g, 0) * dx, acc),
+                        Format::Q4F => {
+                            acc = (dot(0..32) as f32).mul_add(single(g, 0) * dx, acc);
+                            acc = single(g, 4).mul_add(xq.ds[i * nb + b], acc);
+                        }
+                        Format::Q6H => {
+                            acc = (dot(0..16) as f32).mul_add(single(g, 0) * dx, acc);
+                            acc = (dot(16..32) as f32).mul_add(single(g, 4) * dx, acc);
+                        }
                     }
                 }
                 acc
@@ -834,16 +1096,36 @@ mod tests {
     /// wrap in any kernel's integer sums.
     #[test]
     fn extreme_quants_keep_exact_sums() {
-        for fmt in [Format::Q4_1, Format::Q8_0] {
+        for fmt in FORMATS {
             let (n, nb, m) = (16, 3, 8);
             let mut gguf = Vec::new();
             for j in 0..n * nb {
-                gguf.extend(0x3c00u16.to_le_bytes()); // d = 1
-                if fmt == Format::Q4_1 {
-                    gguf.extend(0u16.to_le_bytes()); // m = 0
-                    gguf.extend([0xffu8; 16]);
-                } else {
-                    gguf.extend([if j % 2 == 0 { 127u8 } else { (-127i8) as u8 }; 32]);
+                match fmt {
+                    Format::Q4_1 => {
+                        gguf.extend(0x3c00u16.to_le_bytes()); // d = 1
+                        gguf.extend(0u16.to_le_bytes()); // m = 0
+                        gguf.extend([0xffu8; 16]);
+                    }
+                    Format::Q8_0 => {
+                        gguf.extend(0x3c00u16.to_le_bytes());
+                        gguf.extend([if j % 2 == 0 { 127u8 } else { (-127i8) as u8 }; 32]);
+                    }
+                    Format::Q4F => {
+                        gguf.extend(1f32.to_le_bytes());
+                        gguf.extend(0f32.to_le_bytes());
+                        gguf.extend([0xffu8; 16]);
+                    }
+                    // Quants 31 (w = 15) or 0 (w = -16).
+                    Format::Q5 => {
+                        gguf.extend(0x3c00u16.to_le_bytes());
+                        gguf.extend([if j % 2 == 0 { 0xffu8 } else { 0 }; 20]);
+                    }
+                    // Quants 63 (w = 31) or 0 (w = -32), both halves.
+                    Format::Q6H => {
+                        gguf.extend(1f32.to_le_bytes());
+                        gguf.extend(1f32.to_le_bytes());
+                        gguf.extend([if j % 2 == 0 { 63u8 } else { 0 }; 32]);
+                    }
                 }
             }
             let mut panels = vec![0u8; nb * fmt.panel_bytes()];
@@ -874,8 +1156,10 @@ mod tests {
                     // Each block: 32 · w · 127 · (1/127); Q8_0 rows alternate ±127 per block.
                     let want: f64 = (0..nb)
                         .map(|b| match fmt {
-                            Format::Q4_1 => 32.0 * 15.0,
+                            Format::Q4_1 | Format::Q4F => 32.0 * 15.0,
                             Format::Q8_0 => 32.0 * if (c * nb + b) % 2 == 0 { 127.0 } else { -127.0 },
+                            Format::Q6H => 32.0 * if (c * nb + b) % 2 == 0 { 31.0 } else { -32.0 },
+                            Format::Q5 => 32.0 * if (c * nb + b) % 2 == 0 { 15.0 } else { -16.0 },
                         })
                         .sum::<f64>()
                         * sign;

@@ -10,6 +10,7 @@ mod dense;
 mod int8;
 mod pages;
 pub mod pool;
+mod repack;
 mod tiles;
 
 pub use batched::BatchedWeight;

@@ -6,9 +6,18 @@
 //! is claimed in chunks from a shared cursor and the caller only waits for chunks that a
 //! worker actually claimed: a worker that wakes late finds nothing left and never touches
 //! the caller's closure.
+//!
+//! On a machine busier than this pool knows (another process on one of its cores), a
+//! worker can be preempted inside a chunk it claimed, and the caller then waits for the
+//! scheduler to run it again. When a caller waits that long after its own share, the
+//! pool works on the caller alone for a while ([`SOLO`]) and then tries again, so an
+//! oversubscribed machine costs a share of the speed, not most of it.
+//!
+//! Every kernel's numerics are independent of which thread runs which chunk, so the
+//! results are the same bits either way.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -16,6 +25,13 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks: longer than the gap between two
 /// matmuls of a step, shorter than the gap between steps of an idle server.
 const SPIN: Duration = Duration::from_micros(200);
+
+/// How long the pool runs jobs on the caller alone after a straggling worker.
+const SOLO: Duration = Duration::from_millis(50);
+
+/// A caller that waited longer than this (plus half its own time) after its own share
+/// was held up by a preempted worker, not by a chunk still running.
+const STRAGGLE: Duration = Duration::from_micros(300);
 
 type Work = dyn Fn(Range<usize>) + Sync;
 
@@ -74,6 +90,10 @@ pub struct Pool {
     workers: Vec<Thread>,
     /// One job at a time; a caller that finds the pool busy (another TP rank) works alone.
     busy: Mutex<()>,
+    /// When the pool was made: the origin of `solo_until`.
+    epoch: Instant,
+    /// Microseconds after `epoch` until which callers work alone ([`SOLO`]).
+    solo_until: AtomicU64,
 }
 
 impl Pool {
@@ -90,7 +110,7 @@ impl Pool {
                     .clone()
             })
             .collect();
-        Self { shared, workers, busy: Mutex::new(()) }
+        Self { shared, workers, busy: Mutex::new(()), epoch: Instant::now(), solo_until: AtomicU64::new(0) }
     }
 
     /// Threads that share a job: the workers and the caller.
@@ -100,7 +120,8 @@ impl Pool {
 
     /// Runs `work` over `0..n_items` in chunks of `chunk`, on this thread and the workers.
     pub fn run(&self, n_items: usize, chunk: usize, work: &(dyn Fn(Range<usize>) + Sync)) {
-        let guard = if self.workers.is_empty() || n_items <= chunk {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let guard = if self.workers.is_empty() || n_items <= chunk || now_us < self.solo_until.load(Ordering::Relaxed) {
             None
         } else {
             match self.busy.try_lock() {
@@ -131,7 +152,9 @@ impl Pool {
         for w in &self.workers {
             w.unpark();
         }
+        let started = Instant::now();
         job.run();
+        let own = started.elapsed();
         let mut spins = 0u32;
         while job.done.load(Ordering::Acquire) < n_items {
             spins += 1;
@@ -141,6 +164,11 @@ impl Pool {
                 // A worker was preempted inside its chunk: let it have the core.
                 std::thread::yield_now();
             }
+        }
+        let waited = started.elapsed() - own;
+        if waited > STRAGGLE + own / 2 {
+            let until = self.epoch.elapsed() + SOLO;
+            self.solo_until.store(until.as_micros() as u64, Ordering::Relaxed);
         }
         let panicked = job.panic.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(payload) = panicked {
@@ -174,16 +202,104 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// The process-wide pool: one worker per CPU thread candle would use, minus the caller.
+/// Most threads the pool runs (a bound on `STUDIO_THREADS` and on what the OS reports).
+const MAX_THREADS: usize = 256;
+
+/// The process-wide pool: one worker per CPU this process may use ([`cpu_budget`]),
+/// minus the caller.
 pub fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool::new(candle_core::utils::get_num_threads().saturating_sub(1)))
+    POOL.get_or_init(|| {
+        single_threaded_rayon();
+        Pool::new(cpu_budget().saturating_sub(1))
+    })
+}
+
+/// The candle ops left on the CPU path (a norm over more than 32 rows) run on rayon's
+/// global pool: one thread, so that no second pool's workers spin against this one's.
+pub fn single_threaded_rayon() {
+    // An error means the global pool already exists (another caller made it): nothing to do.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "candle-ops".into()).build_global();
+}
+
+/// The CPUs this process may keep busy: `STUDIO_THREADS` when set (1 to 256), else the
+/// CPUs of its affinity mask (`sched_getaffinity`), capped by its cgroup v2 `cpu.max`
+/// quota (rounded up) anywhere on its cgroup's path.
+pub fn cpu_budget() -> usize {
+    if let Some(n) = std::env::var("STUDIO_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        if n > 0 {
+            return n.min(MAX_THREADS);
+        }
+    }
+    let cpus = affinity_cpus().or_else(|| std::thread::available_parallelism().ok().map(usize::from)).unwrap_or(1);
+    cpus.min(cgroup_quota_cpus().unwrap_or(usize::MAX)).clamp(1, MAX_THREADS)
+}
+
+/// CPUs in this thread's affinity mask.
+fn affinity_cpus() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `set` is a plain bit set that `sched_getaffinity` fills (its size given),
+        // for the calling thread (pid 0); `CPU_COUNT` only reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                return usize::try_from(libc::CPU_COUNT(&set)).ok().filter(|&n| n > 0);
+            }
+        }
+    }
+    None
+}
+
+/// The tightest cgroup v2 `cpu.max` quota on this process's cgroup path, in CPUs.
+fn cgroup_quota_cpus() -> Option<usize> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // cgroup v2: the single line `0::/path`.
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let mut dir = std::path::PathBuf::from("/sys/fs/cgroup");
+    let mut best: Option<usize> = None;
+    let mut visit = |dir: &std::path::Path| {
+        if let Some(n) = std::fs::read_to_string(dir.join("cpu.max")).ok().as_deref().and_then(quota_cpus) {
+            best = Some(best.map_or(n, |b| b.min(n)));
+        }
+    };
+    visit(&dir);
+    // The path is the process's own cgroup file: a bounded number of components.
+    for part in path.split('/').filter(|p| !p.is_empty()).take(64) {
+        dir.push(part);
+        visit(&dir);
+    }
+    best
+}
+
+/// A `cpu.max` line (`"<quota> <period>"` or `"max <period>"`) in CPUs, rounded up.
+fn quota_cpus(cpu_max: &str) -> Option<usize> {
+    let mut it = cpu_max.split_whitespace();
+    let (quota, period) = (it.next()?, it.next().unwrap_or("100000"));
+    let (quota, period) = (quota.parse::<u64>().ok()?, period.parse::<u64>().ok().filter(|&p| p > 0)?);
+    usize::try_from(quota.div_ceil(period).max(1)).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn cgroup_quotas_round_up_and_max_means_none() {
+        assert_eq!(quota_cpus("max 100000\n"), None);
+        assert_eq!(quota_cpus("200000 100000\n"), Some(2));
+        assert_eq!(quota_cpus("150000 100000"), Some(2));
+        assert_eq!(quota_cpus("50000 100000"), Some(1));
+        assert_eq!(quota_cpus("100000 0"), None);
+        assert_eq!(quota_cpus(""), None);
+        // The budget is at least one CPU and at most what the affinity mask allows.
+        let n = cpu_budget();
+        assert!((1..=MAX_THREADS).contains(&n));
+        if std::env::var_os("STUDIO_THREADS").is_none() {
+            assert!(n <= affinity_cpus().unwrap_or(MAX_THREADS));
+        }
+    }
 
     #[test]
     fn a_panicking_chunk_reaches_the_caller_and_the_pool_keeps_working() {

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::source::{Metadata, WeightSource};
 use crate::nn::{
-    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, split_logits, to_heads, Chunk,
-    HeadSplit, RmsNorm, Rope, Scores, SeqCache,
+    causal_attention, host_attention, host_attention_for, logits_for, per_chunk, to_heads, Chunk, HeadSplit, RmsNorm,
+    Rope, Scores, SeqCache,
 };
 use crate::parallel::{
     block_parts, head_parts, ColumnParallelLinear, RowParallelLinear, Shard, StackedColumnLinear,
@@ -241,8 +241,6 @@ impl Model {
             let h = layer.mlp.forward(&h)?;
             x = (layer.post_feedforward_layernorm.forward(&h)? + x)?;
         }
-        let (rows, counts) = rows_for_logits(&x, chunks)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&rows)?)?;
-        split_logits(&logits, &counts)
+        logits_for(&x, chunks, |rows| self.lm_head.forward(&self.norm.forward(rows)?))
     }
 }

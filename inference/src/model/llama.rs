@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::source::{Metadata, WeightSource};
 use crate::error::EngineError;
 use crate::nn::{
-    causal_attention, host_attention, host_attention_for, per_chunk, rows_for_logits, silu_mul, split_logits, to_heads,
-    Chunk, HeadSplit, RmsNorm, Rope, Scores, SeqCache,
+    causal_attention, host_attention, host_attention_for, logits_for, per_chunk, silu_mul, to_heads, Chunk, HeadSplit,
+    RmsNorm, Rope, Scores, SeqCache,
 };
 use crate::parallel::{
     block_parts, head_parts, RowParallelLinear, Shard, StackedColumnLinear, VocabParallelEmbedding, VocabParallelHead,
@@ -268,8 +268,6 @@ impl Model {
             x = x2;
         }
         let (_, normed) = self.norm.add_forward(&x, h.as_ref())?;
-        let (rows, counts) = rows_for_logits(&normed, chunks)?;
-        let logits = self.lm_head.forward(&rows)?;
-        split_logits(&logits, &counts)
+        logits_for(&normed, chunks, |rows| self.lm_head.forward(rows))
     }
 }

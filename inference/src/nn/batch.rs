@@ -21,6 +21,9 @@ pub struct Chunk {
     /// Without `all_logits`: return logits for this many trailing tokens (0 or 1 = the last
     /// only). Scoring forced continuation tokens needs exactly those rows.
     pub tail_logits: usize,
+    /// No logits at all (a piece of a prompt that does not finish it: nothing samples
+    /// from it): the lm_head skips the chunk and its entry has no rows.
+    pub no_logits: bool,
 }
 
 /// Rows of the flattened `[total_tokens, hidden]` batch that belong to each chunk.
@@ -41,7 +44,9 @@ pub fn rows_for_logits(hidden: &Tensor, chunks: &[Chunk]) -> Result<(Tensor, Vec
     let mut idx = Vec::new();
     let mut counts = Vec::with_capacity(chunks.len());
     for (c, r) in chunks.iter().zip(chunk_rows(chunks)) {
-        if c.all_logits {
+        if c.no_logits {
+            counts.push(0);
+        } else if c.all_logits {
             idx.extend(r.start as u32..r.end as u32);
             counts.push(r.len());
         } else if c.tail_logits > 1 {
@@ -55,6 +60,22 @@ pub fn rows_for_logits(hidden: &Tensor, chunks: &[Chunk]) -> Result<(Tensor, Vec
     }
     let idx = Tensor::new(idx.as_slice(), hidden.device())?;
     Ok((hidden.index_select(&idx, 0)?, counts))
+}
+
+/// The logits per chunk from the final hidden rows: `head` (the last norm and the
+/// lm_head) on the rows [`rows_for_logits`] picks, or not at all when no chunk wants any
+/// (every chunk's entry then has no rows).
+pub fn logits_for(
+    hidden: &Tensor,
+    chunks: &[Chunk],
+    head: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
+    if chunks.iter().all(|c| c.no_logits) {
+        let none = Tensor::zeros((0, 0), candle_core::DType::F32, hidden.device())?;
+        return Ok(vec![none; chunks.len()]);
+    }
+    let (rows, counts) = rows_for_logits(hidden, chunks)?;
+    split_logits(&head(&rows)?, &counts)
 }
 
 /// Splits `[rows, vocab]` logits back into one tensor per chunk.
@@ -82,4 +103,34 @@ where
         return Ok(outs.into_iter().next().expect("one"));
     }
     Tensor::cat(&outs, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn chunk(seq: SeqId, len: usize, no_logits: bool) -> Chunk {
+        Chunk { seq, tokens: vec![0; len], start_pos: 0, all_logits: false, tail_logits: 0, no_logits }
+    }
+
+    #[test]
+    fn the_head_runs_only_on_rows_whose_logits_are_used() {
+        // Rows hold their own index: the head's input says which rows it was given.
+        let hidden = Tensor::arange(0f32, 9.0, &Device::Cpu).unwrap().reshape((9, 1)).unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let head = |rows: &Tensor| {
+            seen.borrow_mut().extend(rows.flatten_all()?.to_vec1::<f32>()?);
+            rows.repeat((1, 3))
+        };
+        let chunks = [chunk(1, 4, true), chunk(2, 1, false), chunk(3, 4, false)];
+        let out = logits_for(&hidden, &chunks, head).unwrap();
+        assert_eq!(*seen.borrow(), vec![4.0, 8.0], "the last row of each chunk that samples");
+        assert_eq!(out.iter().map(|t| t.dims()[0]).collect::<Vec<_>>(), vec![0, 1, 1]);
+        // A step of prompt pieces only never runs the head.
+        seen.borrow_mut().clear();
+        let out = logits_for(&hidden, &[chunk(1, 5, true), chunk(2, 4, true)], head).unwrap();
+        assert!(seen.borrow().is_empty());
+        assert!(out.iter().all(|t| t.dims()[0] == 0));
+    }
 }
