@@ -199,7 +199,7 @@ impl ParamText {
                 let bounds = match f.field {
                     "parameters.top_p" => "above 0, up to 1".to_string(),
                     "parameters.repetition_penalty" => "above 0, up to 10".to_string(),
-                    _ => f.range_text(),
+                    _ => format!("from {}", f.range_text()),
                 };
                 format!("Use a value {bounds} (you entered {entered}).")
             }
@@ -573,7 +573,7 @@ mod tests {
         p.max_tokens = "100000".into();
         let e = p.problem().unwrap();
         assert_eq!(e.field, "parameters.max_tokens");
-        assert_eq!(e.message, "Use a value 1 to 4096 (you entered 100000).");
+        assert_eq!(e.message, "Use a value from 1 to 4096 (you entered 100000).");
         p.max_tokens = "64".into();
         p.temperature = "abc".into();
         let e = p.problem().unwrap();

@@ -375,7 +375,9 @@ try {
   const jsPath = await page.getAttribute('link[rel=modulepreload]', 'href');
   expect(/^\/pkg\/studio-ui-[0-9a-f]{16}_bg\.wasm$/.test(wasmPath) && /^\/pkg\/studio-ui-[0-9a-f]{16}\.js$/.test(jsPath), `bundle names are not hashed: ${jsPath} ${wasmPath}`);
   let br = null;
-  for (let i = 0; i < 120; i++) {
+  // The server makes the brotli copy once per build, off the request path (about a
+  // minute of one core on the first start).
+  for (let i = 0; i < 240; i++) {
     br = await page.request.get(`${base}${wasmPath}`, { headers: { 'accept-encoding': 'br' } });
     if (br.headers()['content-encoding'] === 'br') break;
     await page.waitForTimeout(1000);
