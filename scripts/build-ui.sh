@@ -20,4 +20,7 @@ cargo rustc --quiet -p studio-ui --lib --crate-type cdylib --target wasm32-unkno
 mkdir -p "$SITE_DIR/pkg"
 wasm-bindgen --target web --out-dir "$SITE_DIR/pkg" --out-name studio-ui \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/studio_ui.wasm"
+# The server serves the bundle under a hash of its content and keeps brotli and gzip copies
+# (`studio-ui-<hash>_bg.wasm.br`) beside it, made at its first start; drop the old ones.
+rm -f "$SITE_DIR"/pkg/studio-ui-*.br "$SITE_DIR"/pkg/studio-ui-*.gz
 echo "studio bundle: $(du -h "$SITE_DIR/pkg/studio-ui_bg.wasm" | cut -f1) in $SITE_DIR/pkg" >&2

@@ -37,6 +37,18 @@ impl ApiError {
         }
     }
 
+    /// A problem found in the browser before sending, shown at its field like the server's.
+    pub fn field(e: api_types::template::FieldError) -> Self {
+        Self { status: 0, message: e.message, param: Some(e.field), code: Some("invalid_field".into()) }
+    }
+
+    /// Whether the playground shows this error beside a control (then nowhere else).
+    pub fn shown_at_field(&self) -> bool {
+        const FIELDS: [&str; 7] =
+            ["parameters", "variables", "instruction", "input_pattern", "examples", "format", "name"];
+        FIELDS.iter().any(|f| self.is_about(f))
+    }
+
     /// Whether this error is about `field` (or one of its sub-fields).
     pub fn is_about(&self, field: &str) -> bool {
         self.param

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use api_types::template::{Example, Format, Parameters, VersionSpec};
+use api_types::template::{Example, FieldError, Format, Parameters, VersionSpec, MAX_MAX_TOKENS, MAX_NAME_CHARS};
 use api_types::templates::VersionInfo;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
@@ -125,6 +125,90 @@ impl ParamText {
             self.numbers().into_iter().map(|(k, t)| (k.to_string(), num(t))).filter(|(_, v)| !v.is_null()).collect();
         m.insert("stop".into(), json!(stops(&self.stop)));
         Value::Object(m)
+    }
+}
+
+/// A number setting of the form: its field, its range (for the input's `min`/`max`/`step`
+/// and its hint), and whether it takes whole numbers only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberField {
+    pub field: &'static str,
+    pub min: &'static str,
+    pub max: Option<&'static str>,
+    pub step: &'static str,
+    pub whole: bool,
+}
+
+impl NumberField {
+    pub const fn new(field: &'static str, min: &'static str, max: Option<&'static str>, step: &'static str) -> Self {
+        Self { field, min, max, step, whole: false }
+    }
+
+    pub const fn whole(self) -> Self {
+        Self { whole: true, ..self }
+    }
+
+    /// "0 to 2", "1 to 4096", "0 or more".
+    pub fn range_text(&self) -> String {
+        match self.max {
+            Some(max) => format!("{} to {max}", self.min),
+            None => format!("{} or more", self.min),
+        }
+    }
+}
+
+/// The parameters' number fields, with the ranges `Parameters::validate` enforces.
+pub const NUMBER_FIELDS: [NumberField; 6] = [
+    NumberField::new("parameters.temperature", "0", Some("2"), "0.1"),
+    NumberField::new("parameters.top_p", "0", Some("1"), "0.05"),
+    NumberField::new("parameters.top_k", "0", None, "1").whole(),
+    NumberField::new("parameters.max_tokens", "1", Some(MAX_TOKENS_TEXT), "1").whole(),
+    NumberField::new("parameters.repetition_penalty", "0", Some("10"), "0.05"),
+    NumberField::new("parameters.seed", "0", None, "1").whole(),
+];
+
+/// [`MAX_MAX_TOKENS`] as the form shows it.
+const MAX_TOKENS_TEXT: &str = "4096";
+const _: () = assert!(MAX_MAX_TOKENS == 4096, "update MAX_TOKENS_TEXT");
+
+impl ParamText {
+    /// The first parameter that cannot be sent, named by its field, in plain words:
+    /// text that is no number, then a number out of range (`Parameters::validate`).
+    pub fn problem(&self) -> Option<FieldError> {
+        for ((_, text), f) in self.numbers().into_iter().zip(NUMBER_FIELDS) {
+            let t = text.trim();
+            if t.is_empty() {
+                continue;
+            }
+            let ok = if f.whole { t.parse::<u64>().is_ok() } else { t.parse::<f32>().is_ok_and(|v| v.is_finite()) };
+            if !ok {
+                let what = if f.whole { "a whole number" } else { "a number" };
+                let range = match f.max {
+                    Some(max) => format!("from {} to {max}", f.min),
+                    None => format!("({} or more)", f.min),
+                };
+                return Some(FieldError::new(f.field, format!("Enter {what} {range}.")));
+            }
+        }
+        let (p, _) = self.parse();
+        let e = p.validate().err()?;
+        let message = match NUMBER_FIELDS.iter().find(|f| f.field == e.field) {
+            Some(f) => {
+                let text = self.numbers().into_iter().zip(NUMBER_FIELDS).find(|(_, g)| g.field == f.field);
+                let entered = text.map(|((_, t), _)| t.trim().to_string()).unwrap_or_default();
+                let bounds = match f.field {
+                    "parameters.top_p" => "above 0, up to 1".to_string(),
+                    "parameters.repetition_penalty" => "above 0, up to 10".to_string(),
+                    _ => format!("from {}", f.range_text()),
+                };
+                format!("Use a value {bounds} (you entered {entered}).")
+            }
+            None if e.field.starts_with("parameters.stop[") => {
+                "A stop sequence cannot be empty or longer than 64 characters.".into()
+            }
+            None => e.message.clone(),
+        };
+        Some(FieldError::new(e.field, message))
     }
 }
 
@@ -253,6 +337,32 @@ impl Draft {
         strip(self) == strip(other)
     }
 
+    /// The spec the live preview renders: the draft's text, with default parameters
+    /// (they do not change the prompt, and a half-typed one must not stop the preview).
+    pub fn preview_spec(&self) -> VersionSpec {
+        VersionSpec { parameters: Parameters::default(), ..self.spec().spec }
+    }
+
+    /// The `{{variables}}` the draft needs, in order of first appearance.
+    pub fn variable_names(&self) -> Vec<String> {
+        self.preview_spec().variables()
+    }
+
+    /// Why the draft cannot run yet, at the field to fix: a parameter, an empty prompt, or
+    /// a variable with no value (the model would read a literal `{{name}}`).
+    pub fn run_problem(&self) -> Option<FieldError> {
+        if let Some(e) = self.params.problem() {
+            return Some(e);
+        }
+        if self.instruction.trim().is_empty() && self.examples.is_empty() && self.input_pattern.trim().is_empty() {
+            return Some(FieldError::new(
+                "instruction",
+                "The prompt is empty: write an instruction or an input first.",
+            ));
+        }
+        missing_variable(&self.variable_names(), &self.variables)
+    }
+
     /// The local-storage key of this draft.
     pub fn storage_key(template: Option<&str>) -> String {
         match template {
@@ -260,6 +370,66 @@ impl Draft {
             None => "studio.draft.new".into(),
         }
     }
+}
+
+/// The first of `names` with no value in `values`, as the error shown at its field.
+pub fn missing_variable(names: &[String], values: &BTreeMap<String, String>) -> Option<FieldError> {
+    let name = names.iter().find(|n| values.get(*n).is_none_or(|v| v.trim().is_empty()))?;
+    Some(FieldError::new(
+        format!("variables.{name}"),
+        format!("Type a value for {{{{{name}}}}} first; without one the model would read the literal {{{{{name}}}}}."),
+    ))
+}
+
+/// A template name suggested from its title: an ASCII slug (`Movie review: v2` →
+/// `movie-review-v2`), or None for a title in Korean or Japanese (or with no letters),
+/// where the caller numbers one (`template-3`).
+pub fn suggest_name(title: &str) -> Option<String> {
+    let cjk = title.chars().any(|c| {
+        matches!(c as u32, 0x1100..=0x11FF | 0x3040..=0x30FF | 0x3130..=0x318F | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xFF66..=0xFF9F)
+    });
+    if cjk {
+        return None;
+    }
+    let mut slug = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.chars().take(MAX_NAME_CHARS).collect();
+    let slug = slug.trim_end_matches('-').to_string();
+    Some(slug).filter(|s| !s.is_empty())
+}
+
+/// The language code of `text` by its script: `ko` for Hangul, `ja` for kana, `en` for
+/// Latin letters only, else empty (mixed or other).
+pub fn guess_language(text: &str) -> &'static str {
+    let has = |lo: u32, hi: u32| text.chars().any(|c| (lo..=hi).contains(&(c as u32)));
+    if has(0xAC00, 0xD7AF) || has(0x1100, 0x11FF) {
+        "ko"
+    } else if has(0x3040, 0x30FF) {
+        "ja"
+    } else if text.chars().any(|c| c.is_ascii_alphabetic()) && text.is_ascii() {
+        "en"
+    } else {
+        ""
+    }
+}
+
+/// Why `name` cannot name a template, in plain words (None: it can).
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("Give the template a name, e.g. movie-review.".into());
+    }
+    if api_types::template::validate_name(name).is_err() {
+        return Some(format!(
+            "Use only a-z, 0-9, '-' and '_', starting with a letter or digit, at most {MAX_NAME_CHARS} characters."
+        ));
+    }
+    None
 }
 
 /// Stop sequences from the text box: one per line, with `\n`/`\t`/`\\` escapes.
@@ -333,6 +503,32 @@ pub fn storage_remove(key: &str) {
     let _ = key;
 }
 
+/// Keeps `value` for the next page of this tab (session storage).
+pub fn session_set(key: &str, value: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(s) = web_sys::window().and_then(|w| w.session_storage().ok().flatten()) {
+        let _ = s.set_item(key, value);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (key, value);
+}
+
+/// What [`session_set`] kept under `key`, removed as it is read.
+pub fn session_take(key: &str) -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let s = web_sys::window()?.session_storage().ok()??;
+        let v = s.get_item(key).ok()?;
+        let _ = s.remove_item(key);
+        v
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = key;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +564,58 @@ mod tests {
         assert_eq!(w["top_k"], json!("abc"));
         assert_eq!(w["temperature"], json!(0.7));
         assert_eq!(Draft::default().params.as_written()["temperature"], json!(0), "as written: an integer");
+    }
+
+    #[test]
+    fn parameter_problems_are_named_once_in_plain_words() {
+        let mut p = ParamText::default();
+        assert_eq!(p.problem(), None);
+        p.max_tokens = "100000".into();
+        let e = p.problem().unwrap();
+        assert_eq!(e.field, "parameters.max_tokens");
+        assert_eq!(e.message, "Use a value from 1 to 4096 (you entered 100000).");
+        p.max_tokens = "64".into();
+        p.temperature = "abc".into();
+        let e = p.problem().unwrap();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("parameters.temperature", "Enter a number from 0 to 2."));
+        p.temperature = "0.7".into();
+        p.top_k = "1.5".into();
+        assert_eq!(p.problem().unwrap().message, "Enter a whole number (0 or more).");
+        p.top_k = "".into();
+        assert_eq!(p.problem(), None, "empty means the default");
+    }
+
+    #[test]
+    fn a_run_needs_every_variable_and_some_prompt() {
+        let mut d = Draft::default();
+        assert_eq!(d.run_problem().unwrap().field, "variables.input");
+        d.input_pattern = "{{리뷰}} / {{stars}}".into();
+        d.variables.insert("리뷰".into(), "좋았다".into());
+        let e = d.run_problem().unwrap();
+        assert_eq!(e.field, "variables.stars");
+        assert!(e.message.contains("literal {{stars}}"), "{}", e.message);
+        d.variables.insert("stars".into(), "5".into());
+        assert_eq!(d.run_problem(), None);
+        d.input_pattern = " ".into();
+        assert_eq!(d.run_problem().unwrap().field, "instruction");
+        d.params.max_tokens = "100000".into();
+        assert_eq!(d.preview_spec().parameters, Parameters::default(), "the preview renders regardless");
+        assert_eq!(d.run_problem().unwrap().field, "parameters.max_tokens");
+    }
+
+    #[test]
+    fn names_are_suggested_from_titles() {
+        assert_eq!(suggest_name("Movie review: v2 (beta)").as_deref(), Some("movie-review-v2-beta"));
+        assert_eq!(suggest_name("영화 리뷰 감정 (e2e)"), None);
+        assert_eq!(suggest_name("映画レビュー"), None);
+        assert_eq!(suggest_name("!!!"), None);
+        assert!(name_problem("").unwrap().starts_with("Give"));
+        assert!(name_problem("영화").unwrap().contains("a-z, 0-9"));
+        assert!(!name_problem("영화").unwrap().contains("got"));
+        assert_eq!(name_problem("movie_review-2"), None);
+        assert_eq!(guess_language("영화 리뷰 감정 (e2e)"), "ko");
+        assert_eq!(guess_language("映画のレビュー"), "ja");
+        assert_eq!(guess_language("Movie reviews"), "en");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+#[cfg(feature = "ssr")]
+pub mod bundle;
 pub mod code;
 pub mod components;
 pub mod draft;

@@ -13,19 +13,46 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
-const page = await context.newPage();
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+let page = await context.newPage();
+// Any console error, wasm panic, HTTP error or failed request fails the step it happens
+// in. Requests the browser itself cancels (Stop, Esc, a reload mid-preview) may end early.
 const problems = [];
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) problems.push(`console: ${m.text()}`); });
+const watch = (p) => {
+  p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  // A failed load is caught below with its URL (the browser's own favicon probe aside).
+  p.on('console', (m) => { if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) problems.push(`console: ${m.text()}`); });
+  p.on('requestfailed', (r) => {
+    if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`);
+  });
+  p.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
+};
+watch(page);
 
 let step = 'start';
 const expect = (cond, msg) => { if (!cond) throw new Error(`${step}: ${msg}`); };
+const begin = (name) => {
+  expect(problems.length === 0, `errors in the browser:\n${problems.join('\n')}`);
+  step = name;
+};
 const shot = async (name) => {
   // A sticky top bar would be drawn mid-page in a full-page capture of a scrolled page.
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: true });
 };
+// The same page at 1280 and at 800 px.
+const shots = async (name) => {
+  await shot(`${name}-1280`);
+  await page.setViewportSize({ width: 800, height: 900 });
+  await page.waitForTimeout(200);
+  await shot(`${name}-800`);
+  await page.setViewportSize({ width: 1280, height: 900 });
+};
+// How many visible elements show an error whose text matches `re`.
+const errorsMatching = async (re) => page.evaluate((src) => {
+  const r = new RegExp(src);
+  return [...document.querySelectorAll('.field-error, .error')].filter((e) => e.offsetParent !== null && r.test(e.textContent)).length;
+}, re.source);
 const hydrated = async () => page.waitForSelector('span.hydration[data-ready="true"]', { state: 'attached', timeout: 30000 });
 const tokenCount = async () => (await page.textContent('[data-testid=token-count]')).trim();
 const waitTokenCountChange = async (before) => {
@@ -42,7 +69,7 @@ const metric = async (name) => {
 };
 
 try {
-  step = 'open the playground';
+  begin('open the playground');
   await page.goto(`${base}/`);
   await hydrated();
   await page.evaluate(() => localStorage.clear());
@@ -50,11 +77,20 @@ try {
   await hydrated();
   expect(await page.isVisible('[data-testid=run]'), 'no Run button');
 
-  step = 'the bundle is served compressed';
+  begin('bug 1: the shortcut is shown on the Run button');
+  expect(/Ctrl\+Enter/.test(await page.textContent('[data-testid=run] kbd')), 'no shortcut hint on Run');
+
+  begin('bug 7: an empty prompt does not run');
+  await page.click('[data-testid=run]');
+  await page.waitForSelector('.variable .field-error', { timeout: 5000 });
+  expect(/\{\{input\}\}/.test(await page.textContent('.variable .field-error')), 'the refusal does not name the variable');
+  expect(await page.locator('[data-testid=stop]').count() === 0 && await page.locator('[data-testid=token-view] .tok').count() === 0, 'an empty prompt ran');
+
+  begin('the bundle is served compressed');
   const wasm = await page.request.get(`${base}/pkg/studio-ui_bg.wasm`, { headers: { 'accept-encoding': 'gzip' } });
   expect(wasm.ok() && wasm.headers()['content-encoding'] === 'gzip', `wasm not gzipped: ${JSON.stringify(wasm.headers())}`);
 
-  step = 'write the instruction and two Korean examples';
+  begin('write the instruction and two Korean examples');
   const countEmpty = await page.waitForFunction(() => /^\d+ \/ \d+ tokens$/.test(document.querySelector('[data-testid=token-count]').textContent.trim()), null, { timeout: 15000 }).then(tokenCount);
   await page.fill('[data-testid=title]', '영화 리뷰 감정 (e2e)');
   await page.fill('[data-testid=instruction]', '영화 리뷰를 읽고 감정을 긍정 또는 부정으로 분류하세요.');
@@ -71,6 +107,10 @@ try {
   await page.fill('[data-testid=input-pattern]', '{{리뷰}}');
   await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
   const beforeInput = await waitTokenCountChange(afterInstruction);
+  await page.click('[data-testid=run]');
+  await page.waitForSelector('.variable .field-error', { timeout: 5000 });
+  expect((await page.textContent('.variable .field-error')).includes('{{리뷰}}'), 'a variable with no value did not block Run at its field');
+  expect(await page.locator('[data-testid=token-view] .tok').count() === 0, 'ran with an empty {{리뷰}}');
   await page.fill('[data-testid=variable][data-name="리뷰"]', '정말 재미있고 감동적인 최고의 영화였어요!');
   const afterInput = await waitTokenCountChange(beforeInput);
   const n = (s) => Number(s.split(' ')[0]);
@@ -81,9 +121,10 @@ try {
   // Short answers for the classification run.
   await page.fill('[data-testid="parameters.max_tokens"]', '6');
 
-  step = 'run and see streamed text';
+  begin('run and see streamed text (bug 1: Ctrl+Enter runs)');
   await shot('01-playground-filled');
-  await page.click('[data-testid=run]');
+  await page.focus('[data-testid=variable][data-name="리뷰"]');
+  await page.keyboard.press('Control+Enter');
   await page.waitForSelector('[data-testid=token-view] .tok', { timeout: 60000 });
   await page.waitForSelector('[data-testid=run]', { timeout: 60000 });
   const output = (await page.textContent('[data-testid=token-view]')).trim();
@@ -97,7 +138,7 @@ try {
   await page.waitForSelector('.alts', { timeout: 5000 });
   await shot('02-playground-output');
 
-  step = 'run again: the prefix comes from the cache';
+  begin('run again: the prefix comes from the cache');
   await page.click('[data-testid=run]');
   await page.waitForSelector('[data-testid=stop]', { timeout: 10000 }).catch(() => {});
   await page.waitForSelector('[data-testid=run]', { timeout: 60000 });
@@ -105,7 +146,7 @@ try {
   const cachedTokens = Number((cached.match(/(\d+) from cache/) || [])[1]);
   expect(cachedTokens > 0, `second run served nothing from the prefix cache: ${cached}`);
 
-  step = 'stop a long run';
+  begin('stop a long run (bug 1: Esc stops)');
   // Deterministic and long: a fixed seed at the highest temperature (end-of-text is then
   // one choice among thousands at every step) and no stop sequences, so the run cannot
   // finish within the 3 tokens this step waits for (at 0.9 unseeded it once ended after 2).
@@ -115,7 +156,8 @@ try {
   await page.locator('.params textarea').fill('');
   await page.click('[data-testid=run]');
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=token-view] .tok').length >= 3, null, { timeout: 60000 });
-  await page.click('[data-testid=stop]');
+  expect(/Esc/.test(await page.textContent('[data-testid=stop] kbd')), 'no shortcut hint on Stop');
+  await page.keyboard.press('Escape');
   await page.waitForSelector('[data-testid=run]', { timeout: 5000 });
   const stoppedAt = await page.locator('[data-testid=token-view] .tok').count();
   await page.waitForTimeout(1500);
@@ -129,23 +171,74 @@ try {
   await page.fill('[data-testid="parameters.seed"]', '');
   await page.locator('.params textarea').fill('\\n');
 
-  step = 'a bad parameter is named next to its control';
+  begin('a bad parameter is named next to its control');
   await page.fill('[data-testid="parameters.temperature"]', '7');
   await page.waitForSelector('.param .field-error', { timeout: 10000 });
   const fieldError = await page.textContent('.param .field-error');
   expect(/temperature|2/.test(fieldError), `unclear error: ${fieldError}`);
+  expect(await errorsMatching(/0 to 2/) === 1, `the range error is not shown exactly once (${await errorsMatching(/0 to 2/)})`);
   await page.fill('[data-testid="parameters.temperature"]', '0');
   await page.waitForSelector('.param .field-error', { state: 'detached', timeout: 10000 });
 
-  step = 'save as a new template';
+  begin('bug 6: letters in a number field are named once, in plain words');
+  expect(await page.getAttribute('[data-testid="parameters.temperature"]', 'type') === 'number', 'not a number box');
+  expect(await page.getAttribute('[data-testid="parameters.max_tokens"]', 'max') === '4096', 'no range on max tokens');
+  await page.fill('[data-testid="parameters.temperature"]', '');
+  await page.focus('[data-testid="parameters.temperature"]');
+  await page.keyboard.type('1e');
+  await page.waitForSelector('.param .field-error', { timeout: 5000 });
+  expect(/not a number/.test(await page.textContent('.param .field-error')), `unclear: ${await page.textContent('.param .field-error')}`);
+  expect(await errorsMatching(/number/) === 1, 'the error is not shown exactly once');
+  await page.click('[data-testid=run]');
+  await page.waitForTimeout(300);
+  expect(await page.locator('[data-testid=stop]').count() === 0, 'ran with a wrong parameter');
+  await page.waitForTimeout(400);
+  const body = await page.textContent('body');
+  expect(!/invalid type|expected f32|line 1 column/.test(body), 'a serde message is on the page');
+  await page.fill('[data-testid="parameters.temperature"]', '0');
+  await page.waitForSelector('.param .field-error', { state: 'detached', timeout: 10000 });
+
+  begin('bug 3: an out-of-range parameter keeps the preview and the variables after a reload');
+  await page.fill('[data-testid="parameters.max_tokens"]', '100000');
+  await page.waitForSelector('.param .field-error', { timeout: 5000 });
+  await page.waitForTimeout(400);
+  await shots('01b-playground-field-error');
+  await page.reload();
+  await hydrated();
+  await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelector('[data-testid=prompt-preview]').textContent.includes('배우들의 연기가'), null, { timeout: 15000 });
+  await page.waitForSelector('.param .field-error', { timeout: 5000 });
+  expect(await errorsMatching(/4096/) === 1, `the max tokens error is not shown exactly once (${await errorsMatching(/4096/)})`);
+  await page.fill('[data-testid="parameters.max_tokens"]', '6');
+  await page.waitForSelector('.param .field-error', { state: 'detached', timeout: 10000 });
+
+  begin('save dialog: the real rule, a suggested name, plain errors shown once');
   await page.click('[data-testid=save-open]');
+  expect((await page.textContent('[data-testid=save-name-rule]')).includes("a-z, 0-9, '-' and '_'"), 'the rule is not stated');
+  await page.waitForFunction(() => /^template-\d+$/.test(document.querySelector('[data-testid=save-name]').value), null, { timeout: 5000 });
+  expect(await page.inputValue('[data-testid=save-language]') === 'ko', 'the language is not guessed from the Korean text');
+  await page.fill('[data-testid=save-name]', '영화-리뷰');
+  await page.click('[data-testid=save-new]');
+  await page.waitForSelector('[data-testid=save-panel] .field-error', { timeout: 5000 });
+  expect(await errorsMatching(/a-z/) === 1, 'the name error is not shown exactly once');
+  expect(!(await page.textContent('[data-testid=save-panel]')).includes('got'), 'the name error reads like a program');
   await page.fill('[data-testid=save-name]', 'movie-e2e');
+  await page.fill('[data-testid=save-description]', '영화 리뷰 감정 분류 (e2e)');
+  await page.fill('[data-testid=save-tags]', 'e2e, sentiment');
   await page.fill('[data-testid=save-note]', '첫 버전: 예시 두 개');
+  await shots('02b-save-dialog');
+
+  begin('bug 2: the first save opens the template with no panic, says Saved, keeps the input');
   await page.click('[data-testid=save-new]');
   await page.waitForURL(/\/t\/movie-e2e$/, { timeout: 15000 });
   await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 1'), null, { timeout: 15000 });
+  await page.waitForSelector('[data-testid=saved]', { timeout: 5000 });
+  expect((await page.textContent('[data-testid=saved]')).includes('Saved movie-e2e version 1'), 'no "Saved" message');
+  await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
+  expect(await page.inputValue('[data-testid=variable][data-name="리뷰"]') === '정말 재미있고 감동적인 최고의 영화였어요!', 'the value typed on / was lost on the first save');
+  await page.waitForTimeout(500);
 
-  step = 'reload shows version 1 exactly';
+  begin('reload shows version 1 exactly');
   await page.reload();
   await hydrated();
   await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('movie-e2e · version 1'), null, { timeout: 15000 });
@@ -154,7 +247,7 @@ try {
   expect(await page.inputValue('[data-testid=example-output] >> nth=1') === '부정', 'example output changed after reload');
   expect(!(await page.isVisible('.notice')), 'a saved template should not show a restored draft');
 
-  step = 'an unsaved edit survives a reload';
+  begin('an unsaved edit survives a reload');
   await page.click('[data-testid=add-example]');
   await page.locator('[data-testid=example-input]').nth(2).fill('그저 그랬다. 다시 보고 싶지는 않다.');
   await page.locator('[data-testid=example-output]').nth(2).fill('부정');
@@ -164,14 +257,14 @@ try {
   await page.waitForSelector('.notice', { timeout: 15000 });
   expect(await page.locator('[data-testid=example-input]').count() === 3, 'the unsaved third example was lost on reload');
 
-  step = 'save version 2';
+  begin('save version 2');
   await page.click('[data-testid=save-open]');
   await page.fill('[data-testid=save-note]', '부정 예시 추가');
   await page.click('[data-testid=save-version]');
   await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 2'), null, { timeout: 15000 });
   await shot('03-playground-saved-v2');
 
-  step = 'view code';
+  begin('view code');
   await page.click('[data-testid=code-open]');
   const code = await page.textContent('[data-testid=code]');
   expect(code.includes('/v1/templates/movie-e2e@2/completions'), 'the snippet does not call the template endpoint');
@@ -179,7 +272,7 @@ try {
   expect((await page.textContent('[data-testid=code]')).includes('from openai import OpenAI'), 'no Python snippet');
   await shot('04-view-code');
 
-  step = 'template page: versions and diff';
+  begin('template page: versions and diff');
   await page.goto(`${base}/templates/movie-e2e`);
   await hydrated();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=version-row]').length === 2, null, { timeout: 15000 });
@@ -187,7 +280,7 @@ try {
   const diff = await page.textContent('[data-testid=diff]');
   expect(diff.includes('example 3 (added)') && diff.includes('그저 그랬다'), `diff does not show the added example: ${diff.slice(0, 300)}`);
 
-  step = 'move production to v1, then to v2';
+  begin('move production to v1, then to v2');
   await page.click('[data-testid=version-row][data-version="1"] [data-testid=make-production]');
   await page.waitForSelector('[data-testid=version-row][data-version="1"] [data-testid=label]', { timeout: 10000 });
   await page.click('[data-testid=version-row][data-version="2"] [data-testid=make-production]');
@@ -196,21 +289,26 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-testid=label-history]').textContent.includes('v1 → v2'), null, { timeout: 10000 });
   await shot('05-template-page');
 
-  step = 'compare both versions';
+  begin('compare both versions');
   await page.goto(`${base}/compare?template=movie-e2e&versions=1,2`);
   await hydrated();
   await page.waitForSelector('[data-testid=compare-variable]', { timeout: 15000 });
   expect(await page.locator('[data-testid=compare-column]').count() === 2, 'expected two columns');
-  await page.fill('[data-testid=compare-variable]', '배우도 좋고 음악도 좋았다. 강력 추천!');
   await page.click('[data-testid=compare-run]');
+  await page.waitForSelector('.variable .field-error', { timeout: 5000 });
+  expect((await page.textContent('.variable .field-error')).includes('{{리뷰}}'), 'Run all with an empty variable was not refused at the field');
+  expect(await page.locator('[data-testid=compare-stop]').count() === 0, 'Run all ran with an empty variable');
+  await page.fill('[data-testid=compare-variable]', '배우도 좋고 음악도 좋았다. 강력 추천!');
+  await page.focus('[data-testid=compare-variable]');
+  await page.keyboard.press('Control+Enter');
   await page.waitForFunction(() => {
     const outs = [...document.querySelectorAll('[data-testid=compare-output]')];
     return outs.length === 2 && outs.every((o) => o.textContent.trim() && o.textContent.trim() !== '—')
       && !document.querySelector('.progress-line');
   }, null, { timeout: 60000 });
-  await shot('06-compare');
+  await shots('06-compare');
 
-  step = 'evaluate: build a test set, run an eval to 100%, see the matrix';
+  begin('evaluate: build a test set, run an eval to 100%, see the matrix');
   await page.goto(`${base}/evaluate/movie-e2e`);
   await hydrated();
   await page.waitForSelector('[data-testid=new-row-variable]', { timeout: 15000 });
@@ -232,7 +330,23 @@ try {
   await page.waitForSelector('[data-testid=pass-chart]', { timeout: 5000 });
   await shot('09-evaluate');
 
-  step = 'library';
+  begin('bug 8: the Check dropdown stays inside its card at 1280 and 800 px');
+  await page.selectOption('[data-testid=new-row-check]', 'likelihood');
+  for (const width of [1280, 800]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.waitForTimeout(200);
+    const over = await page.evaluate(() => {
+      const sel = document.querySelector('[data-testid=new-row-check]').getBoundingClientRect();
+      const card = document.querySelector('[data-testid=new-row-check]').closest('.card').getBoundingClientRect();
+      const box = document.querySelector('[data-testid=new-row-check]').closest('.variable').getBoundingClientRect();
+      return Math.max(sel.right - box.right, sel.right - card.right, document.documentElement.scrollWidth - window.innerWidth);
+    });
+    expect(over <= 1, `the Check dropdown overflows by ${over}px at ${width}px`);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await shots('09b-evaluate-check');
+
+  begin('library');
   await page.goto(`${base}/library`);
   await hydrated();
   await page.waitForSelector('[data-testid=template-card]', { timeout: 15000 });
@@ -243,7 +357,7 @@ try {
   await page.fill('[data-testid=library-search]', 'sentiment');
   await page.waitForFunction((a) => document.querySelectorAll('[data-testid=template-card]').length < a, all, { timeout: 5000 });
 
-  step = 'phone width';
+  begin('phone width');
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/t/movie-e2e`);
   await hydrated();
@@ -253,7 +367,46 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 1, `the page scrolls sideways on a phone (${overflow}px)`);
 
-  step = 'no errors in the browser';
+  begin('the bundle: hashed names, immutable, precompressed; compressed pages');
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${base}/`);
+  await hydrated();
+  const wasmPath = await page.getAttribute('link[rel=preload][href$=".wasm"]', 'href');
+  const jsPath = await page.getAttribute('link[rel=modulepreload]', 'href');
+  expect(/^\/pkg\/studio-ui-[0-9a-f]{16}_bg\.wasm$/.test(wasmPath) && /^\/pkg\/studio-ui-[0-9a-f]{16}\.js$/.test(jsPath), `bundle names are not hashed: ${jsPath} ${wasmPath}`);
+  let br = null;
+  // The server makes the brotli copy once per build, off the request path (about a
+  // minute of one core on the first start).
+  for (let i = 0; i < 240; i++) {
+    br = await page.request.get(`${base}${wasmPath}`, { headers: { 'accept-encoding': 'br' } });
+    if (br.headers()['content-encoding'] === 'br') break;
+    await page.waitForTimeout(1000);
+  }
+  expect(br.headers()['content-encoding'] === 'br', `no brotli copy of the wasm: ${JSON.stringify(br.headers())}`);
+  expect(br.headers()['cache-control'] === 'public, max-age=31536000, immutable', `wasm not immutable: ${br.headers()['cache-control']}`);
+  const gz = await page.request.get(`${base}${jsPath}`, { headers: { 'accept-encoding': 'gzip' } });
+  expect(gz.headers()['content-encoding'] === 'gzip' && /immutable/.test(gz.headers()['cache-control']), `js: ${JSON.stringify(gz.headers())}`);
+  const html = await page.request.get(`${base}/`, { headers: { 'accept-encoding': 'gzip' } });
+  expect(html.headers()['content-encoding'] === 'gzip', `the page is not compressed: ${JSON.stringify(html.headers())}`);
+
+  begin('a second visit to the playground transfers at most 60 KB');
+  page = await context.newPage();
+  watch(page);
+  await page.goto(`${base}/`);
+  await hydrated();
+  await page.waitForFunction(() => /^\d+ \/ \d+ tokens$/.test(document.querySelector('[data-testid=token-count]').textContent.trim()), null, { timeout: 15000 });
+  await page.waitForTimeout(1000);
+  const transfer = await page.evaluate(() => {
+    const nav = performance.getEntriesByType('navigation').map((e) => ({ name: e.name, size: e.transferSize }));
+    const res = performance.getEntriesByType('resource').map((e) => ({ name: e.name, size: e.transferSize }));
+    return [...nav, ...res];
+  });
+  const total = transfer.reduce((n, e) => n + e.size, 0);
+  console.log(`second visit: ${total} bytes over the wire: ${transfer.map((e) => `${new URL(e.name).pathname}=${e.size}`).join(', ')}`);
+  expect(transfer.some((e) => e.name.endsWith('_bg.wasm') && e.size === 0), 'the wasm was downloaded again');
+  expect(total <= 60 * 1024, `the second visit transferred ${total} bytes`);
+
+  begin('no errors in the browser');
   expect(problems.length === 0, problems.join('\n'));
   console.log('studio e2e: all steps passed');
 } catch (e) {

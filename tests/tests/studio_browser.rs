@@ -1,6 +1,9 @@
 //! The studio in a real headless Chromium against a real `studio serve` on the bundled
-//! model: playground (examples, live token count, streamed run, stop, errors), save,
-//! reload, versions, diff, production label, compare, library, phone width.
+//! model: playground (examples, live token count, streamed run, Ctrl+Enter and Esc,
+//! errors at their fields, runs refused with empty variables), save (suggested name, no
+//! panic, values kept), reload, versions, diff, production label, compare, evaluate,
+//! library, phone width, and a second visit that downloads only the page (≤ 60 KB).
+//! Any console error or failed request fails the step it happens in.
 //! The browser steps are in `e2e/studio.mjs`; screenshots land in `e2e/output/`.
 
 use std::io::{BufRead, BufReader};
@@ -77,7 +80,14 @@ fn studio_pages_in_a_real_browser() {
         "01-playground-filled",
         "02-playground-output",
         "05-template-page",
-        "06-compare",
+        "06-compare-1280",
+        "06-compare-800",
+        "01b-playground-field-error-1280",
+        "01b-playground-field-error-800",
+        "02b-save-dialog-1280",
+        "02b-save-dialog-800",
+        "09b-evaluate-check-1280",
+        "09b-evaluate-check-800",
         "07-library",
         "08-playground-phone",
         "09-evaluate",

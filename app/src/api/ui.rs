@@ -1,15 +1,23 @@
 //! Serves the studio's web app: every page is rendered on the server by Leptos
 //! (`studio-ui` with its `ssr` feature) and hydrated by the wasm bundle under `/pkg`,
 //! which `scripts/build-ui.sh` builds into the site directory.
+//!
+//! The bundle is served under names hashed from its content (`/pkg/studio-ui-<hash>.js`,
+//! `…_bg.wasm`) as immutable for a year, so a second visit downloads only the page; brotli
+//! and gzip copies are made once, off the request path, and kept next to the files. Pages
+//! and anything else under `/pkg` are compressed as they are sent.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use studio_ui::bundle::{Asset, Bundle};
+use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
@@ -17,6 +25,9 @@ use crate::api::error::ApiError;
 
 /// The wasm-bindgen output name (`pkg/studio-ui.js`, `pkg/studio-ui_bg.wasm`).
 pub const OUTPUT_NAME: &str = "studio-ui";
+
+/// How the hashed bundle is cached: its name changes with its content.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Where the built bundle lives: `$STUDIO_SITE_DIR`, else `site/` in the working directory.
 pub fn site_dir() -> PathBuf {
@@ -30,22 +41,73 @@ pub fn bundle_present(site: &Path) -> bool {
 
 /// The pages plus `/pkg/*`; anything else answers 404 (JSON under `/api` and `/v1`).
 pub fn router(site: &Path) -> Router {
+    let pkg = site.join("pkg");
+    let bundle = Bundle::open(&pkg, OUTPUT_NAME).map(Arc::new);
+    if let Some(b) = bundle.clone() {
+        // Seconds of CPU once per build (brotli at its best); until then the bundle is
+        // gzipped as it is sent.
+        let dir = pkg.clone();
+        std::thread::Builder::new().name("studio-bundle".into()).spawn(move || b.compress(&dir)).ok();
+    }
+    let output_name = bundle.as_ref().map(|b| b.output_name.clone()).unwrap_or_else(|| OUTPUT_NAME.to_string());
     let options = LeptosOptions::builder()
-        .output_name(OUTPUT_NAME)
+        .output_name(output_name)
         .site_root(site.to_string_lossy().to_string())
         .site_pkg_dir("pkg")
         .build();
     let routes = generate_route_list(studio_ui::App);
     let shell_options = options.clone();
+    let files = ServeDir::new(pkg);
+    let assets = Router::new().fallback(move |req: Request| bundle_file(bundle.clone(), files.clone(), req));
     Router::new()
         .leptos_routes(&options, routes, move || studio_ui::shell(shell_options.clone()))
-        // The wasm bundle is ~4 MB; gzip brings it to about a quarter over the wire.
-        .nest_service(
-            "/pkg",
-            Router::new().fallback_service(ServeDir::new(site.join("pkg"))).layer(CompressionLayer::new()),
-        )
+        .nest_service("/pkg", assets)
         .fallback(not_found)
         .with_state(options)
+        // Pages (the stylesheet is inlined) and files without a compressed copy; a
+        // response that is already compressed passes through.
+        .layer(CompressionLayer::new())
+}
+
+/// A hashed bundle file (immutable, precompressed when it can be), else a file of `pkg`.
+async fn bundle_file(bundle: Option<Arc<Bundle>>, files: ServeDir, req: Request) -> Response {
+    let name = req.uri().path().trim_start_matches('/');
+    match bundle.as_ref().and_then(|b| b.get(name)) {
+        Some(asset) => asset_response(asset, req.headers()),
+        None => match files.oneshot(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) => match e {},
+        },
+    }
+}
+
+/// Whether the request accepts `encoding` (`br`, `gzip`): named in `Accept-Encoding`
+/// and not refused with `q=0`.
+fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
+    let values = headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok());
+    values.flat_map(|v| v.split(',')).any(|part| {
+        let mut it = part.split(';').map(str::trim);
+        let named = it.next().is_some_and(|n| n.eq_ignore_ascii_case(encoding));
+        let q = it.find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok())).unwrap_or(1.0);
+        named && q > 0.0
+    })
+}
+
+fn asset_response(asset: &Asset, headers: &HeaderMap) -> Response {
+    let (body, encoding) = match (asset.br.get(), asset.gzip.get()) {
+        (Some(br), _) if accepts(headers, "br") => (br.clone(), Some("br")),
+        (_, Some(gz)) if accepts(headers, "gzip") => (gz.clone(), Some("gzip")),
+        _ => (asset.raw.clone(), None),
+    };
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(e) = encoding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
+    }
+    r
 }
 
 async fn not_found(req: Request) -> Response {
@@ -59,4 +121,23 @@ async fn not_found(req: Request) -> Response {
         Html("<!doctype html><meta charset=utf-8><title>Not found</title><p>No such page. <a href=\"/\">Open the studio</a>."),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_is_read_by_name_and_q() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(accepts(&h("gzip, deflate, br, zstd"), "br"));
+        assert!(accepts(&h("gzip;q=0.5, br;q=1.0"), "gzip"));
+        assert!(!accepts(&h("gzip, br;q=0"), "br"));
+        assert!(!accepts(&h("gzip"), "br"));
+        assert!(!accepts(&HeaderMap::new(), "gzip"));
+    }
 }

@@ -11,7 +11,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::api::{self, enc, Abort, ApiError};
 use crate::components::playground::DraftRun;
-use crate::components::{ErrorNote, RunClock, RunStats, Stat, VariableFields};
+use crate::components::{run_shortcuts, ErrorNote, Kbd, RunClock, RunStats, Stat, VariableFields};
 use crate::draft::{self, Draft};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,9 @@ pub fn ComparePage() -> impl IntoView {
     let columns = RwSignal::new(Vec::<Column>::new());
     let has_draft = RwSignal::new(false);
     let error = RwSignal::new(None::<ApiError>);
+    // Why "Run all" was refused (a variable with no value), at its field.
+    let check = RwSignal::new(None::<ApiError>);
+    let aborts = StoredValue::new_local(Vec::<Abort>::new());
 
     Effect::new(move |_| {
         api::spawn(async move {
@@ -130,8 +133,9 @@ pub fn ComparePage() -> impl IntoView {
                 ..Column::new(String::new())
             };
         });
+        let abort = Abort::new();
+        aborts.update_value(|a| a.push(abort.clone()));
         api::spawn(async move {
-            let abort = Abort::new();
             let mut clock = RunClock::start();
             let on_chunk = |chunk: Completion| {
                 let Some(choice) = chunk.choices.first() else {
@@ -168,16 +172,28 @@ pub fn ComparePage() -> impl IntoView {
             columns.update(|c| {
                 if let Some(c) = c.get_mut(i) {
                     c.running = false;
-                    c.error = r.err();
+                    c.error = r.err().filter(|e| e.code.as_deref() != Some("aborted"));
                 }
             });
         });
     };
-    let run_all = move |_| {
+    let run_all = move || {
+        if columns.with_untracked(|c| c.iter().any(|c| c.running)) {
+            return;
+        }
+        let problem = values.with_untracked(|v| draft::missing_variable(&variables.get_untracked(), v));
+        check.set(problem.map(ApiError::field));
+        if check.with_untracked(Option::is_some) {
+            return;
+        }
+        aborts.set_value(Vec::new());
         for i in 0..columns.with_untracked(|c| c.len()) {
             run_column(i);
         }
     };
+    let stop_all = move || aborts.with_value(|a| a.iter().for_each(Abort::abort));
+    let any_running = move || columns.with(|c| c.iter().any(|c| c.running));
+    run_shortcuts(run_all, stop_all);
 
     view! {
         <div class="compare">
@@ -205,14 +221,23 @@ pub fn ComparePage() -> impl IntoView {
                         <VariableFields
                             names=variables
                             values=values
-                            on_input=Callback::new(move |(n, v)| values.update(|m| {
-                                m.insert(n, v);
-                            }))
+                            on_input=Callback::new(move |(n, v)| {
+                                check.set(None);
+                                values.update(|m| {
+                                    m.insert(n, v);
+                                })
+                            })
                             testid="compare-variable"
+                            error=check
                         />
                     </div>
                     <div class="row">
-                        <button class="primary" data-testid="compare-run" on:click=run_all>"▶ Run all"</button>
+                        <Show
+                            when=any_running
+                            fallback=move || view! { <button class="primary" data-testid="compare-run" title="Run all (Ctrl+Enter)" on:click=move |_| run_all()>"▶ Run all "<Kbd keys="Ctrl+Enter"/></button> }
+                        >
+                            <button class="danger" data-testid="compare-stop" title="Stop (Esc)" on:click=move |_| stop_all()>"■ Stop "<Kbd keys="Esc"/></button>
+                        </Show>
                         <button class="ghost small" disabled=move || columns.with(|c| c.len() >= 4) on:click=move |_| {
                             let latest = versions.with(|v| v.iter().copied().max().unwrap_or(1));
                             columns.update(|c| c.push(Column::new(latest.to_string())));
@@ -238,9 +263,15 @@ pub fn ComparePage() -> impl IntoView {
                                                 <option value="draft" selected=move || col().is_some_and(|c| c.variant == "draft")>"unsaved draft"</option>
                                             </Show>
                                         </select>
+                                        <label class="label small" for=format!("compare-temp-{i}")>"Temperature"</label>
                                         <input
                                             class="num-input"
-                                            placeholder="temp."
+                                            type="number"
+                                            min="0"
+                                            max="2"
+                                            step="0.1"
+                                            id=format!("compare-temp-{i}")
+                                            placeholder="saved"
                                             title="Temperature for this column (empty = the version's own)"
                                             prop:value=move || col().map(|c| c.temperature).unwrap_or_default()
                                             on:input=move |ev| { let v = event_target_value(&ev); columns.update(|c| if let Some(c) = c.get_mut(i) { c.temperature = v }); }

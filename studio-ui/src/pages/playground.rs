@@ -13,9 +13,9 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use crate::api::{self, enc};
 use crate::components::playground::{
     vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, ParametersPanel, Playground,
-    PromptPreview, RunCard, RunOutput,
+    PromptPreview, RunCard, RunOutput, SAVED_MESSAGE_KEY,
 };
-use crate::components::RunStats;
+use crate::components::{run_shortcuts, RunStats};
 use crate::draft::{self, Draft};
 
 #[component]
@@ -36,8 +36,15 @@ pub fn PlaygroundPage() -> impl IntoView {
         });
     });
 
+    // Ctrl/Cmd+Enter runs, Esc stops.
+    run_shortcuts(move || pg.run(), move || pg.stop());
+
     // Load: a draft kept in this browser wins (nothing typed is lost); else the version.
     Effect::new(move |_| {
+        // "Saved …", left by the save that opened this page.
+        if let Some(m) = draft::session_take(SAVED_MESSAGE_KEY) {
+            pg.saved_msg.set(Some(m));
+        }
         let name = name.get();
         let version = query.with(|q| q.get("v"));
         loaded.set(false);
@@ -107,11 +114,18 @@ pub fn PlaygroundPage() -> impl IntoView {
         }
     });
 
-    // Live preview and token count, debounced while typing.
+    // A refused run's reason goes once the draft is edited.
+    Effect::new(move |_| {
+        draft.track();
+        pg.check_error.set(None);
+    });
+
+    // Live preview and token count, debounced while typing. Parameters are left out (they
+    // do not change the prompt; the browser checks them), so a wrong one never empties it.
     let preview_seq = StoredValue::new(0u64);
     Effect::new(move |_| {
         let body = RenderDraft {
-            spec: draft.with(|d| d.spec()),
+            spec: draft.with(|d| d.preview_spec()),
             variables: draft.with(|d| d.variables.clone()),
             partial: true,
         };

@@ -193,7 +193,9 @@ fn ImportForm() -> impl IntoView {
                 </select>
                 <button class="secondary" data-testid="import" on:click=import>"Import"</button>
             </div>
-            <ErrorNote error=import_error/>
+            // The server's message as it wrote it (it names the row, the column and the
+            // columns expected), beside the control.
+            {move || import_error.get().map(|e| view! { <div class="field-error" role="alert" data-testid="import-error">{e.to_string()}</div> })}
             {move || import_msg.get().map(|m| view! { <div class="ok">{m}</div> })}
         </details>
     }

@@ -69,7 +69,7 @@ pub fn InputCard() -> impl IntoView {
             />
             <div class="variables" data-testid="variables">
                 <VariableFields
-                    names=Signal::derive(move || pg.preview.with(|p| p.variables.clone()))
+                    names=Signal::derive(move || draft.with(Draft::variable_names))
                     values=Signal::derive(move || draft.with(|d| d.variables.clone()))
                     on_input=Callback::new(move |(n, v)| draft.update(|d| {
                         d.variables.insert(n, v);
@@ -139,7 +139,7 @@ pub fn PromptPreview() -> impl IntoView {
                 <span style=move || preview.with(|p| format!("width: {:.1}%", if p.context_length > 0 { 100.0 * p.prompt_tokens as f64 / p.context_length as f64 } else { 0.0 }))></span>
             </div>
             <pre class="prompt" data-testid="prompt-preview">{move || preview.with(|p| p.prompt.clone())}</pre>
-            <ErrorNote error=pg.preview_error/>
+            <ErrorNote error=pg.preview_error beside_fields=true/>
         </div>
     }
 }

@@ -13,4 +13,4 @@ pub use examples::ExamplesEditor;
 pub use output::RunOutput;
 pub use params::ParametersPanel;
 pub use run::{CodePanel, RunCard};
-pub use state::{vars_key, DraftRun, Playground};
+pub use state::{vars_key, DraftRun, Playground, SAVED_MESSAGE_KEY};

@@ -26,7 +26,7 @@ pub fn RunOutput() -> impl IntoView {
                     view! { <TokenView pieces=pieces.into()/> }.into_any()
                 }}
             </div>
-            <ErrorNote error=pg.run_error/>
+            <ErrorNote error=pg.run_error beside_fields=true/>
             <div class="stats" data-testid="stats">
                 <Stat label="First token" value=Signal::derive(move || stats.with(|s| s.ttft_text()))/>
                 <Stat label="Speed" value=Signal::derive(move || stats.with(|s| s.speed_text()))/>

@@ -1,12 +1,13 @@
-//! The parameters panel: sampling and length settings saved with the version.
+//! The parameters panel: sampling and length settings saved with the version. Number
+//! boxes carry their range; a wrong value is named once, beside its box, as it is typed.
 
 use leptos::prelude::*;
 
-use crate::components::field_error;
 use crate::components::playground::Playground;
-use crate::draft::Draft;
+use crate::components::{field_error, number_input_is_bad};
+use crate::draft::{Draft, NUMBER_FIELDS};
 
-/// One number setting: its name, the text box, what it does, and its error.
+/// One number setting: its name and range, the number box, what it does, and its error.
 #[component]
 fn ParamField(
     label: &'static str,
@@ -17,14 +18,30 @@ fn ParamField(
 ) -> impl IntoView {
     let pg = Playground::get();
     let (value, write) = pg.bind(get, set);
+    let spec = NUMBER_FIELDS.iter().copied().find(|f| f.field == field);
+    let (min, max, step) = (spec.map(|f| f.min), spec.and_then(|f| f.max), spec.map(|f| f.step));
+    let range = spec.map(|f| f.range_text()).unwrap_or_default();
+    let on_input = move |ev: leptos::ev::Event| {
+        let bad = number_input_is_bad(&ev);
+        pg.bad_numbers.update(|b| {
+            b.retain(|f| *f != field);
+            if bad {
+                b.push(field);
+            }
+        });
+        if !bad {
+            write(event_target_value(&ev));
+        }
+    };
+    let error = Signal::derive(move || pg.param_error().get().or_else(|| pg.any_err().get()));
     view! {
         <div class="param">
             <div class="param-head">
-                <label class="label small">{label}</label>
-                <input class="num-input" data-testid=field prop:value=value on:input=move |ev| write(event_target_value(&ev))/>
+                <label class="label small" for=field>{label}<span class="range">{range}</span></label>
+                <input class="num-input" type="number" inputmode="decimal" id=field data-testid=field min=min max=max step=step prop:value=value on:input=on_input/>
             </div>
             <p class="hint">{hint}</p>
-            {field_error(pg.any_err(), field)}
+            {field_error(error, field)}
         </div>
     }
 }
@@ -33,6 +50,7 @@ fn ParamField(
 pub fn ParametersPanel() -> impl IntoView {
     let pg = Playground::get();
     let (stop, write_stop) = pg.bind(|d| d.params.stop.clone(), |d, v| d.params.stop = v);
+    let error = Signal::derive(move || pg.param_error().get().or_else(|| pg.any_err().get()));
     view! {
         <div class="card params">
             <h3>"Parameters"</h3>
@@ -45,7 +63,7 @@ pub fn ParametersPanel() -> impl IntoView {
                 <label class="label small">"Stop sequences"</label>
                 <textarea class="mono" rows="2" prop:value=stop on:input=move |ev| write_stop(event_target_value(&ev))></textarea>
                 <p class="hint">"The answer ends where one of these appears. One per line; \\n is a line break."</p>
-                {field_error(pg.any_err(), "parameters.stop")}
+                {field_error(error, "parameters.stop")}
             </div>
             <ParamField label="Seed" hint="Same seed and settings give the same answer even when sampling. Empty = random." get=|d| d.params.seed.clone() set=|d, v| d.params.seed = v field="parameters.seed"/>
         </div>

@@ -6,7 +6,8 @@ use leptos_router::hooks::use_navigate;
 
 use crate::code::Lang;
 use crate::components::playground::Playground;
-use crate::components::{field_error, ErrorNote};
+use crate::components::{field_error, ErrorNote, Kbd};
+use crate::draft;
 
 #[component]
 pub fn RunCard() -> impl IntoView {
@@ -17,11 +18,11 @@ pub fn RunCard() -> impl IntoView {
             <div class="run-buttons">
                 <Show
                     when=move || pg.running.get()
-                    fallback=move || view! { <button class="primary big" data-testid="run" on:click=move |_| pg.run()>"▶ Run"</button> }
+                    fallback=move || view! { <button class="primary big" data-testid="run" title="Run (Ctrl+Enter)" on:click=move |_| pg.run()>"▶ Run "<Kbd keys="Ctrl+Enter"/></button> }
                 >
-                    <button class="danger big" data-testid="stop" on:click=move |_| pg.stop()>"■ Stop"</button>
+                    <button class="danger big" data-testid="stop" title="Stop (Esc)" on:click=move |_| pg.stop()>"■ Stop "<Kbd keys="Esc"/></button>
                 </Show>
-                <button class="secondary" data-testid="save-open" on:click=move |_| pg.save_open.update(|o| *o = !*o)>"Save…"</button>
+                <button class="secondary" data-testid="save-open" on:click=move |_| open_save(pg)>"Save…"</button>
                 <button class="ghost" data-testid="code-open" on:click=move |_| pg.code_open.update(|o| *o = !*o)>"</> View code"</button>
                 {move || draft.with(|d| d.template.clone()).map(|t| view! {
                     <a class="ghost button" href=format!("/templates/{t}")>"History"</a>
@@ -37,22 +38,68 @@ pub fn RunCard() -> impl IntoView {
     }
 }
 
-/// Name (for a new template) and note, then save.
+/// Opens (or closes) the save panel; a new template's name is suggested from its title.
+fn open_save(pg: Playground) {
+    let opening = !pg.save_open.get_untracked();
+    pg.save_open.set(opening);
+    if !opening || pg.draft.with_untracked(|d| d.template.is_some()) || !pg.new_name.get_untracked().is_empty() {
+        return;
+    }
+    let title = pg.draft.with_untracked(|d| d.title.clone());
+    if pg.save_language.get_untracked().is_empty() {
+        let text = pg.draft.with_untracked(|d| format!("{} {}", d.title, d.instruction));
+        pg.save_language.set(draft::guess_language(&text).to_string());
+    }
+    match draft::suggest_name(&title) {
+        Some(name) => pg.new_name.set(name),
+        // Korean or Japanese titles: the first free `template-N`.
+        None => crate::api::spawn(async move {
+            let taken: Vec<String> = crate::api::get::<api_types::templates::TemplateList>("/api/templates")
+                .await
+                .map(|l| l.templates.into_iter().map(|t| t.template.name).collect())
+                .unwrap_or_default();
+            let free = (1..).map(|n| format!("template-{n}")).find(|n| !taken.contains(n)).unwrap_or_default();
+            if pg.new_name.get_untracked().is_empty() {
+                pg.new_name.set(free);
+            }
+        }),
+    }
+}
+
+/// Name, description, tags and language (for a new template) and a note, then save.
 #[component]
 fn SavePanel() -> impl IntoView {
     let pg = Playground::get();
     let draft = pg.draft;
+    // Cloned out at each click: the save outlives this panel, which closes as it ends.
     let navigate = StoredValue::new_local(use_navigate());
-    let save = move |as_new: bool| pg.save(as_new, move |path, options| navigate.with_value(|n| n(path, options)));
+    let save = move |as_new: bool| pg.save(as_new, navigate.get_value());
     view! {
         <div class="save-panel" data-testid="save-panel">
             <Show when=move || draft.with(|d| d.template.is_none())>
-                <label class="label small">"Template name (letters, digits, dashes)"</label>
-                <input data-testid="save-name" placeholder="my-prompt" prop:value=move || pg.new_name.get() on:input=move |ev| pg.new_name.set(event_target_value(&ev))/>
+                <label class="label small" for="save-name">"Template name"</label>
+                <input id="save-name" data-testid="save-name" placeholder="movie-review" autocomplete="off" spellcheck="false" prop:value=move || pg.new_name.get() on:input=move |ev| { pg.save_error.set(None); pg.new_name.set(event_target_value(&ev)) }/>
+                <p class="hint" data-testid="save-name-rule">"Used in the API URL: a-z, 0-9, '-' and '_', starting with a letter or digit (up to 64). Suggested from the title."</p>
                 {field_error(pg.save_error.into(), "name")}
+                <label class="label small" for="save-description">"Description (optional)"</label>
+                <input id="save-description" data-testid="save-description" placeholder="What the prompt is for" prop:value=move || pg.save_description.get() on:input=move |ev| pg.save_description.set(event_target_value(&ev))/>
+                <div class="save-grid">
+                    <div>
+                        <label class="label small" for="save-tags">"Tags (comma-separated)"</label>
+                        <input id="save-tags" data-testid="save-tags" placeholder="sentiment, reviews" prop:value=move || pg.save_tags.get() on:input=move |ev| pg.save_tags.set(event_target_value(&ev))/>
+                    </div>
+                    <div>
+                        <label class="label small" for="save-language">"Language"</label>
+                        <select id="save-language" data-testid="save-language" on:change=move |ev| pg.save_language.set(event_target_value(&ev))>
+                            {[("ko", "Korean"), ("ja", "Japanese"), ("en", "English"), ("", "Other / mixed")].into_iter().map(|(code, name)| view! {
+                                <option value=code selected=move || pg.save_language.get() == code>{name}</option>
+                            }).collect_view()}
+                        </select>
+                    </div>
+                </div>
             </Show>
-            <label class="label small">"What changed (optional)"</label>
-            <input data-testid="save-note" placeholder="e.g. two more negative examples" prop:value=move || pg.save_note.get() on:input=move |ev| pg.save_note.set(event_target_value(&ev))/>
+            <label class="label small" for="save-note">"What changed (optional)"</label>
+            <input id="save-note" data-testid="save-note" placeholder="e.g. two more negative examples" prop:value=move || pg.save_note.get() on:input=move |ev| pg.save_note.set(event_target_value(&ev))/>
             <div class="row">
                 {move || if draft.with(|d| d.template.is_some()) {
                     view! { <button class="primary" data-testid="save-version" on:click=move |_| save(false)>"Save as new version"</button> }.into_any()
@@ -60,7 +107,7 @@ fn SavePanel() -> impl IntoView {
                     view! { <button class="primary" data-testid="save-new" on:click=move |_| save(true)>"Save template"</button> }.into_any()
                 }}
             </div>
-            <ErrorNote error=pg.save_error/>
+            <ErrorNote error=pg.save_error beside_fields=true/>
         </div>
     }
 }

@@ -20,6 +20,10 @@ pub fn vars_key(template: Option<&str>) -> String {
     format!("studio.vars.{}", template.unwrap_or(""))
 }
 
+/// Where a save that opens a new page leaves its "Saved" message for that page
+/// (session storage: this tab only).
+pub const SAVED_MESSAGE_KEY: &str = "studio.saved";
+
 /// `POST /api/draft/completions`: the draft's spec and a template call.
 #[derive(serde::Serialize)]
 pub struct DraftRun<'a> {
@@ -51,6 +55,10 @@ pub struct Playground {
     pub preview: RwSignal<RenderedPrompt>,
     pub preview_error: RwSignal<Option<ApiError>>,
     pub run_error: RwSignal<Option<ApiError>>,
+    /// Why Run was refused (a variable with no value, an empty prompt), at its field.
+    pub check_error: RwSignal<Option<ApiError>>,
+    /// Number fields whose text the browser reads as no number (`1e`), by field.
+    pub bad_numbers: RwSignal<Vec<&'static str>>,
     pub save_error: RwSignal<Option<ApiError>>,
     pub pieces: RwSignal<Vec<Piece>>,
     /// How far the server has read a long prompt, until the first token arrives.
@@ -61,6 +69,9 @@ pub struct Playground {
     pub save_open: RwSignal<bool>,
     pub save_note: RwSignal<String>,
     pub new_name: RwSignal<String>,
+    pub save_description: RwSignal<String>,
+    pub save_tags: RwSignal<String>,
+    pub save_language: RwSignal<String>,
     pub saved_msg: RwSignal<Option<String>>,
     pub code_open: RwSignal<bool>,
     pub code_lang: RwSignal<Lang>,
@@ -80,6 +91,8 @@ impl Playground {
             preview: RwSignal::new(RenderedPrompt::default()),
             preview_error: RwSignal::new(None),
             run_error: RwSignal::new(None),
+            check_error: RwSignal::new(None),
+            bad_numbers: RwSignal::new(Vec::new()),
             save_error: RwSignal::new(None),
             pieces: RwSignal::new(Vec::new()),
             prefill: RwSignal::new(None),
@@ -89,6 +102,9 @@ impl Playground {
             save_open: RwSignal::new(false),
             save_note: RwSignal::new(String::new()),
             new_name: RwSignal::new(String::new()),
+            save_description: RwSignal::new(String::new()),
+            save_tags: RwSignal::new(String::new()),
+            save_language: RwSignal::new(String::new()),
             saved_msg: RwSignal::new(None),
             code_open: RwSignal::new(false),
             code_lang: RwSignal::new(Lang::Curl),
@@ -112,23 +128,54 @@ impl Playground {
         (move || draft.with(get), move |v| draft.update(|d| set(d, v)))
     }
 
-    /// A field error from either the live preview or the run, shown beside its control.
+    /// A field error from the run check, the run or the live preview, shown beside its
+    /// control.
     pub fn any_err(self) -> Signal<Option<ApiError>> {
-        Signal::derive(move || self.run_error.get().or_else(|| self.preview_error.get()))
+        Signal::derive(move || {
+            self.check_error.get().or_else(|| self.run_error.get()).or_else(|| self.preview_error.get())
+        })
+    }
+
+    /// The parameter error, checked in the browser as the person types (the server is not
+    /// asked: a parameter never changes the preview).
+    pub fn param_error(self) -> Signal<Option<ApiError>> {
+        Signal::derive(move || {
+            if let Some(field) = self.bad_numbers.with(|b| b.first().copied()) {
+                let f = crate::draft::NUMBER_FIELDS.iter().find(|f| f.field == field)?;
+                let what = if f.whole { "a whole number" } else { "a number" };
+                let message = format!("That is not a number: enter {what} ({}).", f.range_text());
+                return Some(ApiError::field(api_types::template::FieldError::new(field, message)));
+            }
+            self.draft.with(|d| d.params.problem()).map(ApiError::field)
+        })
     }
 
     /// The values of the variables the prompt needs (empty where none was typed).
     pub fn variables_for_run(self) -> BTreeMap<String, String> {
-        let names = self.preview.with(|p| p.variables.clone());
-        self.draft
-            .with(|d| names.iter().map(|n| (n.clone(), d.variables.get(n).cloned().unwrap_or_default())).collect())
+        self.draft.with(|d| {
+            d.variable_names()
+                .into_iter()
+                .map(|n| (n.clone(), d.variables.get(&n).cloned().unwrap_or_default()))
+                .collect()
+        })
     }
 
-    /// Runs the draft, streaming the answer into the token view.
+    /// Runs the draft, streaming the answer into the token view; refused, with the reason
+    /// at its field, while a parameter is wrong, the prompt is empty or a variable has no
+    /// value.
     pub fn run(self) {
         if self.running.get_untracked() {
             return;
         }
+        if self.param_error().get_untracked().is_some() {
+            return;
+        }
+        let problem = self.draft.with_untracked(Draft::run_problem).map(ApiError::field);
+        if problem.is_some() {
+            self.check_error.set(problem);
+            return;
+        }
+        self.check_error.set(None);
         let spec = self.draft.with_untracked(|d| d.spec());
         let variables = self.variables_for_run();
         self.running.set(true);
@@ -187,7 +234,10 @@ impl Playground {
     }
 
     /// Saves the draft as a new version of its template, or (`as_new`) as a new template,
-    /// then opens the saved version.
+    /// then opens the saved version. A new template opens on a new page: everything the
+    /// new page needs (the values typed, the "Saved" message) is stored first, and the
+    /// page moves last, through `navigate` owned by this call (the save panel and this
+    /// page are gone once it moves).
     pub fn save(self, as_new: bool, navigate: impl Fn(&str, NavigateOptions) + 'static) {
         self.save_error.set(None);
         self.saved_msg.set(None);
@@ -195,6 +245,17 @@ impl Playground {
         let note = self.save_note.get_untracked();
         let target = if as_new { None } else { d.template.clone() };
         let new_name = self.new_name.get_untracked().trim().to_string();
+        if target.is_none() {
+            if let Some(message) = draft::name_problem(&new_name) {
+                let e = api_types::template::FieldError::new("name", message);
+                self.save_error.set(Some(ApiError::field(e)));
+                return;
+            }
+        }
+        let description = self.save_description.get_untracked().trim().to_string();
+        let tags: Vec<String> =
+            self.save_tags.get_untracked().split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        let language = self.save_language.get_untracked();
         api::spawn(async move {
             let spec = d.spec();
             let result = match &target {
@@ -208,9 +269,9 @@ impl Playground {
                     let body = CreateTemplate {
                         name: new_name.clone(),
                         title: d.title.clone(),
-                        description: String::new(),
-                        tags: Vec::new(),
-                        language: String::new(),
+                        description,
+                        tags,
+                        language,
                         spec,
                         note,
                     };
@@ -219,23 +280,33 @@ impl Playground {
                         .map(|v| (new_name.clone(), v.version))
                 }
             };
-            match result {
-                Ok((name, version)) => {
-                    let mut kept = Draft::from_version(&name, &d.title, &version);
-                    kept.variables = d.variables.clone();
-                    self.original.set(Some(kept.clone()));
-                    self.draft.set(kept);
-                    draft::storage_remove(&Draft::storage_key(Some(&name)));
-                    if target.is_none() {
-                        draft::storage_remove(&Draft::storage_key(None));
-                    }
-                    self.save_open.set(false);
-                    self.save_note.set(String::new());
-                    self.saved_msg.set(Some(format!("Saved {name} version {}", version.version)));
-                    navigate(&format!("/t/{name}"), Default::default());
+            let (name, version) = match result {
+                Ok(saved) => saved,
+                Err(e) => {
+                    self.save_error.set(Some(e));
+                    return;
                 }
-                Err(e) => self.save_error.set(Some(e)),
+            };
+            let message = format!("Saved {name} version {}", version.version);
+            draft::storage_remove(&Draft::storage_key(Some(&name)));
+            if let Ok(v) = serde_json::to_string(&d.variables) {
+                draft::storage_set(&vars_key(Some(&name)), &v);
             }
+            if target.is_none() {
+                draft::storage_remove(&Draft::storage_key(None));
+                draft::session_set(SAVED_MESSAGE_KEY, &message);
+                navigate(&format!("/t/{name}"), Default::default());
+                return;
+            }
+            let mut kept = Draft::from_version(&name, &d.title, &version);
+            kept.variables = d.variables.clone();
+            self.original.set(Some(kept.clone()));
+            self.draft.set(kept);
+            self.restored.set(false);
+            self.save_note.set(String::new());
+            self.saved_msg.set(Some(message));
+            self.save_open.set(false);
+            navigate(&format!("/t/{name}"), Default::default());
         });
     }
 
