@@ -18,7 +18,8 @@ pub struct ApiError {
     pub param: Option<String>,
     pub code: Option<&'static str>,
     /// Extra members of the error object (e.g. both scores of an eval-gate refusal).
-    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Boxed: it is rare, and keeps every `Result<_, ApiError>` small.
+    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -96,7 +97,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({ "message": self.message, "type": self.kind, "param": self.param, "code": self.code });
         if let (Some(obj), Some(details)) = (error.as_object_mut(), self.details.clone()) {
-            obj.extend(details);
+            obj.extend(*details);
         }
         json!({ "error": error })
     }
@@ -168,7 +169,7 @@ impl From<crate::evals::EvalError> for ApiError {
                 let mut details = serde_json::Map::new();
                 details.insert("candidate".into(), candidate);
                 details.insert("production".into(), production);
-                e.details = Some(details);
+                e.details = Some(Box::new(details));
                 e
             }
         }

@@ -140,6 +140,7 @@ impl ValidRequest {
             frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
             seed: p.seed,
             logprobs: opts.logprobs,
+            logit_bias: Vec::new(),
         };
         sampling.validate().map_err(inference::EngineError::from)?;
         let mut choices = Vec::new();

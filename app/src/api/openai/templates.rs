@@ -80,6 +80,7 @@ async fn complete_spec(
         "repetition_penalty": params.repetition_penalty, "seed": params.seed,
         "stop": params.stop.clone().map(StopInput::into_vec).unwrap_or_default(),
     });
+    let output = call.take_output();
     let opts = RequestOptions {
         model: call.model,
         logprobs: call.logprobs,
@@ -87,7 +88,6 @@ async fn complete_spec(
         stream: call.stream.unwrap_or(false),
     };
     let include_usage = call.stream_options.is_some_and(|o| o.include_usage);
-    let output = call.take_output();
     // Rendering and tokenizing are CPU work: off the tokio workers.
     let (sched, owned, variables) = (state.scheduler.clone(), spec.clone(), call.variables.clone());
     let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
