@@ -249,7 +249,7 @@ def _():
     import re
 
     r = client.completions.create(model=model, prompt="A JSON object describing a cat:", max_tokens=60,
-                                  temperature=0.7, response_format={"type": "json_object"})
+                                  temperature=0.7, extra_body={"response_format": {"type": "json_object"}})
     if r.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(r.choices[0].text), dict), r.choices[0].text
     labels = ["sports", "politics", "science"]
@@ -272,8 +272,8 @@ def _():
     import openai
 
     cases = [
-        (dict(response_format={"type": "json_schema",
-                               "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}),
+        (dict(extra_body={"response_format": {"type": "json_schema",
+                                              "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}),
          "response_format.json_schema.schema"),
         (dict(extra_body={"guided_regex": "[0-9"}), "guided_regex"),
         (dict(extra_body={"structured_outputs": {"regex": "a", "choice": ["a"]}}), "structured_outputs.choice"),
