@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use app::batches::{parse_input, NewLine};
 use app::evals::{EvalPlan, EvalSettings, EvalStatus};
-use app::store::{LineOutcome, Store};
+use app::store::{LineAnswer, Store};
 use app::templates::{TemplateMeta, VersionSpec};
 use support::on_both;
 
@@ -25,8 +25,8 @@ fn lines(n: usize) -> Vec<NewLine> {
     parse_input(&text, "/v1/completions").unwrap()
 }
 
-fn ok(n: i64) -> LineOutcome {
-    LineOutcome::Answered { status_code: 200, request_id: format!("req_{n}"), body: serde_json::json!({"n": n}) }
+fn ok(n: i64) -> LineAnswer {
+    LineAnswer { status_code: 200, request_id: format!("req_{n}"), body: serde_json::json!({"n": n}) }
 }
 
 async fn batch(s: &Store, n: usize) -> String {
@@ -56,11 +56,7 @@ async fn replicas_share_lines_and_each_is_answered_once() {
         assert_eq!(a.batch(&id).await.unwrap().request_counts.completed, 10);
         for l in &got_b {
             let outcome = if l.line_no == 7 {
-                LineOutcome::Answered {
-                    status_code: 400,
-                    request_id: "r".into(),
-                    body: serde_json::json!({"error": {}}),
-                }
+                LineAnswer { status_code: 400, request_id: "r".into(), body: serde_json::json!({"error": {}}) }
             } else {
                 ok(l.line_no)
             };

@@ -21,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::batches::{self, MAX_FILE_BYTES};
 use crate::serving::{with_priority, Priority};
-use crate::store::{ClaimedLine, LineOutcome, Store};
+use crate::store::{ClaimedLine, LineAnswer, Store};
 use crate::AppState;
 
 /// Most items a list answers (`limit`, default 20, as OpenAI).
@@ -185,7 +185,7 @@ fn line_router(state: AppState) -> Router {
 
 /// Runs one line through its endpoint at batch priority. `None`: the server is busy
 /// (queue full, model loading) and the line should be tried again later.
-async fn run_line(router: &Router, endpoint: &str, line: &ClaimedLine) -> Option<LineOutcome> {
+async fn run_line(router: &Router, endpoint: &str, line: &ClaimedLine) -> Option<LineAnswer> {
     let req = Request::post(endpoint)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(line.body.clone()))
@@ -198,7 +198,7 @@ async fn run_line(router: &Router, endpoint: &str, line: &ClaimedLine) -> Option
     let bytes = axum::body::to_bytes(resp.into_body(), MAX_ANSWER_BYTES).await.unwrap_or_default();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Some(LineOutcome::Answered { status_code: status.as_u16(), request_id: batches::new_id("req_"), body })
+    Some(LineAnswer { status_code: status.as_u16(), request_id: batches::new_id("req_"), body })
 }
 
 /// Starts this replica's batch worker and its lease keeper on the tokio runtime.
@@ -230,11 +230,27 @@ async fn keep_leases(store: Store) {
     }
 }
 
+/// Batch endpoints remembered by the worker (cleared when full: one query refills each).
+const MAX_CACHED_ENDPOINTS: usize = 1024;
+
+/// A line that ran: the line, its endpoint, and the answer (`None`: busy, run it again).
+type Ran = (ClaimedLine, String, Option<LineAnswer>);
+
+/// Runs `line` on a task of `running`, after `pause`.
+fn spawn_line(running: &mut JoinSet<Ran>, router: &Router, endpoint: String, line: ClaimedLine, pause: Duration) {
+    let router = router.clone();
+    running.spawn(async move {
+        tokio::time::sleep(pause).await;
+        let answer = run_line(&router, &endpoint, &line).await;
+        (line, endpoint, answer)
+    });
+}
+
 async fn work(state: AppState) {
     let router = line_router(state.clone());
     let store = state.store.clone();
     let mut endpoints: HashMap<String, String> = HashMap::new();
-    let mut running: JoinSet<(ClaimedLine, Option<LineOutcome>)> = JoinSet::new();
+    let mut running: JoinSet<Ran> = JoinSet::new();
     loop {
         let room = LINES_IN_FLIGHT - running.len();
         let claimed = if room > 0 { store.claim_lines(room).await } else { Ok(Vec::new()) };
@@ -247,6 +263,9 @@ async fn work(state: AppState) {
                 Some(e) => e.clone(),
                 None => match store.batch_endpoint(&line.batch_id).await {
                     Ok(e) => {
+                        if endpoints.len() >= MAX_CACHED_ENDPOINTS {
+                            endpoints.clear();
+                        }
                         endpoints.insert(line.batch_id.clone(), e.clone());
                         e
                     }
@@ -256,11 +275,7 @@ async fn work(state: AppState) {
                     }
                 },
             };
-            let router = router.clone();
-            running.spawn(async move {
-                let outcome = run_line(&router, &endpoint, &line).await;
-                (line, outcome)
-            });
+            spawn_line(&mut running, &router, endpoint, line, Duration::ZERO);
         }
         if running.is_empty() {
             // Nothing to do: wait for a new batch here or the next look at the store.
@@ -269,26 +284,20 @@ async fn work(state: AppState) {
         }
         let next = tokio::time::timeout(IDLE_POLL, running.join_next()).await;
         let Ok(Some(joined)) = next else { continue };
-        let (line, outcome) = match joined {
+        let (line, endpoint, answer) = match joined {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!("a batch line's task failed: {e}");
                 continue;
             }
         };
-        let Some(outcome) = outcome else {
+        let Some(answer) = answer else {
             // Busy (queue full, model loading): the line stays claimed (its lease is
             // renewed) and runs again after a pause.
-            let router = router.clone();
-            let endpoint = endpoints.get(&line.batch_id).cloned().unwrap_or_default();
-            running.spawn(async move {
-                tokio::time::sleep(BUSY_PAUSE).await;
-                let outcome = run_line(&router, &endpoint, &line).await;
-                (line, outcome)
-            });
+            spawn_line(&mut running, &router, endpoint, line, BUSY_PAUSE);
             continue;
         };
-        match store.finish_line(&line, &outcome).await {
+        match store.finish_line(&line, &answer).await {
             Ok(true) => {
                 if let Err(e) = store.finalize_if_done(&line.batch_id).await {
                     tracing::warn!("finalizing batch {}: {e}", line.batch_id);

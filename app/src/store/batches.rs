@@ -23,11 +23,13 @@ pub struct ClaimedLine {
     pub body: String,
 }
 
-/// How a line ended: answered (any HTTP status), or not run at all.
+/// What the endpoint answered a line (any HTTP status): 2xx goes to the output file,
+/// the rest to the error file.
 #[derive(Debug, Clone)]
-pub enum LineOutcome {
-    /// The endpoint answered; 2xx goes to the output file, the rest to the error file.
-    Answered { status_code: u16, request_id: String, body: serde_json::Value },
+pub struct LineAnswer {
+    pub status_code: u16,
+    pub request_id: String,
+    pub body: serde_json::Value,
 }
 
 /// A line whose claim expired this many times is failed instead of claimed again (it
@@ -337,8 +339,8 @@ impl Store {
     /// Records a line's answer if this replica still holds its claim; `false` when the
     /// claim was lost (it expired and another replica took the line), and the answer is
     /// dropped. So each line is written once.
-    pub async fn finish_line(&self, line: &ClaimedLine, outcome: &LineOutcome) -> Result<bool> {
-        let LineOutcome::Answered { status_code, request_id, body } = outcome;
+    pub async fn finish_line(&self, line: &ClaimedLine, answer: &LineAnswer) -> Result<bool> {
+        let LineAnswer { status_code, request_id, body } = answer;
         let ok = (200..300).contains(status_code);
         let out = BatchOutputLine {
             id: format!("batch_req_{}_{}", line.batch_id.trim_start_matches("batch_"), line.line_no),
