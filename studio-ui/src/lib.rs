@@ -33,6 +33,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                // Inline, so the browser's automatic /favicon.ico request never 404s.
+                <link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Cpath d='M8 0l8 8-8 8-8-8z' fill='%234f46e5'/%3E%3C/svg%3E"/>
                 <style>{CSS}</style>
                 <HydrationScripts options/>
                 <MetaTags/>
