@@ -8,6 +8,8 @@ import sys
 
 from openai import OpenAI
 
+from schemas import PERSON_SCHEMA
+
 base = sys.argv[1]
 client = OpenAI(base_url=base, api_key="unused")
 model = client.models.list().data[0].id
@@ -201,19 +203,6 @@ def _():
                                               stream_options={"include_usage": True},
                                               extra_body={"variables": {"headline": "Rain expected all week"}}))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0, chunks[-1]
-
-PERSON_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 30},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "city": {"type": "string", "maxLength": 30},
-        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
-        "mood": {"enum": ["happy", "calm", "busy"]},
-    },
-    "required": ["name", "age", "city", "hobbies", "mood"],
-    "additionalProperties": False,
-}
 
 
 @check("response_format json_schema: 12 completions at temperature 0.7 all validate")

@@ -17,23 +17,13 @@ import time
 import jsonschema
 from openai import OpenAI
 
+from schemas import PERSON_SCHEMA as SCHEMA
+
 base = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 client = OpenAI(base_url=base, api_key="unused")
 model = client.models.list().data[0].id
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 30},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "city": {"type": "string", "maxLength": 30},
-        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
-        "mood": {"enum": ["happy", "calm", "busy"]},
-    },
-    "required": ["name", "age", "city", "hobbies", "mood"],
-    "additionalProperties": False,
-}
 PEOPLE = ["a baker", "a pilot", "a student in Seoul", "a retired teacher", "a chess player", "a nurse",
           "a farmer", "a painter", "a software developer", "a sailor", "a musician", "a gardener",
           "서울의 대학생", "東京の会社員", "a librarian", "a firefighter", "a chef in Busan"]
