@@ -257,14 +257,17 @@ pub struct TextChange {
     pub granularity: DiffGranularity,
 }
 
-/// How finely a text diff's ops split the text. `char`: character runs (the default).
-/// `line`: whole lines, for texts too long to diff character by character (the server's
-/// bound: over 8,000 characters old + new in one field; see the server's `templates::diff`).
+/// How finely a text diff's ops split the text. `word`: words of spaced scripts (Korean,
+/// Latin) and grapheme clusters of scripts without spaces (Japanese, Chinese), which is what
+/// the server sends for short fields. `char`: character runs (what an absent field meant
+/// before word diffs). `line`: whole lines, for texts too long to diff word by word (the
+/// server's bound: over 8,000 characters old + new in one field; see `templates::diff`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffGranularity {
     #[default]
     Char,
+    Word,
     Line,
 }
 

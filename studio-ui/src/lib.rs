@@ -54,7 +54,16 @@ pub fn App() -> impl IntoView {
         <Router>
             <Header/>
             <main class="page">
-                <Routes fallback=|| view! { <div class="empty">"No such page. "<A href="/">"Open the playground"</A></div> }>
+                <Routes fallback=|| view! {
+                    <section class="card not-found" data-testid="not-found">
+                        <h1>"Page not found"</h1>
+                        <p>"There is no such page in the studio."</p>
+                        <div class="row">
+                            <A href="/library" attr:class="button primary">"Browse the library"</A>
+                            <A href="/" attr:class="button ghost">"Open the playground"</A>
+                        </div>
+                    </section>
+                }>
                     <Route path=path!("/") view=PlaygroundPage/>
                     <Route path=path!("/t/:name") view=PlaygroundPage/>
                     <Route path=path!("/library") view=LibraryPage/>

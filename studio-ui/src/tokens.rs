@@ -99,8 +99,40 @@ fn shade(prob: f64) -> String {
 #[component]
 pub fn TokenView(pieces: Signal<Vec<Piece>>) -> impl IntoView {
     let selected = RwSignal::new(None::<usize>);
+    // Roving focus: one piece is in the tab order (Tab reaches the output once, arrows move
+    // between pieces, Enter or Space opens a piece's alternatives).
+    let focused = RwSignal::new(0usize);
+    let toggle = move |i: usize| selected.update(|s| *s = if *s == Some(i) { None } else { Some(i) });
+    let keydown = move |i: usize, ev: leptos::ev::KeyboardEvent| {
+        use leptos::wasm_bindgen::JsCast;
+        let key = ev.key();
+        match key.as_str() {
+            "Enter" | " " if !ev.ctrl_key() && !ev.meta_key() => {
+                ev.prevent_default();
+                toggle(i);
+            }
+            "ArrowRight" | "ArrowLeft" | "Home" | "End" => {
+                ev.prevent_default();
+                let el = event_target::<leptos::web_sys::HtmlElement>(&ev);
+                let target = match key.as_str() {
+                    "ArrowRight" => el.next_element_sibling(),
+                    "ArrowLeft" => el.previous_element_sibling(),
+                    "Home" => el.parent_element().and_then(|p| p.first_element_child()),
+                    _ => el.parent_element().and_then(|p| p.last_element_child()),
+                };
+                if let Some(t) = target.and_then(|t| t.dyn_into::<leptos::web_sys::HtmlElement>().ok()) {
+                    let _ = t.focus();
+                }
+            }
+            _ => {}
+        }
+    };
+    let in_tab_order = move |i: usize| {
+        let n = pieces.with(Vec::len);
+        i == focused.get().min(n.saturating_sub(1))
+    };
     view! {
-        <div class="tokens" data-testid="token-view">
+        <div class="tokens" data-testid="token-view" role="group" aria-label="Output pieces: arrows move, Enter shows alternatives">
             <For
                 each={move || pieces.get().into_iter().enumerate().collect::<Vec<_>>()}
                 key={|item: &(usize, Piece)| (item.0, item.1.text.clone())}
@@ -113,13 +145,20 @@ pub fn TokenView(pieces: Signal<Vec<Piece>>) -> impl IntoView {
                         .collect::<Vec<_>>()
                         .join("  ·  ");
                     let title = format!("p = {:.0}%  |  {}", p.prob * 100.0, title);
+                    let label = format!("{}, {:.0}%", show_token(&p.text), p.prob * 100.0);
                     view! {
                         <span
                             class="tok"
                             class:selected=move || selected.get() == Some(i)
                             style=shade(p.prob)
                             title=title
-                            on:click=move |_| selected.update(|s| *s = if *s == Some(i) { None } else { Some(i) })
+                            role="button"
+                            aria-label=label
+                            aria-pressed=move || (selected.get() == Some(i)).to_string()
+                            tabindex=move || if in_tab_order(i) { "0" } else { "-1" }
+                            on:focus=move |_| focused.set(i)
+                            on:keydown=move |ev| keydown(i, ev)
+                            on:click=move |_| toggle(i)
                         >
                             {p.text.clone()}
                         </span>
@@ -131,7 +170,7 @@ pub fn TokenView(pieces: Signal<Vec<Piece>>) -> impl IntoView {
             let i = selected.get()?;
             let p = pieces.with(|ps| ps.get(i).cloned())?;
             Some(view! {
-                <div class="alts">
+                <div class="alts" role="region" aria-live="polite" aria-label="Alternatives">
                     <div class="alts-head">
                         <b>{show_token(&p.text)}</b>
                         " chosen with probability "

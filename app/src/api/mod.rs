@@ -76,7 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
-        .fallback_service(ui::router(&ui::site_dir()))
+        .fallback_service(ui::router(&ui::site_dir(), state.store.clone()))
         .layer(middleware::from_fn(crate::api::error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use leptos::prelude::LeptosOptions;
@@ -22,6 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
 use crate::api::error::ApiError;
+use crate::store::{Store, StoreError};
 
 /// The wasm-bindgen output name (`pkg/studio-ui.js`, `pkg/studio-ui_bg.wasm`).
 pub const OUTPUT_NAME: &str = "studio-ui";
@@ -39,8 +41,9 @@ pub fn bundle_present(site: &Path) -> bool {
     site.join("pkg").join(format!("{OUTPUT_NAME}_bg.wasm")).is_file()
 }
 
-/// The pages plus `/pkg/*`; anything else answers 404 (JSON under `/api` and `/v1`).
-pub fn router(site: &Path) -> Router {
+/// The pages plus `/pkg/*`; anything else answers 404 (JSON under `/api` and `/v1`), and so
+/// does the page of a template that does not exist (the page itself says so once hydrated).
+pub fn router(site: &Path, store: Store) -> Router {
     let pkg = site.join("pkg");
     let bundle = Bundle::open(&pkg, OUTPUT_NAME).map(Arc::new);
     if let Some(b) = bundle.clone() {
@@ -64,6 +67,7 @@ pub fn router(site: &Path) -> Router {
         .nest_service("/pkg", assets)
         .fallback(not_found)
         .with_state(options)
+        .layer(middleware::from_fn_with_state(store, missing_template_is_404))
         // Pages (the stylesheet is inlined) and files without a compressed copy; a
         // response that is already compressed passes through.
         .layer(CompressionLayer::new())
@@ -110,6 +114,30 @@ fn asset_response(asset: &Asset, headers: &HeaderMap) -> Response {
     r
 }
 
+/// The template a page belongs to: `/templates/{name}`, `/t/{name}` (and pages under it),
+/// `/evaluate/{name}`.
+fn template_of_page(path: &str) -> Option<String> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (page, name) = (parts.next()?, parts.next()?);
+    let name = percent_encoding::percent_decode_str(name).decode_utf8().ok()?;
+    (matches!(page, "templates" | "t" | "evaluate") && !name.is_empty()).then(|| name.into_owned())
+}
+
+/// A page of an unknown template is still rendered (it says "not found" and links on), but
+/// with status 404, so links checkers, crawlers and tests see a missing page as missing.
+async fn missing_template_is_404(State(store): State<Store>, req: Request, next: Next) -> Response {
+    let name = template_of_page(req.uri().path());
+    let mut response = next.run(req).await;
+    if let Some(name) = name {
+        if response.status() == StatusCode::OK
+            && matches!(store.get_template(&name).await, Err(StoreError::NotFound(_)))
+        {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+        }
+    }
+    response
+}
+
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     if path.starts_with("/api") || path.starts_with("/v1") {
@@ -126,6 +154,17 @@ async fn not_found(req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_pages_name_their_template() {
+        assert_eq!(template_of_page("/templates/movie-sentiment-ko").as_deref(), Some("movie-sentiment-ko"));
+        assert_eq!(template_of_page("/t/a%20b/batch").as_deref(), Some("a b"));
+        assert_eq!(template_of_page("/evaluate/x").as_deref(), Some("x"));
+        assert_eq!(template_of_page("/t/%FF"), None);
+        assert_eq!(template_of_page("/t/"), None);
+        assert_eq!(template_of_page("/library"), None);
+        assert_eq!(template_of_page("/compare"), None);
+    }
 
     #[test]
     fn accept_encoding_is_read_by_name_and_q() {

@@ -1,8 +1,12 @@
 //! Field-level diff of two versions.
 //!
+//! Texts are diffed by word ([`diff_tokens`]): a changed Korean word shows as the old word
+//! and the new word, never as interleaved syllables ("긍부정"). Scripts written without
+//! spaces (Japanese, Chinese, Thai) are split into grapheme clusters instead.
+//!
 //! Bounded: a field whose old and new texts together exceed [`CHAR_DIFF_MAX_CHARS`]
 //! characters is diffed line by line (its ops marked `granularity: line`, which the studio
-//! shows as "too long to diff character by character"), and the whole diff searches for at
+//! shows as "too long to diff word by word"), and the whole diff searches for at
 //! most [`DIFF_TIME_LIMIT`]: past it, each remaining field still gets a correct diff (its
 //! ops rebuild both texts) but not necessarily the smallest one.
 
@@ -17,26 +21,81 @@ use serde_json::Value;
 
 use super::spec::VersionSpec;
 
-/// Most characters (old + new) of one field diffed character by character; longer fields
-/// are diffed by line.
+/// Most characters (old + new) of one field diffed word by word; longer fields are diffed
+/// by line.
 pub const CHAR_DIFF_MAX_CHARS: usize = 8_000;
 /// Longest the whole diff searches for a minimal edit script before settling for a coarser one.
 pub const DIFF_TIME_LIMIT: Duration = Duration::from_millis(200);
 
-/// Diff of two texts, runs of the same kind merged: by character when the field is short
-/// enough, else by line; searching until `deadline`.
+/// Whether a character belongs to a script written without spaces between words, where a
+/// "word" run would be a whole sentence: those are diffed grapheme by grapheme.
+fn unspaced_script(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF      // Thai, Lao
+        | 0x1000..=0x109F    // Myanmar
+        | 0x1780..=0x17FF    // Khmer
+        | 0x3040..=0x30FF    // Hiragana, Katakana
+        | 0x31F0..=0x31FF    // Katakana phonetic extensions
+        | 0x3400..=0x4DBF    // CJK extension A
+        | 0x4E00..=0x9FFF    // CJK unified ideographs
+        | 0xF900..=0xFAFF    // CJK compatibility ideographs
+        | 0xFF66..=0xFF9F    // halfwidth Katakana
+        | 0x20000..=0x3FFFF) // CJK extensions B and later
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum TokenKind {
+    Space,
+    Word,
+    Single,
+}
+
+/// Splits a text into diff tokens that concatenate back to it: runs of whitespace, runs of
+/// letters and digits of spaced scripts (Latin, Hangul, Cyrillic…: one word), and single
+/// grapheme clusters for everything else (punctuation, emoji, and scripts without spaces).
+pub fn diff_tokens(text: &str) -> Vec<&str> {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut tokens: Vec<&str> = Vec::new();
+    let (mut start, mut kind) = (0usize, None::<TokenKind>);
+    for (at, g) in text.grapheme_indices(true) {
+        let first = g.chars().next().unwrap_or(' ');
+        let k = if g.chars().all(char::is_whitespace) {
+            TokenKind::Space
+        } else if (first.is_alphanumeric() || first == '_') && !unspaced_script(first) {
+            TokenKind::Word
+        } else {
+            TokenKind::Single
+        };
+        if kind.is_some() && (kind != Some(k) || k == TokenKind::Single) {
+            tokens.push(&text[start..at]);
+            start = at;
+        }
+        kind = Some(k);
+    }
+    if start < text.len() {
+        tokens.push(&text[start..]);
+    }
+    tokens
+}
+
+/// Diff of two texts, runs of the same kind merged: by word when the field is short enough,
+/// else by line; searching until `deadline`.
 fn text_ops(old: &str, new: &str, deadline: Instant) -> (Vec<TextOp>, DiffGranularity) {
     use similar::{ChangeTag, TextDiff};
     let granularity = if old.chars().count() + new.chars().count() <= CHAR_DIFF_MAX_CHARS {
-        DiffGranularity::Char
+        DiffGranularity::Word
     } else {
         DiffGranularity::Line
     };
     let mut config = TextDiff::configure();
     config.algorithm(similar::Algorithm::Patience).deadline(deadline);
+    let (old_tokens, new_tokens);
     let diff = match granularity {
-        DiffGranularity::Char => config.diff_chars(old, new),
         DiffGranularity::Line => config.diff_lines(old, new),
+        DiffGranularity::Word | DiffGranularity::Char => {
+            (old_tokens, new_tokens) = (diff_tokens(old), diff_tokens(new));
+            config.diff_slices(&old_tokens, &new_tokens)
+        }
     };
     let mut ops: Vec<TextOp> = Vec::new();
     for change in diff.iter_all_changes() {

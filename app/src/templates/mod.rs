@@ -81,21 +81,58 @@ mod tests {
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["text"][0]["granularity"], "line");
 
-        // Short fields stay character diffs (and say nothing about granularity).
+        // Short fields are diffed by word.
         let mut c = sentiment();
         c.instruction.push('!');
         let short = diff(&sentiment(), &c);
-        assert_eq!(short.text[0].granularity, DiffGranularity::Char);
-        assert!(serde_json::to_value(&short).unwrap()["text"][0].get("granularity").is_none());
+        assert_eq!(short.text[0].granularity, DiffGranularity::Word);
+        assert_eq!(serde_json::to_value(&short).unwrap()["text"][0]["granularity"], "word");
 
-        // Out of search time, a character diff is coarser but still rebuilds both texts.
+        // Out of search time, a word diff is coarser but still rebuilds both texts.
         let mut e = sentiment();
         let mut f = sentiment();
         e.instruction = (0..3000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
         f.instruction = (0..3000).map(|i| char::from(b'a' + (i * 11 % 26) as u8)).collect();
         let rushed = diff_within(&e, &f, std::time::Duration::ZERO);
-        assert_eq!(rushed.text[0].granularity, DiffGranularity::Char);
+        assert_eq!(rushed.text[0].granularity, DiffGranularity::Word);
         assert_eq!(sides(&rushed.text[0].ops), (e.instruction, f.instruction));
+    }
+
+    /// The deleted and inserted runs of a diff of two instructions.
+    fn changed_runs(old: &str, new: &str) -> (Vec<String>, Vec<String>) {
+        use api_types::templates::Op;
+        let (mut a, mut b) = (sentiment(), sentiment());
+        a.instruction = old.into();
+        b.instruction = new.into();
+        let d = diff(&a, &b);
+        assert_eq!(sides(&d.text[0].ops), (old.to_string(), new.to_string()));
+        let runs = |op: Op| d.text[0].ops.iter().filter(|o| o.op == op).map(|o| o.text.clone()).collect();
+        (runs(Op::Delete), runs(Op::Insert))
+    }
+
+    #[test]
+    fn korean_words_change_whole_and_japanese_by_grapheme() {
+        // A changed Korean word is shown as the old word and the new one, never as
+        // interleaved syllables ("훌륭지루했다").
+        let (del, ins) = changed_runs("연기가 훌륭했다 정말로", "연기가 지루했다 정말로");
+        assert_eq!((del, ins), (vec!["훌륭했다".to_string()], vec!["지루했다".to_string()]));
+        let (del, ins) = changed_runs("긍정 또는 부정", "부정 또는 긍정");
+        assert!(
+            del.iter().chain(&ins).all(|r| r.trim() == "긍정" || r.trim() == "부정" || r.trim().is_empty()),
+            "{del:?} {ins:?}"
+        );
+        // Japanese has no spaces: one changed character is one changed grapheme.
+        let (del, ins) = changed_runs("この映画は最高でした。", "この映画は最悪でした。");
+        assert_eq!((del, ins), (vec!["高".to_string()], vec!["悪".to_string()]));
+        // Latin words too; an emoji with a joiner stays one cluster.
+        let (del, ins) = changed_runs("Answer in one word 👩‍💻.", "Answer in two words 👨‍💻.");
+        assert_eq!(del, ["one", "word", "👩‍💻"]);
+        assert_eq!(ins, ["two", "words", "👨‍💻"]);
+        for text in ["", " a  b ", "감정: 긍정\n", "日本語の文、English words and 한국어 단어!", "e\u{301}t\u{e9}"]
+        {
+            assert_eq!(diff_tokens(text).concat(), text);
+        }
+        assert_eq!(diff_tokens("리뷰: 좋다"), ["리뷰", ":", " ", "좋다"]);
     }
 
     #[test]

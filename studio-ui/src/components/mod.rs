@@ -14,6 +14,25 @@ use leptos::prelude::*;
 
 use crate::api::ApiError;
 
+/// What the page of a template that does not exist shows instead of its controls (the
+/// server answers such a page with status 404).
+#[component]
+pub fn TemplateNotFound(#[prop(into)] name: Signal<String>) -> impl IntoView {
+    view! {
+        <section class="card not-found" data-testid="not-found">
+            <h1>"Template not found"</h1>
+            <p>
+                "There is no template named "<span class="mono">{move || format!("“{}”", name.get())}</span>
+                ". It may have been renamed or deleted, or the link is mistyped."
+            </p>
+            <div class="row">
+                <a class="button primary" href="/library">"Browse the library"</a>
+                <a class="button ghost" href="/">"Start a new prompt"</a>
+            </div>
+        </section>
+    }
+}
+
 /// An error from the API, shown where it happened.
 #[component]
 pub fn ErrorNote(

@@ -11,7 +11,7 @@ use crate::api::{self, enc};
 use crate::components::evaluate::{
     EvalGateToggle, Evaluate, FlipsCard, ResultsCard, RunEvalCard, SelectionCard, TestSetCard,
 };
-use crate::components::ErrorNote;
+use crate::components::{ErrorNote, TemplateNotFound};
 
 #[component]
 pub fn EvaluatePage() -> impl IntoView {
@@ -30,7 +30,10 @@ pub fn EvaluatePage() -> impl IntoView {
     });
 
     view! {
-        <div class="evaluate">
+        <Show when=move || ev.missing.get()>
+            <TemplateNotFound name=name/>
+        </Show>
+        <div class="evaluate" hidden=move || ev.missing.get()>
             <div class="page-head">
                 <h1>{move || ev.template.with(|t| t.as_ref().map(|t| t.display_title().to_string())).unwrap_or_else(|| name.get())}</h1>
                 <p class="muted">"A change is only better if it scores better on cases that matter. Build a test set, run it against versions, compare."</p>

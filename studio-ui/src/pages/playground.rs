@@ -15,7 +15,7 @@ use crate::components::playground::{
     vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, ParametersPanel, Playground,
     PromptPreview, RunCard, RunOutput, SAVED_MESSAGE_KEY,
 };
-use crate::components::{run_shortcuts, RunStats};
+use crate::components::{run_shortcuts, RunStats, TemplateNotFound};
 use crate::draft::{self, Draft};
 
 #[component]
@@ -39,6 +39,10 @@ pub fn PlaygroundPage() -> impl IntoView {
     // Ctrl/Cmd+Enter runs, Esc stops.
     run_shortcuts(move || pg.run(), move || pg.stop());
 
+    // The template in the URL does not exist: a not-found page instead of an editor.
+    let missing = RwSignal::new(false);
+    let missing_name = Signal::derive(move || name.get().unwrap_or_default());
+
     // Load: a draft kept in this browser wins (nothing typed is lost); else the version.
     Effect::new(move |_| {
         // "Saved …", left by the save that opened this page.
@@ -50,6 +54,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         loaded.set(false);
         restored.set(false);
         load_error.set(None);
+        missing.set(false);
         pg.pieces.set(Vec::new());
         pg.stats.set(RunStats::default());
         let key = Draft::storage_key(name.as_deref());
@@ -89,6 +94,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                             _ => draft.set(d),
                         }
                     }
+                    (Err(e), _) if e.status == 404 => missing.set(true),
                     (Err(e), _) | (_, Err(e)) => load_error.set(Some(e)),
                 }
                 loaded.set(true);
@@ -158,7 +164,10 @@ pub fn PlaygroundPage() -> impl IntoView {
     });
 
     view! {
-        <div class="playground">
+        <Show when=move || missing.get()>
+            <TemplateNotFound name=missing_name/>
+        </Show>
+        <div class="playground" hidden=move || missing.get()>
             <section class="col design">
                 <DraftHeader/>
                 <div class="card">

@@ -10,7 +10,7 @@ use leptos_router::hooks::use_params_map;
 use serde_json::Value;
 
 use crate::api::{self, enc, ApiError};
-use crate::components::{vars_text, version_label, ErrorNote};
+use crate::components::{vars_text, version_label, ErrorNote, TemplateNotFound};
 use crate::fmt_time;
 
 #[component]
@@ -22,12 +22,14 @@ pub fn TemplatePage() -> impl IntoView {
     let history = RwSignal::new(Vec::<LabelEvent>::new());
     let runs = RwSignal::new(Vec::<Run>::new());
     let error = RwSignal::new(None::<ApiError>);
+    let missing = RwSignal::new(false);
     let reload = RwSignal::new(0u32);
 
     let from = RwSignal::new(String::new());
     let to = RwSignal::new(String::new());
     let diff = RwSignal::new(None::<VersionDiff>);
     let diff_error = RwSignal::new(None::<ApiError>);
+    let side_by_side = RwSignal::new(false);
 
     Effect::new(move |_| {
         let n = name.get();
@@ -44,7 +46,10 @@ pub fn TemplatePage() -> impl IntoView {
                     info.set(Some(v.template));
                     versions.set(v.versions);
                 }
-                Err(e) => error.set(Some(e)),
+                Err(e) => {
+                    missing.set(e.status == 404);
+                    error.set(Some(e));
+                }
             }
             if let Ok(l) = api::get::<Labels>(&format!("{base}/labels")).await {
                 history.set(l.history);
@@ -170,10 +175,16 @@ pub fn TemplatePage() -> impl IntoView {
                         <select data-testid="diff-to" on:change=move |ev| to.set(event_target_value(&ev))>
                             {move || version_numbers().into_iter().map(|n| view! { <option value=n.to_string() selected=move || to.get() == n.to_string()>{format!("v{n}")}</option> }).collect_view()}
                         </select>
+                        <div class="segmented" role="group" aria-label="Diff layout">
+                            <button type="button" data-testid="diff-inline" aria-pressed=move || (!side_by_side.get()).to_string()
+                                on:click=move |_| side_by_side.set(false)>"Inline"</button>
+                            <button type="button" data-testid="diff-side" aria-pressed=move || side_by_side.get().to_string()
+                                on:click=move |_| side_by_side.set(true)>"Side by side"</button>
+                        </div>
                     </div>
                 </div>
                 <ErrorNote error=diff_error/>
-                {move || diff.get().map(|d| view! { <DiffView diff=d/> })}
+                {move || diff.get().map(|d| view! { <DiffView diff=d side_by_side=side_by_side.get()/> })}
             </section>
     }
     .into_any();
@@ -211,7 +222,10 @@ pub fn TemplatePage() -> impl IntoView {
     }
     .into_any();
     view! {
-        <div class="template-page">
+        <Show when=move || missing.get()>
+            <TemplateNotFound name=name/>
+        </Show>
+        <div class="template-page" hidden=move || missing.get()>
             <div class="page-head">
                 <h1>{move || info.with(|i| i.as_ref().map(|i| i.display_title().to_string())).unwrap_or_else(|| name.get())}</h1>
                 <p class="muted">{move || info.with(|i| i.as_ref().map(|i| i.description.clone())).unwrap_or_default()}</p>
@@ -249,11 +263,28 @@ fn ops_view(ops: &[TextOp]) -> impl IntoView {
         .collect_view()
 }
 
-/// Says when a field was diffed by line (too long to diff character by character).
+/// Says when a field was diffed by line (too long to diff word by word).
 fn granularity_note(g: DiffGranularity) -> impl IntoView {
     (g == DiffGranularity::Line).then(|| {
-        view! { <div class="muted" data-testid="diff-by-line">"too long to diff character by character: by line"</div> }
+        view! { <div class="muted" data-testid="diff-by-line">"too long to diff word by word: by line"</div> }
     })
+}
+
+/// One text diff, inline (deletions and insertions in one text) or side by side (the old
+/// text with its deletions marked beside the new text with its insertions).
+fn text_diff(ops: &[TextOp], side_by_side: bool) -> impl IntoView {
+    if !side_by_side {
+        return view! { <pre class="diff-text">{ops_view(ops)}</pre> }.into_any();
+    }
+    let side = |skip: Op| ops.iter().filter(|o| o.op != skip).cloned().collect::<Vec<_>>();
+    let (old, new) = (side(Op::Insert), side(Op::Delete));
+    view! {
+        <div class="diff-sides" data-testid="diff-sides">
+            <pre class="diff-text" aria-label="before">{ops_view(&old)}</pre>
+            <pre class="diff-text" aria-label="after">{ops_view(&new)}</pre>
+        </div>
+    }
+    .into_any()
 }
 
 fn show_value(v: &Value) -> String {
@@ -272,7 +303,7 @@ fn example_line(e: &ExampleChange, class: &'static str) -> impl IntoView {
 }
 
 #[component]
-pub fn DiffView(diff: VersionDiff) -> impl IntoView {
+pub fn DiffView(diff: VersionDiff, #[prop(optional)] side_by_side: bool) -> impl IntoView {
     if diff.unchanged {
         return view! { <p class="muted" data-testid="diff-unchanged">"These two versions are identical."</p> }
             .into_any();
@@ -283,7 +314,7 @@ pub fn DiffView(diff: VersionDiff) -> impl IntoView {
                 <div class="diff-block">
                     <div class="diff-field">{c.field.replace('_', " ")}</div>
                     {granularity_note(c.granularity)}
-                    <pre class="diff-text">{ops_view(&c.ops)}</pre>
+                    {text_diff(&c.ops, side_by_side)}
                 </div>
             }).collect_view()}
             {diff.examples.into_iter().map(|e| {
@@ -294,7 +325,7 @@ pub fn DiffView(diff: VersionDiff) -> impl IntoView {
                     ExampleChangeKind::Modified => (e.fields.clone().unwrap_or_default().into_iter().map(|f| view! {
                         <div class="diff-sub">{f.field}</div>
                         {granularity_note(f.granularity)}
-                        <pre class="diff-text">{ops_view(&f.ops)}</pre>
+                        {text_diff(&f.ops, side_by_side)}
                     }).collect_view().into_any(), "modified"),
                 };
                 view! {

@@ -32,6 +32,8 @@ pub struct Evaluate {
     pub evals: RwSignal<Vec<EvalSummary>>,
     pub matrix: RwSignal<Vec<MatrixColumn>>,
     pub error: RwSignal<Option<ApiError>>,
+    /// The template does not exist (its page shows "not found" instead of its controls).
+    pub missing: RwSignal<bool>,
     /// Bumped to load everything again.
     pub reload: RwSignal<u32>,
 }
@@ -47,6 +49,7 @@ impl Evaluate {
             evals: RwSignal::new(Vec::new()),
             matrix: RwSignal::new(Vec::new()),
             error: RwSignal::new(None),
+            missing: RwSignal::new(false),
             reload: RwSignal::new(0),
         }
     }
@@ -74,6 +77,7 @@ impl Evaluate {
                 self.template.set(Some(t.template));
             }
             Err(e) => {
+                self.missing.set(e.status == 404);
                 self.error.set(Some(e));
                 return;
             }
