@@ -160,6 +160,21 @@ pub struct TemplateDetail {
     pub variables: Vec<String>,
 }
 
+/// `GET /api/templates/{name}/footprint` and the answer of `DELETE /api/templates/{name}`:
+/// everything that belongs to a template, which deleting it removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateFootprint {
+    pub name: String,
+    pub versions: i64,
+    pub test_cases: i64,
+    pub eval_runs: i64,
+    /// Calls logged from the API and the playground.
+    pub runs: i64,
+    /// Shipped in the template library (`prompts/`): once deleted, it is not imported again
+    /// at the next start unless the server starts with `--restore-library`.
+    pub shipped: bool,
+}
+
 /// `PATCH /api/templates/{name}`: the fields given change, the others stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

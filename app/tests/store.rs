@@ -235,3 +235,42 @@ async fn shipped_library_imports(store: &Store) {
     }
 }
 both!(shipped_library, shipped_library_imports);
+
+/// A shipped template a user deletes stays deleted at the next start (import), until the
+/// library is restored; a user's own template of that name clears the mark.
+async fn deleted_shipped_templates_stay_deleted(store: &Store) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
+    let imported = store.import_library(&dir).await;
+    let name = "movie-sentiment-ko";
+    assert!(store.get_template(name).await.is_ok(), "the library ships {name}");
+    store.create_version(name, &spec("두 번째 버전"), "v2", "me").await.unwrap();
+    let seen = store.template_footprint(name).await.unwrap();
+    assert_eq!((seen.versions, seen.shipped), (2, true), "{seen:?}");
+    let gone = store.delete_template(name).await.unwrap();
+    assert_eq!(gone, seen, "delete answers what it removed");
+    assert!(matches!(store.get_template(name).await, Err(StoreError::NotFound(_))));
+
+    let again = store.import_library(&dir).await;
+    assert_eq!(again.len(), imported.len());
+    let (_, skipped) = again.iter().find(|(p, _)| p.ends_with(format!("{name}.toml"))).unwrap();
+    let reason = skipped.as_ref().unwrap_err();
+    assert!(reason.contains("--restore-library"), "{reason}");
+    assert!(matches!(store.get_template(name).await, Err(StoreError::NotFound(_))), "not re-imported");
+    // The others are untouched.
+    assert_eq!(store.list_templates().await.unwrap().len(), imported.len() - 1);
+
+    assert_eq!(store.restore_library().await.unwrap(), 1);
+    store.import_library(&dir).await;
+    assert_eq!(store.template_footprint(name).await.unwrap().versions, 1, "back as shipped");
+
+    // A user's template is never marked: deleting it and importing brings nothing back.
+    store.create_template(&meta("mine"), &spec("내 템플릿"), "", "me", "studio").await.unwrap();
+    assert!(!store.delete_template("mine").await.unwrap().shipped);
+    assert!(!store.is_deleted_by_user("mine").await.unwrap());
+    // Deleting a shipped one, then creating it by hand, clears the mark.
+    store.delete_template(name).await.unwrap();
+    assert!(store.is_deleted_by_user(name).await.unwrap());
+    store.create_template(&meta(name), &spec("직접 만든"), "", "me", "studio").await.unwrap();
+    assert!(!store.is_deleted_by_user(name).await.unwrap());
+}
+both!(deleted_shipped, deleted_shipped_templates_stay_deleted);

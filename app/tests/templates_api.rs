@@ -346,3 +346,28 @@ async fn studio_pages_render_on_the_server() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(e["error"]["message"].is_string(), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_says_what_it_removes_before_and_after() {
+    let c = ctx().await;
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/templates",
+            Some(json!({"name": "to-delete", "title": "지울 템플릿", "spec": sentiment_spec("Classify."), "note": ""})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, before) = c.call("GET", "/api/templates/to-delete/footprint", None).await;
+    assert_eq!(s, StatusCode::OK, "{before}");
+    assert_eq!(before["versions"], 1);
+    assert_eq!(before["shipped"], false);
+    let (s, removed) = c.call("DELETE", "/api/templates/to-delete", None).await;
+    assert_eq!(s, StatusCode::OK, "{removed}");
+    assert_eq!(removed, before);
+    for uri in ["/api/templates/to-delete", "/api/templates/to-delete/footprint"] {
+        let (s, err) = c.call("GET", uri, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("to-delete"), "{err}");
+    }
+}

@@ -503,6 +503,42 @@ pub fn storage_remove(key: &str) {
     let _ = key;
 }
 
+/// Longest share parameter (characters of the `?draft=` value). Browsers and proxies
+/// accept URLs of about 64 KB at most and often less; past this, "Share" says so instead of
+/// making a link that may be cut.
+pub const MAX_SHARE_CHARS: usize = 16_000;
+/// Where the draft that a shared link replaced is kept, so opening a link loses nothing.
+pub const BEFORE_SHARE_KEY: &str = "studio.draft.before-share";
+
+/// The `?draft=` value of a share link: the draft's content (not which template it was
+/// saved as, so it opens as a new draft) as URL-safe base64 of its JSON. Korean and
+/// Japanese text cost 4 characters per syllable this way, against 9 percent-encoded.
+pub fn share_param(d: &Draft) -> Result<String, String> {
+    use base64::Engine as _;
+    let shared = Draft { template: None, base_version: None, ..d.clone() };
+    let json = serde_json::to_string(&shared).map_err(|e| e.to_string())?;
+    let param = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.as_bytes());
+    if param.len() > MAX_SHARE_CHARS {
+        return Err(format!(
+            "This draft is too long for a link ({} characters; a link holds {MAX_SHARE_CHARS}). Save it as a template and share its page instead.",
+            param.len()
+        ));
+    }
+    Ok(param)
+}
+
+/// The draft a share parameter holds; `None` for anything that is not one (a cut or
+/// edited link opens the normal playground).
+pub fn from_share_param(param: &str) -> Option<Draft> {
+    use base64::Engine as _;
+    if param.len() > MAX_SHARE_CHARS {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(param.trim()).ok()?;
+    let d: Draft = serde_json::from_slice(&bytes).ok()?;
+    Some(Draft { template: None, base_version: None, ..d })
+}
+
 /// Keeps `value` for the next page of this tab (session storage).
 pub fn session_set(key: &str, value: &str) {
     #[cfg(feature = "hydrate")]
@@ -636,5 +672,23 @@ mod tests {
         assert!(spec.unparsed.is_empty());
         assert_eq!(spec.spec, version.spec);
         assert_eq!(Draft::from_spec(Some("movie"), "Movie", Some(3), &spec.spec), d);
+    }
+
+    #[test]
+    fn share_links_round_trip_korean_and_refuse_what_they_cannot_hold() {
+        let mut d = Draft { template: Some("movie".into()), base_version: Some(3), ..Draft::default() };
+        d.title = "영화 리뷰 감정".into();
+        d.instruction = "리뷰의 감정을 긍정 또는 부정으로 판정하세요. 日本語も。".into();
+        d.examples.push(Example { input: "연기가 훌륭했다".into(), output: "긍정".into() });
+        d.variables.insert("input".into(), "지루했다 😴".into());
+        let param = share_param(&d).unwrap();
+        assert!(param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{param}");
+        let back = from_share_param(&param).unwrap();
+        assert_eq!(back, Draft { template: None, base_version: None, ..d.clone() });
+        assert!(from_share_param("not a draft!").is_none());
+        assert!(from_share_param(&param[..param.len() / 2]).is_none(), "a cut link opens nothing");
+        d.instruction = "가".repeat(MAX_SHARE_CHARS);
+        let err = share_param(&d).unwrap_err();
+        assert!(err.contains("too long") && err.contains(&MAX_SHARE_CHARS.to_string()), "{err}");
     }
 }

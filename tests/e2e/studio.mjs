@@ -290,6 +290,28 @@ try {
   expect((await page.textContent('[data-testid=code]')).includes('from openai import OpenAI'), 'no Python snippet');
   await shot('04-view-code');
 
+  begin('share: a link opens the exact draft in another page, as a new draft');
+  await page.click('[data-testid=share]');
+  await page.waitForSelector('[data-testid=share-url]', { timeout: 5000 });
+  const shareUrl = await page.inputValue('[data-testid=share-url]');
+  expect(shareUrl.startsWith(`${base}/?draft=`), `not a share link: ${shareUrl.slice(0, 80)}`);
+  {
+    const mine = page;
+    page = await context.newPage();
+    watch(page);
+    await page.goto(shareUrl);
+    await hydrated();
+    await page.waitForSelector('[data-testid=shared-notice]', { timeout: 15000 });
+    expect(await page.inputValue('[data-testid=instruction]') === '영화 리뷰를 읽고 감정을 긍정 또는 부정으로 판정하세요.', 'the shared draft has another instruction');
+    expect(await page.locator('[data-testid=example-input]').count() === 3, 'the shared draft lost its examples');
+    await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
+    expect(await page.inputValue('[data-testid=variable][data-name="리뷰"]') === '정말 재미있고 감동적인 최고의 영화였어요!', 'the shared draft lost its input');
+    expect((await page.textContent('[data-testid=version-badge]')).includes('not saved'), 'a shared draft opens as a new draft');
+    await shots('04b-shared-draft');
+    await page.close();
+    page = mine;
+  }
+
   begin('template page: versions and diff');
   await page.goto(`${base}/templates/movie-e2e`);
   await hydrated();
@@ -395,6 +417,30 @@ try {
   await shot('08-playground-phone');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 1, `the page scrolls sideways on a phone (${overflow}px)`);
+
+  begin('delete the template: it says what goes, asks for the name, and leaves nothing');
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${base}/templates/movie-e2e`);
+  await hydrated();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=version-row]').length === 2, null, { timeout: 15000 });
+  await page.click('[data-testid=delete-template]');
+  await page.waitForFunction(() => /2 versions/.test(document.querySelector('[data-testid=delete-footprint]')?.textContent || ''), null, { timeout: 10000 });
+  const footprint = await page.textContent('[data-testid=delete-footprint]');
+  expect(/test case/.test(footprint) && /eval run/.test(footprint) && /logged run/.test(footprint), `the confirmation hides what goes: ${footprint}`);
+  expect(await page.isDisabled('[data-testid=delete-forever]'), 'delete is possible before the name is typed');
+  await page.fill('[data-testid=delete-name]', 'movie-e2e');
+  expect(!(await page.isDisabled('[data-testid=delete-forever]')), 'the typed name does not enable delete');
+  await shots('10b-delete-confirm');
+  await page.click('[data-testid=delete-forever]');
+  await page.waitForURL(/\/library$/, { timeout: 15000 });
+  await page.waitForSelector('[data-testid=deleted-message]', { timeout: 10000 });
+  expect((await page.textContent('[data-testid=deleted-message]')).includes('Deleted movie-e2e: 2 versions'), 'no message says what was deleted');
+  await page.waitForSelector('[data-testid=template-card]', { timeout: 15000 });
+  expect(!(await page.isVisible('[data-testid=template-card][data-name=movie-e2e]')), 'the deleted template is still in the library');
+  expect((await page.request.get(`${base}/api/templates/movie-e2e/versions`)).status() === 404, 'its versions are still served');
+  expect((await page.request.get(`${base}/api/templates/movie-e2e/tests`)).status() === 404, 'its test cases are still served');
+  const kept = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.endsWith('.movie-e2e')));
+  expect(kept.length === 0, `the browser keeps drafts of the deleted template: ${kept}`);
 
   begin('an unknown template gets a real 404 page, with no controls');
   for (const url of ['/templates/no-such-template', '/t/no-such-template', '/evaluate/no-such-template']) {

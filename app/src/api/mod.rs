@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
             get(t::get_version).put(t::version_immutable).patch(t::version_immutable).delete(t::version_immutable),
         )
         .route("/api/templates/{name}/diff", get(t::diff))
+        .route("/api/templates/{name}/footprint", get(t::footprint))
         .route("/api/templates/{name}/labels", get(t::labels))
         .route("/api/templates/{name}/labels/{label}", put(t::set_label).delete(t::delete_label))
         .route("/api/templates/{name}/render", post(t::render))

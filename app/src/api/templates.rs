@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use api_types::templates::{
     CreateTemplate, CreateVersion, CreatedTemplate, CreatedVersion, LabelMoved, Labels, RenderDraft, RenderRequest,
-    RenderedPrompt, RunList, SetLabel, TemplateDetail, TemplateList, TemplateSummary, UpdateMeta, UpdatedTemplate,
-    VersionDetail, VersionDiff, VersionList, VersionStamp,
+    RenderedPrompt, RunList, SetLabel, TemplateDetail, TemplateFootprint, TemplateList, TemplateSummary, UpdateMeta,
+    UpdatedTemplate, VersionDetail, VersionDiff, VersionList, VersionStamp,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -108,9 +108,20 @@ pub async fn update(
     Ok(Json(UpdatedTemplate { template: state.store.update_meta(&name, &meta).await? }))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    state.store.delete_template(&name).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// Deletes the template and everything it owns; answers what was removed.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TemplateFootprint>, ApiError> {
+    Ok(Json(state.store.delete_template(&name).await?))
+}
+
+/// What deleting the template would remove (the studio asks before deleting).
+pub async fn footprint(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TemplateFootprint>, ApiError> {
+    Ok(Json(state.store.template_footprint(&name).await?))
 }
 
 pub async fn versions(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<VersionList>, ApiError> {

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// The template library imported at start (default: $STUDIO_PROMPTS_DIR, else ./prompts).
     #[arg(long)]
     prompts: Option<std::path::PathBuf>,
+    /// Import again the shipped templates that users deleted in the studio (otherwise a
+    /// deleted template stays deleted).
+    #[arg(long)]
+    restore_library: bool,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -51,6 +55,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         batch_tokens_with_api,
         database_url: db,
         prompts,
+        restore_library,
     } = args;
     if step_tokens == 0 {
         anyhow::bail!("--step-tokens must be at least 1");
@@ -70,6 +75,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             if !key.trim().is_empty() && store.verify_key(key.trim()).await?.is_none() {
                 store.add_key("STUDIO_API_KEY", key.trim()).await?;
             }
+        }
+        if restore_library {
+            let n = store.restore_library().await?;
+            eprintln!("studio: {n} deleted shipped template(s) will be imported again");
         }
         let dir = prompts.unwrap_or_else(crate::templates::library::prompts_dir);
         let mut imported = (0, 0, 0);

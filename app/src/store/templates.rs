@@ -12,6 +12,8 @@ use super::{
     finish, is_busy, is_unique_violation, not_found, now_ms, validate_label, ImportOutcome, LabelEvent, Result, Store,
     StoreError, TemplateInfo, VersionInfo, VersionRef,
 };
+use api_types::templates::TemplateFootprint;
+
 use crate::templates::library;
 use crate::templates::{FieldError, TemplateFile, TemplateMeta, VersionSpec};
 
@@ -141,6 +143,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         self.fault("after_template_insert")?;
+        // Made again by hand (or imported on purpose): no longer "deleted by a user".
+        sqlx::query("DELETE FROM deleted_templates WHERE name = $1").bind(&meta.name).execute(&mut **tx).await?;
         insert_version(tx, id, 1, spec, note, author, now).await
     }
 
@@ -167,8 +171,33 @@ impl Store {
         self.get_template(name).await
     }
 
-    /// Deletes a template with its versions, labels and runs.
-    pub async fn delete_template(&self, name: &str) -> Result<()> {
+    /// Everything that belongs to a template: what deleting it removes.
+    pub async fn template_footprint(&self, name: &str) -> Result<TemplateFootprint> {
+        let id = self.template_id(name).await?;
+        let count = move |sql: &'static str| async move {
+            let row = sqlx::query(sql).bind(id).fetch_one(&self.pool).await?;
+            Ok::<i64, StoreError>(row.try_get::<i64, _>("n")?)
+        };
+        let source: String = sqlx::query("SELECT source FROM templates WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("source")?;
+        Ok(TemplateFootprint {
+            name: name.to_string(),
+            versions: count("SELECT COUNT(*) AS n FROM template_versions WHERE template_id = $1").await?,
+            test_cases: count("SELECT COUNT(*) AS n FROM test_cases WHERE template_id = $1").await?,
+            eval_runs: count("SELECT COUNT(*) AS n FROM eval_runs WHERE template_id = $1").await?,
+            runs: count("SELECT COUNT(*) AS n FROM runs WHERE template_id = $1").await?,
+            shipped: source == "library",
+        })
+    }
+
+    /// Deletes a template with its versions, labels, test cases, evals and runs, and answers
+    /// what it removed. A shipped template is remembered as deleted, so the library import
+    /// at the next start does not bring it back.
+    pub async fn delete_template(&self, name: &str) -> Result<TemplateFootprint> {
+        let footprint = self.template_footprint(name).await?;
         let id = self.template_id(name).await?;
         let mut tx = self.pool.begin().await?;
         for sql in [
@@ -183,8 +212,32 @@ impl Store {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if footprint.shipped {
+            sqlx::query(
+                "INSERT INTO deleted_templates (name, deleted_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(footprint)
+    }
+
+    /// Whether a user deleted the shipped template `name` (the library import skips it).
+    pub async fn is_deleted_by_user(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT name FROM deleted_templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Forgets which shipped templates users deleted, so the next library import brings
+    /// them back; answers how many.
+    pub async fn restore_library(&self) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM deleted_templates").execute(&self.pool).await?.rows_affected())
     }
 
     // ------------------------------------------------------------------ versions
@@ -502,9 +555,17 @@ impl Store {
         let mut out = Vec::new();
         for path in library::files(dir) {
             let result = match library::read(&path) {
-                Ok(file) => {
-                    self.import_file(&file, "prompts/", "library").await.map_err(|e| format!("{}: {e}", path.display()))
-                }
+                Ok(file) => match self.is_deleted_by_user(&file.name).await {
+                    Ok(true) => Err(format!(
+                        "{}: deleted in the studio; start with --restore-library to import it again",
+                        path.display()
+                    )),
+                    Ok(false) => self
+                        .import_file(&file, "prompts/", "library")
+                        .await
+                        .map_err(|e| format!("{}: {e}", path.display())),
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                },
                 Err(e) => Err(e),
             };
             out.push((path, result));

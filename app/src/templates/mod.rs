@@ -120,10 +120,7 @@ mod tests {
         // Swapped words: whichever anchor the diff picks, every changed run is made of whole
         // words of the texts.
         let words = ["긍정", "또는", "부정"];
-        assert!(
-            del.iter().chain(&ins).all(|r| r.split_whitespace().all(|w| words.contains(&w))),
-            "{del:?} {ins:?}"
-        );
+        assert!(del.iter().chain(&ins).all(|r| r.split_whitespace().all(|w| words.contains(&w))), "{del:?} {ins:?}");
         // Japanese has no spaces: one changed character is one changed grapheme.
         let (del, ins) = changed_runs("この映画は最高でした。", "この映画は最悪でした。");
         assert_eq!((del, ins), (vec!["高".to_string()], vec!["悪".to_string()]));

@@ -13,6 +13,9 @@ pub fn LibraryPage() -> impl IntoView {
     let language = RwSignal::new(String::new());
     let all = RwSignal::new(None::<Vec<TemplateSummary>>);
     let error = RwSignal::new(None::<ApiError>);
+    // "Deleted …", left by the delete that opened this page.
+    let deleted = RwSignal::new(None::<String>);
+    Effect::new(move |_| deleted.set(crate::draft::session_take(crate::components::delete::DELETED_MESSAGE_KEY)));
 
     Effect::new(move |_| {
         api::spawn(async move {
@@ -58,6 +61,7 @@ pub fn LibraryPage() -> impl IntoView {
             <div class="page-head">
                 <h1>"Library"</h1>
                 <p class="muted">"Ready-made prompts and the ones you saved. Open one in the playground to try it or make it yours."</p>
+                {move || deleted.get().map(|m| view! { <div class="notice" role="status" data-testid="deleted-message">{m}</div> })}
             </div>
             <div class="filters">
                 <input

@@ -53,6 +53,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         let version = query.with(|q| q.get("v"));
         loaded.set(false);
         restored.set(false);
+        pg.shared.set(false);
         load_error.set(None);
         missing.set(false);
         pg.pieces.set(Vec::new());
@@ -62,7 +63,15 @@ pub fn PlaygroundPage() -> impl IntoView {
         match name {
             None => {
                 original.set(None);
-                if let Some(d) = kept {
+                let shared = query.with(|q| q.get("draft")).and_then(|p| draft::from_share_param(&p));
+                if let Some(d) = shared {
+                    // The draft this browser had is kept apart, for "Back to my draft".
+                    if let Some(s) = kept.and_then(|k| serde_json::to_string(&k).ok()) {
+                        draft::storage_set(draft::BEFORE_SHARE_KEY, &s);
+                    }
+                    draft.set(d);
+                    pg.shared.set(true);
+                } else if let Some(d) = kept {
                     draft.set(d);
                     restored.set(true);
                 } else {

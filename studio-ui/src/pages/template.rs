@@ -10,6 +10,7 @@ use leptos_router::hooks::use_params_map;
 use serde_json::Value;
 
 use crate::api::{self, enc, ApiError};
+use crate::components::delete::DeleteTemplate;
 use crate::components::{vars_text, version_label, ErrorNote, TemplateNotFound};
 use crate::fmt_time;
 
@@ -234,6 +235,7 @@ pub fn TemplatePage() -> impl IntoView {
                     <a class="button ghost small" href=move || format!("/compare?template={}", enc(&name.get()))>"Compare versions"</a>
                     <a class="button ghost small" data-testid="open-evaluate" href=move || format!("/evaluate/{}", enc(&name.get()))>"Evaluate"</a>
                     <a class="button ghost small" href=move || format!("/api/templates/{}/export", enc(&name.get()))>"Export TOML"</a>
+                    <DeleteTemplate name=name/>
                 </div>
             </div>
             <ErrorNote error=error/>

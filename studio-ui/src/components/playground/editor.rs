@@ -22,7 +22,25 @@ pub fn DraftHeader() -> impl IntoView {
                     _ => "not saved".to_string(),
                 }}
             </span>
+            <button type="button" class="ghost small" data-testid="share" title="A link that opens this draft in any browser"
+                on:click=move |_| pg.share()>"Share"</button>
         </div>
+        {move || pg.share_link.get().map(|link| match link {
+            Ok(url) => view! {
+                <div class="notice share-link" data-testid="share-link">
+                    <label class="label" for="share-url">"Link to this draft (copied)"</label>
+                    <input id="share-url" readonly prop:value=url data-testid="share-url"/>
+                    <button type="button" class="link" on:click=move |_| pg.share_link.set(None)>"Close"</button>
+                </div>
+            }.into_any(),
+            Err(reason) => view! { <div class="field-error" role="alert" data-testid="share-error">{reason}</div> }.into_any(),
+        })}
+        <Show when=move || pg.shared.get()>
+            <div class="notice" data-testid="shared-notice">
+                "You opened a shared draft; your own unsaved draft is kept. "
+                <button class="link" data-testid="unshare" on:click=move |_| pg.unshare()>"Back to my draft"</button>
+            </div>
+        </Show>
         <ErrorNote error=pg.load_error/>
         <Show when=move || pg.restored.get()>
             <div class="notice">

@@ -77,6 +77,10 @@ pub struct Playground {
     pub code_lang: RwSignal<Lang>,
     /// The served model's name (for the code snippets).
     pub model: RwSignal<String>,
+    /// The draft came from a share link (and the one it replaced is kept).
+    pub shared: RwSignal<bool>,
+    /// The share link made for the draft, or why none could be.
+    pub share_link: RwSignal<Option<Result<String, String>>>,
 }
 
 impl Playground {
@@ -109,6 +113,8 @@ impl Playground {
             code_open: RwSignal::new(false),
             code_lang: RwSignal::new(Lang::Curl),
             model: RwSignal::new(String::from("default")),
+            shared: RwSignal::new(false),
+            share_link: RwSignal::new(None),
         }
     }
 
@@ -311,6 +317,33 @@ impl Playground {
     }
 
     /// Back to the version as saved (or an empty draft).
+    /// Makes a link that opens this draft's content in anyone's playground, and copies it.
+    pub fn share(self) {
+        let link = self.draft.with(crate::draft::share_param).map(|param| {
+            #[cfg(feature = "hydrate")]
+            let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
+            #[cfg(not(feature = "hydrate"))]
+            let origin = String::new();
+            format!("{origin}/?draft={param}")
+        });
+        #[cfg(feature = "hydrate")]
+        if let (Ok(url), Some(w)) = (&link, web_sys::window()) {
+            // Copying may be refused (no permission, no focus); the link is shown either way.
+            let _ = w.navigator().clipboard().write_text(url);
+        }
+        self.share_link.set(Some(link));
+    }
+
+    /// Goes back to the draft a share link replaced.
+    pub fn unshare(self) {
+        let before = crate::draft::storage_get(crate::draft::BEFORE_SHARE_KEY)
+            .and_then(|s| serde_json::from_str::<Draft>(&s).ok())
+            .unwrap_or_default();
+        crate::draft::storage_remove(crate::draft::BEFORE_SHARE_KEY);
+        self.draft.set(before);
+        self.shared.set(false);
+    }
+
     pub fn discard(self) {
         self.draft.set(self.original.get_untracked().unwrap_or_default());
         self.restored.set(false);
