@@ -15,7 +15,9 @@ pub enum Lang {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodeTarget {
     pub origin: String,
-    pub template: Option<(String, Option<i64>)>,
+    /// The saved template and the reference a call names (`2`, `production`, `latest`; no
+    /// reference: production, else the latest).
+    pub template: Option<(String, Option<String>)>,
     pub variables: BTreeMap<String, String>,
     /// The exact prompt text (for `/v1/completions`).
     pub prompt: String,
@@ -51,8 +53,8 @@ fn py(v: &Value) -> String {
 
 impl CodeTarget {
     fn template_path(&self) -> Option<String> {
-        let (name, version) = self.template.as_ref()?;
-        Some(match version {
+        let (name, reference) = self.template.as_ref()?;
+        Some(match reference {
             Some(v) => format!("/v1/templates/{name}@{v}/completions"),
             None => format!("/v1/templates/{name}/completions"),
         })
@@ -81,12 +83,12 @@ impl CodeTarget {
             Lang::Curl => {
                 if let Some(path) = self.template_path() {
                     parts.push(format!(
-                        "# The saved template: its prompt and parameters live on the server.\ncurl {o}{path} \\\n  -H \"Authorization: Bearer $STUDIO_API_KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+                        "# The saved template: its prompt and parameters live on the server.\ncurl -s {o}{path} \\\n  -H \"Authorization: Bearer $STUDIO_API_KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
                         shell_quote(&json_pretty(&self.template_body()))
                     ));
                 }
                 parts.push(format!(
-                    "# Any OpenAI-compatible client: the exact prompt and parameters.\ncurl {o}/v1/completions \\\n  -H \"Authorization: Bearer $STUDIO_API_KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+                    "# Any OpenAI-compatible client: the exact prompt and parameters.\ncurl -s {o}/v1/completions \\\n  -H \"Authorization: Bearer $STUDIO_API_KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
                     shell_quote(&json_pretty(&self.completion_body()))
                 ));
             }
@@ -94,8 +96,8 @@ impl CodeTarget {
                 let mut s = format!(
                     "# pip install openai\nimport os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"{o}/v1\", api_key=os.environ.get(\"STUDIO_API_KEY\", \"none\"))\n"
                 );
-                if let Some((name, version)) = &self.template {
-                    let at = version.map(|v| format!("@{v}")).unwrap_or_default();
+                if let Some((name, reference)) = &self.template {
+                    let at = reference.as_ref().map(|v| format!("@{v}")).unwrap_or_default();
                     s.push_str(&format!(
                         "\n# The saved template: the client posts to <base_url>/completions; the template supplies the prompt.\ntemplate = OpenAI(base_url=\"{o}/v1/templates/{name}{at}\", api_key=client.api_key)\nresult = template.completions.create(\n    model={}, prompt=\"\", extra_body={},\n)\nprint(result.choices[0].text)\n",
                         py(&json!(self.model)),
@@ -133,16 +135,35 @@ impl CodeTarget {
                 parts.push(s);
             }
             Lang::JavaScript => {
+                // Plain functions, no top-level await: runs as a script in Node 18+ (fetch
+                // built in) and pastes into any module.
+                let headers =
+                    "{ \"Content-Type\": \"application/json\", Authorization: `Bearer ${process.env.STUDIO_API_KEY}` }";
+                let call = |what: &str, function: &str, url: String, body: &Value| {
+                    format!(
+                        "// {what}\nasync function {function}() {{\n  const res = await fetch(\"{url}\", {{\n    method: \"POST\",\n    headers: {headers},\n    body: JSON.stringify({}),\n  }});\n  const data = await res.json();\n  console.log(data.choices[0].text);\n}}",
+                        json_pretty(body).replace('\n', "\n    ")
+                    )
+                };
+                let mut calls = Vec::new();
                 if let Some(path) = self.template_path() {
-                    parts.push(format!(
-                        "// The saved template.\nconst res = await fetch(\"{o}{path}\", {{\n  method: \"POST\",\n  headers: {{ \"Content-Type\": \"application/json\", Authorization: `Bearer ${{process.env.STUDIO_API_KEY}}` }},\n  body: JSON.stringify({}),\n}});\nconst data = await res.json();\nconsole.log(data.choices[0].text);",
-                        json_pretty(&self.template_body())
+                    parts.push(call(
+                        "The saved template.",
+                        "callTemplate",
+                        format!("{o}{path}"),
+                        &self.template_body(),
                     ));
+                    calls.push("callTemplate");
                 }
-                parts.push(format!(
-                    "// The exact prompt through the OpenAI-compatible endpoint.\nconst res2 = await fetch(\"{o}/v1/completions\", {{\n  method: \"POST\",\n  headers: {{ \"Content-Type\": \"application/json\", Authorization: `Bearer ${{process.env.STUDIO_API_KEY}}` }},\n  body: JSON.stringify({}),\n}});\nconsole.log((await res2.json()).choices[0].text);",
-                    json_pretty(&self.completion_body())
+                parts.push(call(
+                    "The exact prompt through the OpenAI-compatible endpoint.",
+                    "callCompletion",
+                    format!("{o}/v1/completions"),
+                    &self.completion_body(),
                 ));
+                calls.push("callCompletion");
+                let chain: Vec<String> = calls.iter().map(|c| format!("then({c})")).collect();
+                parts.push(format!("Promise.resolve().{}.catch(console.error);", chain.join(".")));
             }
         }
         parts.join("\n\n")
@@ -156,7 +177,7 @@ mod tests {
     fn target() -> CodeTarget {
         CodeTarget {
             origin: "http://127.0.0.1:8080".into(),
-            template: Some(("movie-sentiment-ko".into(), Some(2))),
+            template: Some(("movie-sentiment-ko".into(), Some("2".into()))),
             variables: [("리뷰".to_string(), "정말 최고의 영화's".to_string())].into_iter().collect(),
             prompt: "리뷰: 좋아요\n감정:".into(),
             parameters: json!({ "temperature": 0.0, "max_tokens": 4, "stop": ["\n"], "top_k": 0 }),
@@ -167,7 +188,8 @@ mod tests {
     #[test]
     fn curl_quotes_korean_and_apostrophes_for_the_shell() {
         let s = target().snippet(Lang::Curl);
-        assert!(s.contains("/v1/templates/movie-sentiment-ko@2/completions"));
+        assert!(s.contains("curl -s http://127.0.0.1:8080/v1/templates/movie-sentiment-ko@2/completions"), "{s}");
+        assert!(!s.contains("curl http"), "every curl is silent: {s}");
         assert!(s.contains("최고의 영화'\\''s"), "{s}");
         assert!(s.contains("/v1/completions"));
     }
@@ -190,5 +212,28 @@ mod tests {
         let s = t.snippet(Lang::JavaScript);
         assert!(!s.contains("/v1/templates/"));
         assert!(s.contains("fetch(\"http://127.0.0.1:8080/v1/completions\""));
+    }
+
+    #[test]
+    fn javascript_runs_as_a_script_and_names_each_response_once() {
+        let s = target().snippet(Lang::JavaScript);
+        let awaits: Vec<&str> = s.lines().filter(|l| l.contains("await ")).collect();
+        assert_eq!(awaits.len(), 4, "{s}");
+        assert!(awaits.iter().all(|l| l.starts_with("  ")), "an await outside a function: {s}");
+        assert!(!s.contains("res2"), "{s}");
+        assert!(s.contains("Promise.resolve().then(callTemplate).then(callCompletion)"), "{s}");
+        assert!(s.contains("fetch(\"http://127.0.0.1:8080/v1/templates/movie-sentiment-ko@2/completions\""), "{s}");
+    }
+
+    #[test]
+    fn a_template_call_can_follow_the_production_label() {
+        let mut t = target();
+        t.template = Some(("movie-sentiment-ko".into(), Some("production".into())));
+        for lang in [Lang::Curl, Lang::JavaScript] {
+            assert!(t.snippet(lang).contains("/v1/templates/movie-sentiment-ko@production/completions"));
+        }
+        assert!(t
+            .snippet(Lang::Python)
+            .contains("base_url=\"http://127.0.0.1:8080/v1/templates/movie-sentiment-ko@production\""));
     }
 }

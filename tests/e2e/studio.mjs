@@ -285,7 +285,10 @@ try {
   begin('view code');
   await page.click('[data-testid=code-open]');
   const code = await page.textContent('[data-testid=code]');
-  expect(code.includes('/v1/templates/movie-e2e@2/completions'), 'the snippet does not call the template endpoint');
+  expect(code.includes('curl -s ') && code.includes('/v1/templates/movie-e2e@2/completions'), 'the snippet does not call the template endpoint');
+  await page.selectOption('[data-testid=code-ref]', 'production');
+  await page.waitForFunction(() => document.querySelector('[data-testid=code]').textContent.includes('/v1/templates/movie-e2e@production/completions'), null, { timeout: 5000 });
+  await page.selectOption('[data-testid=code-ref]', 'version');
   await page.click('.tabs .tab >> text=Python');
   expect((await page.textContent('[data-testid=code]')).includes('from openai import OpenAI'), 'no Python snippet');
   await shot('04-view-code');

@@ -120,6 +120,18 @@ pub fn CodePanel() -> impl IntoView {
     view! {
         <Show when=move || pg.code_open.get()>
             <div class="card code-card" data-testid="code-panel">
+                <Show when=move || pg.draft.with(|d| d.template.is_some())>
+                    <div class="row code-ref">
+                        <label class="label small" for="code-ref">"Call"</label>
+                        <select id="code-ref" data-testid="code-ref" on:change=move |ev| pg.code_ref.set(event_target_value(&ev))>
+                            <option value="version" selected=move || pg.code_ref.get() == "version">
+                                {move || pg.draft.with(|d| d.base_version.map(|v| format!("this version (v{v})")).unwrap_or_else(|| "this version".into()))}
+                            </option>
+                            <option value="production" selected=move || pg.code_ref.get() == "production">"the production label (moves with rollbacks)"</option>
+                            <option value="latest" selected=move || pg.code_ref.get() == "latest">"the latest version"</option>
+                        </select>
+                    </div>
+                </Show>
                 <div class="tabs">
                     {[(Lang::Curl, "curl"), (Lang::Python, "Python"), (Lang::JavaScript, "JavaScript")]
                         .into_iter()

@@ -77,6 +77,9 @@ pub struct Playground {
     pub code_lang: RwSignal<Lang>,
     /// The served model's name (for the code snippets).
     pub model: RwSignal<String>,
+    /// What "View code" calls a saved template by: `version` (the one open), `production`
+    /// or `latest`.
+    pub code_ref: RwSignal<String>,
     /// The draft came from a share link (and the one it replaced is kept).
     pub shared: RwSignal<bool>,
     /// The share link made for the draft, or why none could be.
@@ -113,6 +116,7 @@ impl Playground {
             code_open: RwSignal::new(false),
             code_lang: RwSignal::new(Lang::Curl),
             model: RwSignal::new(String::from("default")),
+            code_ref: RwSignal::new(String::from("version")),
             shared: RwSignal::new(false),
             share_link: RwSignal::new(None),
         }
@@ -364,7 +368,13 @@ impl Playground {
         };
         CodeTarget {
             origin,
-            template: d.template.clone().map(|t| (t, d.base_version)),
+            template: d.template.clone().map(|t| {
+                let reference = match self.code_ref.get().as_str() {
+                    "version" => d.base_version.map(|v| v.to_string()),
+                    other => Some(other.to_string()),
+                };
+                (t, reference)
+            }),
             variables: self.variables_for_run(),
             prompt: self.preview.with(|p| p.prompt.clone()),
             parameters: d.params.as_written(),
