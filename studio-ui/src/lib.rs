@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod code;
 pub mod components;
 pub mod draft;
+pub mod history;
 pub mod pages;
 pub mod tokens;
 

@@ -400,6 +400,32 @@ try {
   await page.setViewportSize({ width: 1280, height: 900 });
   await shots('09b-evaluate-check');
 
+  begin('run history: a run is kept, restores exactly, and becomes a test case');
+  await page.goto(`${base}/t/movie-e2e`);
+  await hydrated();
+  await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
+  await page.fill('[data-testid=variable][data-name="리뷰"]', '음악도 좋고 이야기도 따뜻한 영화였다.');
+  await page.click('[data-testid=run]');
+  await page.waitForSelector('[data-testid=history-entry]', { timeout: 60000 });
+  expect((await page.textContent('[data-testid=history-inputs] >> nth=0')).includes('음악도 좋고 이야기도 따뜻한 영화였다.'), 'the run kept other inputs');
+  const ranOutput = (await page.textContent('[data-testid=history-output] >> nth=0')).trim();
+  expect(ranOutput.length > 0 && !ranOutput.includes('\uFFFD'), `the kept output is wrong: ${ranOutput}`);
+  await page.fill('[data-testid=variable][data-name="리뷰"]', '다른 입력');
+  await page.click('[data-testid=history-restore] >> nth=0');
+  expect(await page.inputValue('[data-testid=variable][data-name="리뷰"]') === '음악도 좋고 이야기도 따뜻한 영화였다.', 'restore did not bring the input back');
+  const testsBefore = (await (await page.request.get(`${base}/api/templates/movie-e2e/tests`)).json()).rows.length;
+  await page.click('[data-testid=history-add-test] >> nth=0');
+  await page.waitForSelector('[data-testid=add-test-form]', { timeout: 5000 });
+  expect((await page.inputValue('[data-testid=add-test-expected]')) === ranOutput, 'the output is not offered as the expected answer');
+  await page.fill('[data-testid=add-test-expected]', '긍정');
+  await shots('09c-run-history');
+  await page.click('[data-testid=add-test-confirm]');
+  await page.waitForSelector('[data-testid=added-to-tests]', { timeout: 10000 });
+  const rowsAfter = (await (await page.request.get(`${base}/api/templates/movie-e2e/tests`)).json()).rows;
+  expect(rowsAfter.length === testsBefore + 1, `the test set has ${rowsAfter.length} rows, not ${testsBefore + 1}`);
+  const last = rowsAfter[rowsAfter.length - 1];
+  expect(last.variables['리뷰'] === '음악도 좋고 이야기도 따뜻한 영화였다.' && last.expected === '긍정', `the new row is ${JSON.stringify(last)}`);
+
   begin('library');
   await page.goto(`${base}/library`);
   await hydrated();

@@ -13,7 +13,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use crate::api::{self, enc};
 use crate::components::playground::{
     vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, ParametersPanel, Playground,
-    PromptPreview, RunCard, RunOutput, SAVED_MESSAGE_KEY,
+    PromptPreview, RunCard, RunHistory, RunOutput, SAVED_MESSAGE_KEY,
 };
 use crate::components::{run_shortcuts, RunStats, TemplateNotFound};
 use crate::draft::{self, Draft};
@@ -58,6 +58,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         missing.set(false);
         pg.pieces.set(Vec::new());
         pg.stats.set(RunStats::default());
+        pg.history.set(crate::history::load(&crate::history::history_key(name.as_deref())));
         let key = Draft::storage_key(name.as_deref());
         let kept = draft::storage_get(&key).and_then(|s| serde_json::from_str::<Draft>(&s).ok());
         match name {
@@ -197,6 +198,7 @@ pub fn PlaygroundPage() -> impl IntoView {
             <section class="col side">
                 <RunCard/>
                 <RunOutput/>
+                <RunHistory/>
                 <CodePanel/>
                 <ParametersPanel/>
             </section>

@@ -3,6 +3,7 @@
 
 mod editor;
 mod examples;
+mod history;
 mod output;
 mod params;
 mod run;
@@ -10,6 +11,7 @@ mod state;
 
 pub use editor::{DraftHeader, DraftText, FormatPanel, InputCard, PromptPreview};
 pub use examples::ExamplesEditor;
+pub use history::RunHistory;
 pub use output::RunOutput;
 pub use params::ParametersPanel;
 pub use run::{CodePanel, RunCard};

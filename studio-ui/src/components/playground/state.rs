@@ -80,6 +80,8 @@ pub struct Playground {
     /// What "View code" calls a saved template by: `version` (the one open), `production`
     /// or `latest`.
     pub code_ref: RwSignal<String>,
+    /// This template's (or the unsaved draft's) recent runs, newest first.
+    pub history: RwSignal<Vec<crate::history::HistoryEntry>>,
     /// The draft came from a share link (and the one it replaced is kept).
     pub shared: RwSignal<bool>,
     /// The share link made for the draft, or why none could be.
@@ -117,6 +119,7 @@ impl Playground {
             code_lang: RwSignal::new(Lang::Curl),
             model: RwSignal::new(String::from("default")),
             code_ref: RwSignal::new(String::from("version")),
+            history: RwSignal::new(Vec::new()),
             shared: RwSignal::new(false),
             share_link: RwSignal::new(None),
         }
@@ -188,6 +191,8 @@ impl Playground {
         self.check_error.set(None);
         let spec = self.draft.with_untracked(|d| d.spec());
         let variables = self.variables_for_run();
+        let ran = self.draft.get_untracked();
+        let started = api::now_ms();
         self.running.set(true);
         self.run_error.set(None);
         self.pieces.set(Vec::new());
@@ -231,7 +236,27 @@ impl Playground {
                 Err(e) => self.run_error.set(Some(e)),
                 Ok(()) => {}
             }
+            self.remember_run(started, ran);
             self.running.set(false);
+        });
+    }
+
+    /// Keeps a run that produced text in the history (a refused run keeps nothing).
+    fn remember_run(self, started: f64, ran: Draft) {
+        let output: String = self.pieces.with_untracked(|p| p.iter().map(|p| p.text.as_str()).collect());
+        if output.is_empty() && self.run_error.with_untracked(Option::is_some) {
+            return;
+        }
+        let stats = self.stats.get_untracked();
+        let mut entry = crate::history::HistoryEntry::new(started, ran, &output);
+        entry.finish = stats.finish;
+        entry.ttft_ms = stats.ttft_ms;
+        entry.tokens = stats.tokens;
+        entry.tokens_per_s = stats.tokens_per_s;
+        let key = crate::history::history_key(self.name.get_untracked().as_deref());
+        self.history.update(|h| {
+            crate::history::push(h, entry);
+            crate::history::store(&key, h);
         });
     }
 
