@@ -426,6 +426,27 @@ try {
   const last = rowsAfter[rowsAfter.length - 1];
   expect(last.variables['리뷰'] === '음악도 좋고 이야기도 따뜻한 영화였다.' && last.expected === '긍정', `the new row is ${JSON.stringify(last)}`);
 
+  begin('test rows are edited and deleted in place');
+  await page.goto(`${base}/evaluate/movie-e2e`);
+  await hydrated();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=test-row]').length === n, rowsAfter.length, { timeout: 15000 });
+  const lastRow = `[data-testid=test-row][data-id="${last.id}"]`;
+  await page.click(`${lastRow} [data-testid=edit-test]`);
+  await page.waitForSelector('[data-testid=edit-test-row]', { timeout: 5000 });
+  expect(await page.inputValue('[data-testid=edit-test-variable][data-name="리뷰"]') === '음악도 좋고 이야기도 따뜻한 영화였다.', 'the editor does not hold the row');
+  await page.fill('[data-testid=edit-test-variable][data-name="리뷰"]', '음악도 좋고 이야기도 따뜻한 영화였다!');
+  await page.fill('[data-testid=edit-test-expected]', '부정');
+  await shots('09d-test-row-edit');
+  await page.click('[data-testid=save-test]');
+  await page.waitForSelector('[data-testid=edit-test-row]', { state: 'detached', timeout: 10000 });
+  const edited = (await (await page.request.get(`${base}/api/templates/movie-e2e/tests`)).json()).rows.find((r) => r.id === last.id);
+  expect(edited && edited.expected === '부정' && edited.variables['리뷰'] === '음악도 좋고 이야기도 따뜻한 영화였다!', `the edit was not saved: ${JSON.stringify(edited)}`);
+  await page.click(`${lastRow} [data-testid=delete-test]`);
+  await page.click(`${lastRow} [data-testid=confirm-delete-test]`);
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=test-row]').length === n, testsBefore, { timeout: 10000 });
+  const remaining = (await (await page.request.get(`${base}/api/templates/movie-e2e/tests`)).json()).rows;
+  expect(remaining.length === testsBefore && !remaining.some((r) => r.id === last.id), 'the deleted row is still there');
+
   begin('library');
   await page.goto(`${base}/library`);
   await hydrated();

@@ -127,6 +127,36 @@ pub async fn export_tests(
         .into_response())
 }
 
+/// `PUT /api/templates/{name}/tests/{id}`: one row edited in place, checked as an import is.
+pub async fn update_test(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, i64)>,
+    ApiJson(row): ApiJson<TestRow>,
+) -> Result<StatusCode, ApiError> {
+    let clean = |fe: FieldError| ApiError::unprocessable(&fe.field, fe.message);
+    let mut variables: Vec<String> = Vec::new();
+    for v in state.store.list_versions(&name).await? {
+        for var in v.spec.variables() {
+            if !variables.contains(&var) {
+                variables.push(var);
+            }
+        }
+    }
+    row.validate(1).map_err(clean)?;
+    evals::check_columns(std::slice::from_ref(&row), &name, &variables).map_err(clean)?;
+    state.store.update_test(&name, id, &row).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/templates/{name}/tests/{id}`.
+pub async fn delete_test(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_test(&name, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn delete_tests(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     state.store.delete_tests(&name).await?;
     Ok(StatusCode::NO_CONTENT)

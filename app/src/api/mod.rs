@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/draft/completions", post(openai::templates::draft_completions))
         .route("/api/templates/{name}/tests", get(e::list_tests).post(e::import_tests).delete(e::delete_tests))
         .route("/api/templates/{name}/tests/export", get(e::export_tests))
+        .route("/api/templates/{name}/tests/{id}", put(e::update_test).delete(e::delete_test))
         .route("/api/templates/{name}/evals", get(e::template_evals))
         .route("/api/templates/{name}/select-examples", post(e::select_examples))
         .route("/api/evals", post(e::create_eval))

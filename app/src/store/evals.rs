@@ -134,6 +134,39 @@ impl Store {
             .collect()
     }
 
+    /// Replaces one test case of the template in place (same position).
+    pub async fn update_test(&self, name: &str, test_id: i64, row: &TestRow) -> Result<()> {
+        let id = self.eval_template_id(name).await?;
+        let done = sqlx::query(
+            "UPDATE test_cases SET variables = $1, expected = $2, assertions = $3 WHERE id = $4 AND template_id = $5",
+        )
+        .bind(serde_json::to_string(&row.variables).expect("variables serialize"))
+        .bind(row.expected.clone())
+        .bind(serde_json::to_string(&row.assertions).expect("assertions serialize"))
+        .bind(test_id)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("template '{name}' has no test case {test_id}")));
+        }
+        Ok(())
+    }
+
+    /// Deletes one test case of the template; the others keep their order.
+    pub async fn delete_test(&self, name: &str, test_id: i64) -> Result<()> {
+        let id = self.eval_template_id(name).await?;
+        let done = sqlx::query("DELETE FROM test_cases WHERE id = $1 AND template_id = $2")
+            .bind(test_id)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("template '{name}' has no test case {test_id}")));
+        }
+        Ok(())
+    }
+
     pub async fn delete_tests(&self, name: &str) -> Result<()> {
         let id = self.eval_template_id(name).await?;
         sqlx::query("DELETE FROM test_cases WHERE template_id = $1").bind(id).execute(self.pool()).await?;

@@ -13,6 +13,43 @@ use crate::components::{vars_text, ErrorNote, VariableFields};
 pub fn TestSetCard() -> impl IntoView {
     let ev = Evaluate::get();
     let (name, rows) = (ev.name, ev.rows);
+    // The row being edited in place (by test-case id), its values, and the row whose
+    // Delete was pressed once (a second press deletes).
+    let editing = RwSignal::new(None::<i64>);
+    let edit_vars = RwSignal::new(BTreeMap::<String, String>::new());
+    let edit_expected = RwSignal::new(String::new());
+    let edit_error = RwSignal::new(None::<ApiError>);
+    let confirm_delete = RwSignal::new(None::<i64>);
+    let save_row = move |id: i64| {
+        let n = name.get_untracked();
+        let Some(old) = rows.with_untracked(|r| r.iter().find(|c| c.id == id).map(|c| c.row.clone())) else { return };
+        let row = TestRow {
+            variables: edit_vars.get_untracked(),
+            expected: Some(edit_expected.get_untracked()).filter(|e| !e.is_empty()),
+            assertions: old.assertions,
+        };
+        api::spawn(async move {
+            match api::put::<(), _>(&format!("/api/templates/{}/tests/{id}", enc(&n)), &row).await {
+                Ok(()) => {
+                    editing.set(None);
+                    ev.reload();
+                }
+                Err(e) => edit_error.set(Some(e)),
+            }
+        });
+    };
+    let delete_row = move |id: i64| {
+        let n = name.get_untracked();
+        api::spawn(async move {
+            match api::request::<(), ()>("DELETE", &format!("/api/templates/{}/tests/{id}", enc(&n)), None).await {
+                Ok(()) => {
+                    confirm_delete.set(None);
+                    ev.reload();
+                }
+                Err(e) => edit_error.set(Some(e)),
+            }
+        });
+    };
     view! {
         <section class="card">
             <div class="card-head">
@@ -24,18 +61,66 @@ pub fn TestSetCard() -> impl IntoView {
             </div>
             <div class="table-wrap">
                 <table class="tests" data-testid="test-rows">
-                    <thead><tr><th>"#"</th><th>"Input"</th><th>"Expected"</th><th>"Checks"</th></tr></thead>
+                    <thead><tr><th>"#"</th><th>"Input"</th><th>"Expected"</th><th>"Checks"</th><th><span class="sr-only">"Actions"</span></th></tr></thead>
                     <tbody>
-                        {move || rows.get().into_iter().enumerate().map(|(i, r)| {
-                            let r = r.row;
+                        {move || rows.get().into_iter().enumerate().map(|(i, case)| {
+                            let id = case.id;
+                            let r = case.row.clone();
                             let checks = Some(r.assertions.iter().map(Assertion::kind).collect::<Vec<_>>().join(", ")).filter(|s| !s.is_empty()).unwrap_or_else(|| if r.expected.is_none() { "—".into() } else { "exact".into() });
+                            let start_edit = {
+                                let row = case.row.clone();
+                                move |_| {
+                                    edit_vars.set(row.variables.clone());
+                                    edit_expected.set(row.expected.clone().unwrap_or_default());
+                                    edit_error.set(None);
+                                    confirm_delete.set(None);
+                                    editing.set(Some(id));
+                                }
+                            };
                             view! {
-                                <tr data-testid="test-row">
+                                <tr data-testid="test-row" data-id=id.to_string()>
                                     <td class="muted">{i + 1}</td>
                                     <td class="clip">{vars_text(&r.variables)}</td>
                                     <td><b>{r.expected.clone().unwrap_or("—".into())}</b></td>
                                     <td class="small muted">{checks}</td>
+                                    <td class="actions">
+                                        <button type="button" class="ghost small" data-testid="edit-test" on:click=start_edit>"Edit"</button>
+                                        {move || if confirm_delete.get() == Some(id) {
+                                            view! { <button type="button" class="danger small" data-testid="confirm-delete-test" on:click=move |_| delete_row(id)>"Delete row?"</button> }.into_any()
+                                        } else {
+                                            view! { <button type="button" class="ghost small" data-testid="delete-test" aria-label=format!("Delete row {}", i + 1) on:click=move |_| confirm_delete.set(Some(id))>"Delete"</button> }.into_any()
+                                        }}
+                                    </td>
                                 </tr>
+                                <Show when=move || editing.get() == Some(id)>
+                                    <tr class="edit-row" data-testid="edit-test-row">
+                                        <td></td>
+                                        <td colspan="4">
+                                            <div class="add-grid">
+                                                {move || edit_vars.get().into_iter().map(|(n, v)| {
+                                                    let key = n.clone();
+                                                    view! {
+                                                        <div class="variable">
+                                                            <label class="label small">{format!("{{{{{n}}}}}")}</label>
+                                                            <input data-testid="edit-test-variable" data-name=n.clone() prop:value=v
+                                                                on:input=move |ev| { let x = event_target_value(&ev); edit_vars.update(|m| { m.insert(key.clone(), x); }); }/>
+                                                        </div>
+                                                    }
+                                                }).collect_view()}
+                                                <div class="variable">
+                                                    <label class="label small">"Expected output"</label>
+                                                    <input data-testid="edit-test-expected" prop:value=move || edit_expected.get()
+                                                        on:input=move |ev| edit_expected.set(event_target_value(&ev))/>
+                                                </div>
+                                            </div>
+                                            <ErrorNote error=edit_error/>
+                                            <div class="row">
+                                                <button type="button" class="primary small" data-testid="save-test" on:click=move |_| save_row(id)>"Save row"</button>
+                                                <button type="button" class="ghost small" on:click=move |_| editing.set(None)>"Cancel"</button>
+                                            </div>
+                                        </td>
+                                    </tr>
+                                </Show>
                             }
                         }).collect_view()}
                     </tbody>
