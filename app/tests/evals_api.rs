@@ -461,3 +461,42 @@ async fn few_shot_selection_beats_random_when_most_examples_are_mislabelled() {
     let (s, err) = c.call("POST", "/api/templates/pick/select-examples", Some(json!({"k": 9}))).await;
     assert_eq!((s, err["error"]["param"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("k")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_test_row_is_edited_or_deleted_in_place() {
+    let c = ctx().await;
+    c.create_template("rows-in-place", sentiment_spec(2)).await;
+    let rows = json!({"rows": [
+        {"variables": {"review": "좋았다"}, "expected": "positive"},
+        {"variables": {"review": "별로였다"}, "expected": "positive"},
+        {"variables": {"review": "최고"}, "expected": "positive"}
+    ]});
+    let (s, v) = c.call("POST", "/api/templates/rows-in-place/tests?mode=append", Some(rows)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = c.call("GET", "/api/templates/rows-in-place/tests", None).await;
+    let id = |i: usize| list["rows"][i]["id"].as_i64().unwrap();
+
+    let uri = format!("/api/templates/rows-in-place/tests/{}", id(1));
+    let (s, v) = c.call("PUT", &uri, Some(json!({"variables": {"review": "별로였다!"}, "expected": "negative"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // A column that is no variable of the template is refused, naming the variables.
+    let (s, err) = c.call("PUT", &uri, Some(json!({"variables": {"text": "x"}, "expected": "negative"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("review"), "{err}");
+    let (s, err) =
+        c.call("PUT", "/api/templates/rows-in-place/tests/999999", Some(json!({"variables": {"review": "x"}}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{err}");
+
+    let (s, _) = c.call("DELETE", &format!("/api/templates/rows-in-place/tests/{}", id(0)), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, after) = c.call("GET", "/api/templates/rows-in-place/tests", None).await;
+    let texts: Vec<(&str, &str)> = after["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["variables"]["review"].as_str().unwrap(), r["expected"].as_str().unwrap()))
+        .collect();
+    assert_eq!(texts, [("별로였다!", "negative"), ("최고", "positive")], "edited in place, order kept");
+    let (s, _) = c.call("DELETE", &format!("/api/templates/rows-in-place/tests/{}", id(0)), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "deleting twice");
+}
