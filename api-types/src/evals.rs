@@ -188,6 +188,17 @@ pub struct EvalSummary {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The content hash of the test set the run scored ([`test_set_hash`]); None for runs
+    /// recorded before runs kept it. Runs over different test sets are not compared.
+    #[serde(default)]
+    pub tests_hash: Option<String>,
+}
+
+/// A hash of a test set's rows, in order: two runs with the same hash scored the same rows.
+pub fn test_set_hash(rows: &[TestRow]) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_string(rows).expect("rows serialize");
+    crate::template::hex(&Sha256::digest(canonical.as_bytes()))
 }
 
 /// An eval run and its progress: the summary's fields and the rest, side by side.

@@ -500,3 +500,41 @@ async fn one_test_row_is_edited_or_deleted_in_place() {
     let (s, _) = c.call("DELETE", &format!("/api/templates/rows-in-place/tests/{}", id(0)), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "deleting twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_over_different_test_sets_are_not_compared() {
+    let c = ctx().await;
+    c.create_template("hashed-sets", sentiment_spec(2)).await;
+    let rows = json!({"rows": [
+        {"variables": {"review": "A wonderful film."}, "expected": "positive"},
+        {"variables": {"review": "Dull and long."}, "expected": "negative"}
+    ]});
+    let (s, v) = c.call("POST", "/api/templates/hashed-sets/tests?mode=replace", Some(rows)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let eval = |c: &Ctx| async move {
+        let (s, run) = c.call("POST", "/api/evals", Some(json!({"template": "hashed-sets", "version": 1}))).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+        let run = c.wait(&run["id"], over).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        run
+    };
+    let a = eval(&c).await;
+    let b = eval(&c).await;
+    assert_eq!(a["tests_hash"], b["tests_hash"], "the same rows, the same set");
+    assert_eq!(a["tests_hash"].as_str().unwrap().len(), 64);
+    let (s, v) = c.call("GET", &format!("/api/evals/{}/compare/{}", a["id"], b["id"]), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (_, list) = c.call("GET", "/api/templates/hashed-sets/tests", None).await;
+    let uri = format!("/api/templates/hashed-sets/tests/{}", list["rows"][1]["id"]);
+    let (s, _) = c
+        .call("PUT", &uri, Some(json!({"variables": {"review": "Dull, long and loud."}, "expected": "negative"})))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let d = eval(&c).await;
+    assert_ne!(d["tests_hash"], a["tests_hash"]);
+    let (s, err) = c.call("GET", &format!("/api/evals/{}/compare/{}", a["id"], d["id"]), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["code"], "different_test_sets", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("test set changed"), "{err}");
+}

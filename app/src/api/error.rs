@@ -163,6 +163,9 @@ impl From<crate::evals::EvalError> for ApiError {
             EvalError::Invalid(fe) => ApiError::from(fe),
             EvalError::Store(se) => ApiError::from(se),
             EvalError::Model(e) => ApiError::from(e),
+            EvalError::DifferentTestSets(m) => {
+                ApiError::status(StatusCode::CONFLICT, m).with_code("different_test_sets")
+            }
             EvalError::Gate { message, candidate, production } => {
                 let mut e = ApiError::status(StatusCode::CONFLICT, message).with_code("eval_gate");
                 e.param = Some("version".into());

@@ -237,6 +237,7 @@ pub async fn compare(
     Path((a, b)): Path<(i64, i64)>,
 ) -> Result<Json<EvalComparison>, ApiError> {
     let (ra, rb) = (state.store.eval_run(a).await?, state.store.eval_run(b).await?);
+    evals::same_test_set(&ra, &rb)?;
     let key = |r: &evals::RowResult| {
         format!("{}\u{0}{:?}", serde_json::to_string(&r.variables).expect("variables serialize"), r.expected)
     };

@@ -25,6 +25,10 @@ pub enum EvalError {
     /// The eval gate refused to move `production`: 409 with both scores.
     #[error("{message}")]
     Gate { message: String, candidate: Value, production: Value },
+    /// Two runs scored different test sets, so their scores say nothing against each
+    /// other: 409 with both hashes.
+    #[error("{0}")]
+    DifferentTestSets(String),
     /// The scheduler refused (batcher gone) or the model failed.
     #[error(transparent)]
     Model(#[from] crate::serving::ServeError),

@@ -296,6 +296,8 @@ pub async fn start(sched: &Scheduler, store: &Store, plan: EvalPlan, actor: &str
         .into());
     }
     let id = store.create_eval_run(&plan, cases.len(), actor).await?;
+    let rows: Vec<api_types::evals::TestRow> = cases.iter().map(|c| c.row.clone()).collect();
+    store.set_eval_tests_hash(id, &api_types::evals::test_set_hash(&rows)).await?;
     // Read back before the task starts, so the caller gets the run as created (`queued`),
     // not whatever state the task has already reached.
     let run = store.eval_run(id).await?;

@@ -202,6 +202,16 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
+    /// Records which test set a run scores (right after it is created, before it starts).
+    pub async fn set_eval_tests_hash(&self, id: i64, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE eval_runs SET tests_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     fn run_from_row(r: &AnyRow) -> Result<EvalRun> {
         let status: String = r.try_get("status")?;
         let done: i64 = r.try_get("done")?;
@@ -226,6 +236,7 @@ impl Store {
             created_at: r.try_get("created_at")?,
             started_at: r.try_get("started_at")?,
             finished_at: r.try_get("finished_at")?,
+            tests_hash: r.try_get("tests_hash")?,
         };
         Ok(EvalRun {
             summary,
