@@ -511,13 +511,13 @@ async fn runs_over_different_test_sets_are_not_compared() {
     ]});
     let (s, v) = c.call("POST", "/api/templates/hashed-sets/tests?mode=replace", Some(rows)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let eval = |c: &Ctx| async move {
+    async fn eval(c: &Ctx) -> Value {
         let (s, run) = c.call("POST", "/api/evals", Some(json!({"template": "hashed-sets", "version": 1}))).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{run}");
         let run = c.wait(&run["id"], over).await;
         assert_eq!(run["status"], "completed", "{run}");
         run
-    };
+    }
     let a = eval(&c).await;
     let b = eval(&c).await;
     assert_eq!(a["tests_hash"], b["tests_hash"], "the same rows, the same set");
