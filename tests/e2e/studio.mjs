@@ -378,6 +378,7 @@ try {
   await page.waitForSelector('[data-testid=eval-progress][data-status=completed]', { timeout: 120000 });
   const progress = await page.textContent('[data-testid=eval-progress-text]');
   expect(progress.includes('3 / 3 rows') && progress.includes('100%'), `progress did not reach 100%: ${progress}`);
+  expect(/^test set [0-9a-f]{8}$/.test((await page.textContent('[data-testid=eval-tests-hash]')).trim()), 'the run does not say which test set it scored');
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=matrix-cell]').length === 3, null, { timeout: 15000 });
   await page.click('[data-testid=matrix-cell] >> nth=0');
   await page.waitForSelector('[data-testid=cell-detail]', { timeout: 5000 });

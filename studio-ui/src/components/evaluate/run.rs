@@ -96,6 +96,11 @@ pub fn RunEvalCard() -> impl IntoView {
                             <span class="badge">{status}</span>
                             <span>{format!("pass rate {}", pct(c.pass_rate))}</span>
                             {c.stability.filter(|_| c.n > 1).map(|s| view! { <span>{format!("stability {}", pct(Some(s)))}</span> })}
+                            {c.tests_hash.clone().map(|h| view! {
+                                <span class="muted" data-testid="eval-tests-hash" title=format!("The test set this run scored: {h}")>
+                                    {format!("test set {}", &h[..h.len().min(8)])}
+                                </span>
+                            })}
                             <Show when=move || active>
                                 <button class="ghost small" data-testid="cancel-eval" on:click=cancel_eval>"Cancel"</button>
                             </Show>
