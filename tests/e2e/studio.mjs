@@ -360,6 +360,19 @@ try {
     return outs.length === 2 && outs.every((o) => o.textContent.trim() && o.textContent.trim() !== '—')
       && !document.querySelector('.progress-line');
   }, null, { timeout: 60000 });
+  expect(await page.$$eval('[data-testid=compare-column]', (cols) => cols.every((c) => c.querySelector('.tok'))), 'a column shows no confidence shading');
+  const states = await page.$$eval('[data-testid=compare-state]', (b) => b.map((e) => e.textContent.trim()));
+  expect(states.length === 2 && states.every((t) => t && t !== 'running…'), `the columns do not say how they finished: ${states}`);
+  await page.check('[data-testid=compare-differences]');
+  const second = await page.textContent('[data-testid=compare-output] >> nth=1');
+  const marks = await page.locator('[data-testid=compare-output] >> nth=1 >> mark.differs').count();
+  const first = await page.textContent('[data-testid=compare-output] >> nth=0');
+  expect(first.trim() === second.trim() ? marks === 0 : marks > 0, `differences: ${marks} marks for "${first.trim()}" vs "${second.trim()}"`);
+  await page.setViewportSize({ width: 800, height: 900 });
+  await page.waitForTimeout(200);
+  const tops = await page.$$eval('[data-testid=compare-column]', (cols) => cols.map((c) => Math.round(c.getBoundingClientRect().top)));
+  expect(tops[0] === tops[1], `the columns stack at 800 px (tops ${tops})`);
+  await page.setViewportSize({ width: 1280, height: 900 });
   await shots('06-compare');
 
   begin('evaluate: build a test set, run an eval to 100%, see the matrix');
