@@ -97,6 +97,7 @@ fn Header() -> impl IntoView {
             </nav>
             <div class="spacer"></div>
             <span class="hydration" data-ready=move || hydrated.get().to_string()></span>
+            <components::ShortcutsHelp/>
             <button class="ghost small" on:click=move |_| key_open.update(|o| *o = !*o)>
                 {move || if key.get().is_empty() { "API key" } else { "API key ✓" }}
             </button>

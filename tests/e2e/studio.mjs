@@ -80,6 +80,15 @@ try {
   begin('bug 1: the shortcut is shown on the Run button');
   expect(/Ctrl\+Enter/.test(await page.textContent('[data-testid=run] kbd')), 'no shortcut hint on Run');
 
+  begin('shortcuts are listed: ? opens them, Esc closes them');
+  await page.focus('body');
+  await page.keyboard.press('?');
+  await page.waitForSelector('[data-testid=shortcuts]', { timeout: 5000 });
+  const keysListed = await page.textContent('[data-testid=shortcuts]');
+  expect(keysListed.includes('Ctrl+Enter') && keysListed.includes('Esc'), `the shortcut list misses keys: ${keysListed}`);
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('[data-testid=shortcuts]', { state: 'detached', timeout: 5000 });
+
   begin('bug 7: an empty prompt does not run');
   await page.click('[data-testid=run]');
   await page.waitForSelector('.variable .field-error', { timeout: 5000 });

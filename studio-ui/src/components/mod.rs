@@ -77,6 +77,50 @@ pub fn run_shortcuts(run: impl Fn() + 'static, stop: impl Fn() + 'static) {
     let _ = (run, stop);
 }
 
+/// The keyboard shortcuts, listed: the `?` button in the top bar, or `?` typed anywhere
+/// outside a text field; Esc or the button closes it.
+#[component]
+pub fn ShortcutsHelp() -> impl IntoView {
+    let open = RwSignal::new(false);
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        let handle = window_event_listener(leptos::ev::keydown, move |e: web_sys::KeyboardEvent| {
+            let typing = e
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                .is_some_and(|el| matches!(el.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+            if e.key() == "?" && !typing && !e.ctrl_key() && !e.meta_key() {
+                e.prevent_default();
+                open.update(|o| *o = !*o);
+            } else if e.key() == "Escape" {
+                open.set(false);
+            }
+        });
+        on_cleanup(move || handle.remove());
+    }
+    let rows: [(&str, &str); 6] = [
+        ("Ctrl+Enter (⌘+Enter)", "Run the prompt (playground), run all columns (compare)"),
+        ("Esc", "Stop the run; close this list"),
+        ("?", "Show or hide this list"),
+        ("Tab", "Reach the output pieces (one stop)"),
+        ("← → Home End", "Move between output pieces"),
+        ("Enter or Space", "Show a piece's alternatives"),
+    ];
+    view! {
+        <button type="button" class="ghost small" data-testid="shortcuts-open" aria-expanded=move || open.get().to_string()
+            title="Keyboard shortcuts (?)" on:click=move |_| open.update(|o| *o = !*o)>"?"</button>
+        <Show when=move || open.get()>
+            <div class="popover shortcuts" role="dialog" aria-label="Keyboard shortcuts" data-testid="shortcuts">
+                <h3>"Keyboard shortcuts"</h3>
+                <table>
+                    {rows.iter().map(|(k, what)| view! { <tr><td><kbd class="kbd">{*k}</kbd></td><td>{*what}</td></tr> }).collect_view()}
+                </table>
+            </div>
+        </Show>
+    }
+}
+
 /// The shortcut hint on a Run button (`Ctrl+Enter`; ⌘ works too on a Mac).
 #[component]
 pub fn Kbd(keys: &'static str) -> impl IntoView {
