@@ -488,6 +488,16 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 2'), null, { timeout: 15000 });
   await page.waitForFunction(() => /^\d+ \/ \d+ tokens$/.test(document.querySelector('[data-testid=token-count]').textContent.trim()), null, { timeout: 15000 });
   await shot('08-playground-phone');
+  for (const width of [390, 800]) {
+    await page.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    await page.waitForTimeout(200);
+    const inReach = await page.evaluate(() => ['run', 'save-open'].every((id) => {
+      const r = document.querySelector(`[data-testid=${id}]`).getBoundingClientRect();
+      return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0;
+    }));
+    expect(inReach, `Run and Save are out of reach at ${width} px`);
+  }
+  await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 1, `the page scrolls sideways on a phone (${overflow}px)`);
 

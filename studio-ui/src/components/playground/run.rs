@@ -42,6 +42,18 @@ pub fn RunCard() -> impl IntoView {
 fn open_save(pg: Playground) {
     let opening = !pg.save_open.get_untracked();
     pg.save_open.set(opening);
+    // On a narrow screen Save sits in the bottom bar, far from the panel: bring it into view.
+    #[cfg(feature = "hydrate")]
+    if opening {
+        request_animation_frame(|| {
+            if let Some(panel) = web_sys::window()
+                .and_then(|w| w.document())
+                .and_then(|d| d.query_selector("[data-testid=save-panel]").ok().flatten())
+            {
+                panel.scroll_into_view();
+            }
+        });
+    }
     if !opening || pg.draft.with_untracked(|d| d.template.is_some()) || !pg.new_name.get_untracked().is_empty() {
         return;
     }
