@@ -496,6 +496,8 @@ try {
       return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0;
     }));
     expect(inReach, `Run and Save are out of reach at ${width} px`);
+    const labelled = await page.$$eval('[data-testid=example-row] .ex-label', (ls) => ls.filter((l) => l.offsetParent !== null).map((l) => l.textContent));
+    expect(labelled.includes('Input') && labelled.includes('Output'), `the examples lose their Input/Output names at ${width} px`);
   }
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -11,6 +11,8 @@ use crate::components::playground::Playground;
 fn ExampleText(
     index: usize,
     testid: &'static str,
+    /// The column's name: a header on wide screens, a label over each box on narrow ones.
+    label: &'static str,
     placeholder: &'static str,
     field: fn(&mut Example) -> &mut String,
 ) -> impl IntoView {
@@ -23,7 +25,8 @@ fn ExampleText(
         },
     );
     view! {
-        <textarea class="grow" data-testid=testid placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
+        <span class="ex-label" aria-hidden="true">{label}</span>
+        <textarea class="grow" data-testid=testid aria-label=format!("Example {} {}", index + 1, label.to_lowercase()) placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
     }
 }
 
@@ -57,8 +60,8 @@ pub fn ExamplesEditor() -> impl IntoView {
                         view! {
                             <div class="ex-row" data-testid="example-row">
                                 <span class="ex-num">{i + 1}</span>
-                                <ExampleText index=i testid="example-input" placeholder="Example input" field=|e| &mut e.input/>
-                                <ExampleText index=i testid="example-output" placeholder="Expected output" field=|e| &mut e.output/>
+                                <ExampleText index=i testid="example-input" label="Input" placeholder="Example input" field=|e| &mut e.input/>
+                                <ExampleText index=i testid="example-output" label="Output" placeholder="Expected output" field=|e| &mut e.output/>
                                 <div class="ex-tools">
                                     <button class="icon" title="Move up" on:click=move |_| draft.update(|d| if i > 0 && i < d.examples.len() { d.examples.swap(i - 1, i) })>"↑"</button>
                                     <button class="icon" title="Move down" on:click=move |_| draft.update(|d| if i + 1 < d.examples.len() { d.examples.swap(i, i + 1) })>"↓"</button>
