@@ -5,6 +5,7 @@
 mod diff;
 mod file;
 pub mod library;
+pub mod output;
 mod spec;
 
 pub use diff::*;
