@@ -86,7 +86,7 @@ fn LabelsEditor(error: Signal<Option<ApiError>>) -> impl IntoView {
                     let l2 = label.clone();
                     view! {
                         <span class="chip" data-testid="label-chip">
-                            {label.clone()}
+                            <span data-testid="label-text">{label.clone()}</span>
                             <button class="icon chip-x" title="Remove this label" data-testid="label-remove"
                                 on:click=move |_| draft.update(|d| d.output.labels.retain(|x| *x != l2))>"✕"</button>
                         </span>
