@@ -185,6 +185,10 @@ pub struct EvalSummary {
     pub tp: usize,
     /// Mean share of samples agreeing with the row's majority output.
     pub stability: Option<f64>,
+    /// Rows whose outputs all met the version's output constraint; None when the version
+    /// has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_met: Option<i64>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -247,6 +251,10 @@ pub struct RowResult {
     pub cached_tokens: i64,
     pub latency_ms: i64,
     pub error: Option<String>,
+    /// Whether every sample met the version's output constraint (labels: one of them;
+    /// JSON: parses and fits the schema; regex: matches whole); None without a constraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_met: Option<bool>,
 }
 
 /// `POST /api/evals`. `N` is the number type of `n`: `usize` where it is read; a client

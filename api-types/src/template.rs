@@ -23,6 +23,18 @@ pub const MAX_STOP_CHARS: usize = 64;
 pub const MAX_VARIABLES: usize = 32;
 pub const MAX_VARIABLE_VALUE_CHARS: usize = 20_000;
 pub const MAX_MAX_TOKENS: usize = 4096;
+/// Most labels of a choice constraint, and the longest label in characters.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_CHARS: usize = 200;
+/// Most fields of a JSON-fields constraint; longest field name; most allowed values per
+/// field (each at most [`MAX_LABEL_CHARS`]).
+pub const MAX_JSON_FIELDS: usize = 32;
+pub const MAX_FIELD_NAME_CHARS: usize = 64;
+pub const MAX_ALLOWED_VALUES: usize = 64;
+/// Longest JSON schema of a constraint, serialized, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 16 * 1024;
+/// Longest regex of a constraint, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1024;
 
 /// A field that failed validation: the path (`parameters.temperature`, `examples[2].output`)
 /// and a message that names the limit.
@@ -125,6 +137,224 @@ pub struct VersionSpec {
     pub model: Option<String>,
     #[serde(default)]
     pub parameters: Parameters,
+    /// What the output must be (enforced by constrained decoding). Left out when unset, so
+    /// versions saved before it existed keep their content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputConstraint>,
+}
+
+/// A version's output constraint: the generated text (after the output prefix) is one of
+/// the labels, JSON of a schema, or a match of a regex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputConstraint {
+    /// Exactly one of these labels.
+    Choice { labels: Vec<String> },
+    /// JSON valid against this schema (for people who write JSON Schema).
+    JsonSchema { schema: serde_json::Value },
+    /// A JSON object of these fields, all required and no others (the studio's editor).
+    JsonFields { fields: Vec<JsonField> },
+    /// Text matching this regex, whole.
+    Regex { pattern: String },
+}
+
+/// One field of a [`OutputConstraint::JsonFields`] object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonField {
+    pub name: String,
+    #[serde(default)]
+    pub kind: FieldKind,
+    /// The values it may take (an enum); empty: any value of its kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    #[default]
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+impl FieldKind {
+    pub const ALL: [FieldKind; 4] = [FieldKind::String, FieldKind::Number, FieldKind::Integer, FieldKind::Boolean];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldKind::String => "string",
+            FieldKind::Number => "number",
+            FieldKind::Integer => "integer",
+            FieldKind::Boolean => "boolean",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// An allowed value as JSON of this kind, or why it is not one.
+    fn value(self, text: &str) -> Result<serde_json::Value, String> {
+        let t = text.trim();
+        let bad = || format!("{t:?} is not of type {}", self.as_str());
+        match self {
+            FieldKind::String => Ok(serde_json::Value::String(text.to_string())),
+            FieldKind::Number => t
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(|n| match t.parse::<i64>() {
+                    Ok(i) => serde_json::Value::from(i),
+                    Err(_) => serde_json::Value::Number(n),
+                })
+                .ok_or_else(bad),
+            FieldKind::Integer => t.parse::<i64>().map(serde_json::Value::from).map_err(|_| bad()),
+            FieldKind::Boolean => t.parse::<bool>().map(serde_json::Value::Bool).map_err(|_| bad()),
+        }
+    }
+}
+
+impl OutputConstraint {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputConstraint::Choice { .. } => "choice",
+            OutputConstraint::JsonSchema { .. } => "json_schema",
+            OutputConstraint::JsonFields { .. } => "json_fields",
+            OutputConstraint::Regex { .. } => "regex",
+        }
+    }
+
+    /// The examples' distinct outputs, trimmed, in order: the labels a classifier's
+    /// examples already use (the studio's "Use the examples' outputs").
+    pub fn labels_from_examples(examples: &[Example]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in examples {
+            let t = e.output.trim();
+            if !t.is_empty() && !out.iter().any(|l| l == t) && out.len() < MAX_LABELS {
+                out.push(t.to_string());
+            }
+        }
+        out
+    }
+
+    /// The field of the constraint that an error about its content names.
+    pub fn field(&self) -> &'static str {
+        match self {
+            OutputConstraint::Choice { .. } => "output.labels",
+            OutputConstraint::JsonSchema { .. } => "output.schema",
+            OutputConstraint::JsonFields { .. } => "output.fields",
+            OutputConstraint::Regex { .. } => "output.pattern",
+        }
+    }
+
+    /// The JSON schema of a JSON constraint (fields become an object with every field
+    /// required and no others); None for labels and regexes.
+    pub fn json_schema(&self) -> Result<Option<serde_json::Value>, FieldError> {
+        match self {
+            OutputConstraint::JsonSchema { schema } => Ok(Some(schema.clone())),
+            OutputConstraint::JsonFields { fields } => fields_schema(fields).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            OutputConstraint::Choice { labels } => {
+                if labels.is_empty() || labels.len() > MAX_LABELS {
+                    return Err(FieldError::new(
+                        "output.labels",
+                        format!("between 1 and {MAX_LABELS} labels, got {}", labels.len()),
+                    ));
+                }
+                for (i, l) in labels.iter().enumerate() {
+                    let f = format!("output.labels[{i}]");
+                    if l.trim().is_empty() {
+                        return Err(FieldError::new(f, "must not be empty"));
+                    }
+                    limit(&f, l, MAX_LABEL_CHARS)?;
+                    if labels[..i].contains(l) {
+                        return Err(FieldError::new(f, format!("{l:?} is listed twice")));
+                    }
+                }
+                Ok(())
+            }
+            OutputConstraint::JsonSchema { schema } => {
+                if !schema.is_object() {
+                    return Err(FieldError::new("output.schema", "must be a JSON object (a JSON Schema)"));
+                }
+                let size = schema.to_string().len();
+                if size > MAX_SCHEMA_BYTES {
+                    return Err(FieldError::new(
+                        "output.schema",
+                        format!("at most {MAX_SCHEMA_BYTES} bytes of schema, got {size}"),
+                    ));
+                }
+                Ok(())
+            }
+            OutputConstraint::JsonFields { .. } => self.json_schema().map(|_| ()),
+            OutputConstraint::Regex { pattern } => {
+                if pattern.is_empty() {
+                    return Err(FieldError::new("output.pattern", "must not be empty"));
+                }
+                if pattern.len() > MAX_REGEX_BYTES {
+                    return Err(FieldError::new(
+                        "output.pattern",
+                        format!("at most {MAX_REGEX_BYTES} bytes, got {}", pattern.len()),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The schema of a fields constraint, checking each field as it goes.
+fn fields_schema(fields: &[JsonField]) -> Result<serde_json::Value, FieldError> {
+    if fields.is_empty() || fields.len() > MAX_JSON_FIELDS {
+        return Err(FieldError::new(
+            "output.fields",
+            format!("between 1 and {MAX_JSON_FIELDS} fields, got {}", fields.len()),
+        ));
+    }
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let at = |x: &str| format!("output.fields[{i}].{x}");
+        if f.name.trim().is_empty() {
+            return Err(FieldError::new(at("name"), "must not be empty"));
+        }
+        limit(&at("name"), &f.name, MAX_FIELD_NAME_CHARS)?;
+        if properties.contains_key(&f.name) {
+            return Err(FieldError::new(at("name"), format!("{:?} is used by another field", f.name)));
+        }
+        if f.allowed.len() > MAX_ALLOWED_VALUES {
+            return Err(FieldError::new(
+                at("allowed"),
+                format!("at most {MAX_ALLOWED_VALUES} values, got {}", f.allowed.len()),
+            ));
+        }
+        let mut prop = serde_json::json!({ "type": f.kind.as_str() });
+        if !f.allowed.is_empty() {
+            let mut values = Vec::with_capacity(f.allowed.len());
+            for (j, a) in f.allowed.iter().enumerate() {
+                let fj = format!("output.fields[{i}].allowed[{j}]");
+                limit(&fj, a, MAX_LABEL_CHARS)?;
+                values.push(f.kind.value(a).map_err(|m| FieldError::new(fj, m))?);
+            }
+            prop["enum"] = serde_json::Value::Array(values);
+        }
+        properties.insert(f.name.clone(), prop);
+        required.push(serde_json::Value::String(f.name.clone()));
+    }
+    Ok(serde_json::json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    }))
 }
 
 /// The input pattern of a version that sets none.
@@ -141,6 +371,7 @@ impl Default for VersionSpec {
             format: Format::default(),
             model: None,
             parameters: Parameters::default(),
+            output: None,
         }
     }
 }
@@ -279,7 +510,11 @@ impl VersionSpec {
                 return Err(FieldError::new(field, format!("at most {MAX_VARIABLES} variables, got {}", vars.len())));
             }
         }
-        self.parameters.validate()
+        self.parameters.validate()?;
+        match &self.output {
+            Some(o) => o.validate(),
+            None => Ok(()),
+        }
     }
 
     /// Every `{{variable}}` the version needs, in order of first appearance.
@@ -348,8 +583,30 @@ impl VersionSpec {
     /// A stable hash of the content: two specs with the same hash are the same version.
     pub fn content_hash(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canonical = serde_json::to_string(self).expect("spec serializes");
+        // A schema's keys in sorted order: the same schema read back from a TOML file (which
+        // writes tables last) is the same version.
+        let canonical = match &self.output {
+            Some(OutputConstraint::JsonSchema { schema }) => {
+                let output = Some(OutputConstraint::JsonSchema { schema: sorted_keys(schema) });
+                serde_json::to_string(&VersionSpec { output, ..self.clone() })
+            }
+            _ => serde_json::to_string(self),
+        }
+        .expect("spec serializes");
         hex(&Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// `v` with every object's keys in sorted order.
+fn sorted_keys(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), sorted_keys(&m[k]))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted_keys).collect()),
+        other => other.clone(),
     }
 }
 
@@ -443,6 +700,7 @@ mod tests {
             },
             model: None,
             parameters: Parameters::default(),
+            output: None,
         }
     }
 
@@ -501,5 +759,97 @@ mod tests {
         assert_eq!(a.content_hash(), b.content_hash());
         b.parameters.max_tokens = 3;
         assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn an_unset_constraint_leaves_the_content_hash_alone() {
+        let spec = sentiment();
+        let json = serde_json::to_string(&spec).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(value.get("output").is_none(), "{json}");
+        // A spec saved before constraints existed reads back and hashes the same.
+        let back: VersionSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.content_hash(), spec.content_hash());
+        let mut labelled = sentiment();
+        labelled.output = Some(OutputConstraint::Choice { labels: vec!["긍정".into(), "부정".into()] });
+        assert_ne!(labelled.content_hash(), spec.content_hash());
+        let v = serde_json::to_value(&labelled).unwrap();
+        assert_eq!(v["output"], serde_json::json!({"type": "choice", "labels": ["긍정", "부정"]}));
+    }
+
+    #[test]
+    fn labels_come_from_the_examples_outputs_distinct_and_trimmed() {
+        let mut spec = sentiment();
+        spec.examples.push(Example { input: "또 보고 싶다".into(), output: " 긍정 ".into() });
+        spec.examples.push(Example { input: "그저 그랬다".into(), output: "중립".into() });
+        assert_eq!(OutputConstraint::labels_from_examples(&spec.examples), vec!["긍정", "부정", "중립"]);
+    }
+
+    #[test]
+    fn constraint_validation_names_the_field_and_limit() {
+        let check = |o: OutputConstraint| {
+            let spec = VersionSpec { output: Some(o), ..sentiment() };
+            spec.validate().unwrap_err()
+        };
+        let mut labels: Vec<String> = (0..4).map(|i| format!("l{i}")).collect();
+        labels[3] = " ".into();
+        assert_eq!(check(OutputConstraint::Choice { labels: labels.clone() }).field, "output.labels[3]");
+        labels[3] = "x".repeat(MAX_LABEL_CHARS + 1);
+        let e = check(OutputConstraint::Choice { labels: labels.clone() });
+        assert_eq!(e.field, "output.labels[3]");
+        assert!(e.message.contains("at most 200 characters"), "{e}");
+        labels[3] = "l0".into();
+        assert!(check(OutputConstraint::Choice { labels }).message.contains("twice"));
+        let many = (0..=MAX_LABELS).map(|i| i.to_string()).collect();
+        assert!(check(OutputConstraint::Choice { labels: many }).message.contains("between 1 and 64"));
+        assert_eq!(check(OutputConstraint::Choice { labels: vec![] }).field, "output.labels");
+        let e = check(OutputConstraint::Regex { pattern: "a".repeat(MAX_REGEX_BYTES + 1) });
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("output.pattern", "at most 1024 bytes, got 1025"));
+        let big = serde_json::json!({"type": "string", "description": "x".repeat(MAX_SCHEMA_BYTES)});
+        assert_eq!(check(OutputConstraint::JsonSchema { schema: big }).field, "output.schema");
+        assert_eq!(check(OutputConstraint::JsonSchema { schema: serde_json::json!("x") }).field, "output.schema");
+        let field = |name: &str, kind, allowed: &[&str]| JsonField {
+            name: name.into(),
+            kind,
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let fields = vec![field("a", FieldKind::String, &[]), field("a", FieldKind::Number, &[])];
+        assert_eq!(check(OutputConstraint::JsonFields { fields }).field, "output.fields[1].name");
+        let fields = vec![field("n", FieldKind::Integer, &["1", "two"])];
+        let e = check(OutputConstraint::JsonFields { fields });
+        assert_eq!(e.field, "output.fields[0].allowed[1]");
+        assert!(e.message.contains("\"two\" is not of type integer"), "{e}");
+        let fields = (0..=MAX_JSON_FIELDS).map(|i| field(&format!("f{i}"), FieldKind::String, &[])).collect();
+        assert!(check(OutputConstraint::JsonFields { fields }).message.contains("between 1 and 32 fields"));
+    }
+
+    #[test]
+    fn json_fields_become_a_closed_schema_with_every_field_required() {
+        let o = OutputConstraint::JsonFields {
+            fields: vec![
+                JsonField { name: "sentiment".into(), kind: FieldKind::String, allowed: vec!["긍정".into(), "부정".into()] },
+                JsonField { name: "score".into(), kind: FieldKind::Number, allowed: vec![] },
+                JsonField { name: "stars".into(), kind: FieldKind::Integer, allowed: vec!["1".into(), " 5".into()] },
+                JsonField { name: "spoiler".into(), kind: FieldKind::Boolean, allowed: vec![] },
+            ],
+        };
+        o.validate().unwrap();
+        assert_eq!(
+            o.json_schema().unwrap().unwrap(),
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "sentiment": {"type": "string", "enum": ["긍정", "부정"]},
+                    "score": {"type": "number"},
+                    "stars": {"type": "integer", "enum": [1, 5]},
+                    "spoiler": {"type": "boolean"},
+                },
+                "required": ["sentiment", "score", "stars", "spoiler"],
+                "additionalProperties": false,
+            })
+        );
+        assert_eq!(OutputConstraint::Regex { pattern: "a".into() }.json_schema().unwrap(), None);
+        let back: OutputConstraint = serde_json::from_value(serde_json::to_value(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
     }
 }

@@ -44,8 +44,8 @@ impl ApiError {
 
     /// Whether the playground shows this error beside a control (then nowhere else).
     pub fn shown_at_field(&self) -> bool {
-        const FIELDS: [&str; 7] =
-            ["parameters", "variables", "instruction", "input_pattern", "examples", "format", "name"];
+        const FIELDS: [&str; 8] =
+            ["parameters", "variables", "instruction", "input_pattern", "examples", "format", "name", "output"];
         FIELDS.iter().any(|f| self.is_about(f))
     }
 

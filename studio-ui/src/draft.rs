@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use api_types::template::{Example, FieldError, Format, Parameters, VersionSpec, MAX_MAX_TOKENS, MAX_NAME_CHARS};
+use api_types::template::{
+    Example, FieldError, FieldKind, Format, JsonField, OutputConstraint, Parameters, VersionSpec, MAX_MAX_TOKENS,
+    MAX_NAME_CHARS,
+};
 use api_types::templates::VersionInfo;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
@@ -276,6 +279,120 @@ pub struct Draft {
     pub format: Format,
     pub params: ParamText,
     pub variables: BTreeMap<String, String>,
+    /// The output constraint as edited (every kind's entries kept while switching).
+    pub output: OutputDraft,
+}
+
+/// Which output constraint the draft has: the segmented control's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    #[default]
+    None,
+    Labels,
+    Fields,
+    Regex,
+    /// A JSON schema written outside the studio (an imported file, the API): kept as is.
+    Schema,
+}
+
+/// One row of the JSON fields editor: allowed values as typed, comma separated.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldRow {
+    pub name: String,
+    pub kind: FieldKind,
+    pub allowed: String,
+}
+
+/// The output constraint being edited. Every kind keeps its entries, so switching the
+/// control back and forth loses nothing; only the chosen kind is sent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputDraft {
+    pub mode: OutputMode,
+    pub labels: Vec<String>,
+    pub fields: Vec<FieldRow>,
+    pub pattern: String,
+    pub schema: Option<Value>,
+}
+
+impl OutputDraft {
+    pub fn from_constraint(c: Option<&OutputConstraint>) -> Self {
+        let mut d = OutputDraft::default();
+        match c {
+            None => {}
+            Some(OutputConstraint::Choice { labels }) => {
+                d.mode = OutputMode::Labels;
+                d.labels = labels.clone();
+            }
+            Some(OutputConstraint::JsonFields { fields }) => {
+                d.mode = OutputMode::Fields;
+                d.fields = fields
+                    .iter()
+                    .map(|f| FieldRow { name: f.name.clone(), kind: f.kind, allowed: f.allowed.join(", ") })
+                    .collect();
+            }
+            Some(OutputConstraint::Regex { pattern }) => {
+                d.mode = OutputMode::Regex;
+                d.pattern = pattern.clone();
+            }
+            Some(OutputConstraint::JsonSchema { schema }) => {
+                d.mode = OutputMode::Schema;
+                d.schema = Some(schema.clone());
+            }
+        }
+        d
+    }
+
+    /// The constraint of the chosen kind, as the server takes it.
+    pub fn constraint(&self) -> Option<OutputConstraint> {
+        match self.mode {
+            OutputMode::None => None,
+            OutputMode::Labels => Some(OutputConstraint::Choice { labels: self.labels.clone() }),
+            OutputMode::Fields => Some(OutputConstraint::JsonFields {
+                fields: self
+                    .fields
+                    .iter()
+                    .map(|r| JsonField {
+                        name: r.name.trim().to_string(),
+                        kind: r.kind,
+                        allowed: split_values(&r.allowed),
+                    })
+                    .collect(),
+            }),
+            OutputMode::Regex => Some(OutputConstraint::Regex { pattern: self.pattern.clone() }),
+            OutputMode::Schema => self.schema.clone().map(|schema| OutputConstraint::JsonSchema { schema }),
+        }
+    }
+
+    /// Why the constraint cannot be sent yet, at its field (the same checks the server
+    /// makes; whether a regex compiles only the server says).
+    pub fn problem(&self) -> Option<FieldError> {
+        self.constraint()?.validate().err()
+    }
+
+    /// The schema the JSON fields make, pretty-printed, or why they make none.
+    pub fn schema_preview(&self) -> Result<String, FieldError> {
+        let c = OutputDraft { mode: OutputMode::Fields, ..self.clone() }.constraint();
+        let schema = c.map(|c| c.json_schema()).transpose()?.flatten().unwrap_or(Value::Null);
+        Ok(serde_json::to_string_pretty(&schema).unwrap_or_default())
+    }
+
+    /// Adds a label (trimmed); false when it is empty or already there.
+    pub fn add_label(&mut self, label: &str) -> bool {
+        let l = label.trim();
+        if l.is_empty() || self.labels.iter().any(|x| x == l) {
+            return false;
+        }
+        self.labels.push(l.to_string());
+        true
+    }
+}
+
+/// Allowed values as typed: comma separated, trimmed, empty ones left out.
+pub fn split_values(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
 
 impl Default for Draft {
@@ -291,6 +408,7 @@ impl Default for Draft {
             format: spec.format,
             params: ParamText::default(),
             variables: BTreeMap::new(),
+            output: OutputDraft::default(),
         }
     }
 }
@@ -306,6 +424,7 @@ impl Draft {
             format: self.format.clone(),
             model: None,
             parameters,
+            output: self.output.constraint(),
         };
         DraftSpec { spec, unparsed }
     }
@@ -327,20 +446,29 @@ impl Draft {
             format: spec.format.clone(),
             params: ParamText::from_parameters(&spec.parameters),
             variables: BTreeMap::new(),
+            output: OutputDraft::from_constraint(spec.output.as_ref()),
         }
     }
 
     /// Equal as a prompt: the values typed into the variables (the input of one run) do not
     /// make a draft "unsaved".
     pub fn same_content(&self, other: &Draft) -> bool {
-        let strip = |d: &Draft| Draft { variables: BTreeMap::new(), ..d.clone() };
+        // Entries of a constraint kind not chosen are not content either.
+        let strip = |d: &Draft| Draft {
+            variables: BTreeMap::new(),
+            output: OutputDraft::from_constraint(d.output.constraint().as_ref()),
+            ..d.clone()
+        };
         strip(self) == strip(other)
     }
 
     /// The spec the live preview renders: the draft's text, with default parameters
-    /// (they do not change the prompt, and a half-typed one must not stop the preview).
+    /// (they do not change the prompt, and a half-typed one must not stop the preview),
+    /// and its output constraint once it passes the browser's checks (the server then
+    /// says whether a regex or schema compiles, beside its control).
     pub fn preview_spec(&self) -> VersionSpec {
-        VersionSpec { parameters: Parameters::default(), ..self.spec().spec }
+        let output = self.output.constraint().filter(|_| self.output.problem().is_none());
+        VersionSpec { parameters: Parameters::default(), output, ..self.spec().spec }
     }
 
     /// The `{{variables}}` the draft needs, in order of first appearance.
@@ -352,6 +480,9 @@ impl Draft {
     /// a variable with no value (the model would read a literal `{{name}}`).
     pub fn run_problem(&self) -> Option<FieldError> {
         if let Some(e) = self.params.problem() {
+            return Some(e);
+        }
+        if let Some(e) = self.output.problem() {
             return Some(e);
         }
         if self.instruction.trim().is_empty() && self.examples.is_empty() && self.input_pattern.trim().is_empty() {
@@ -690,5 +821,55 @@ mod tests {
         d.instruction = "가".repeat(MAX_SHARE_CHARS);
         let err = share_param(&d).unwrap_err();
         assert!(err.contains("too long") && err.contains(&MAX_SHARE_CHARS.to_string()), "{err}");
+    }
+
+    #[test]
+    fn the_output_constraint_round_trips_and_keeps_other_kinds_entries() {
+        let mut d = Draft {
+            examples: vec![
+                Example { input: "최고".into(), output: "긍정".into() },
+                Example { input: "별로".into(), output: "부정 ".into() },
+                Example { input: "좋다".into(), output: "긍정".into() },
+            ],
+            ..Draft::default()
+        };
+        assert_eq!(d.spec().spec.output, None);
+        d.output.mode = OutputMode::Labels;
+        assert_eq!(d.run_problem().unwrap().field, "output.labels", "no labels yet");
+        assert_eq!(d.preview_spec().output, None, "the preview renders without it meanwhile");
+        d.output.labels = OutputConstraint::labels_from_examples(&d.examples);
+        assert!(!d.output.add_label(" 긍정 "));
+        assert!(d.output.add_label("중립"));
+        let labels = OutputConstraint::Choice { labels: vec!["긍정".into(), "부정".into(), "중립".into()] };
+        assert_eq!(d.spec().spec.output.as_ref(), Some(&labels));
+        assert_eq!(d.preview_spec().output.as_ref(), Some(&labels));
+
+        d.output.mode = OutputMode::Fields;
+        d.output.fields = vec![
+            FieldRow { name: "label".into(), kind: FieldKind::String, allowed: "긍정, 부정,".into() },
+            FieldRow { name: "stars".into(), kind: FieldKind::Integer, allowed: String::new() },
+        ];
+        let preview = d.output.schema_preview().unwrap();
+        assert!(preview.contains("\"enum\": [\n") && preview.contains("\"additionalProperties\": false"), "{preview}");
+        d.output.fields[1].allowed = "x".into();
+        assert_eq!(d.output.schema_preview().unwrap_err().field, "output.fields[1].allowed[0]");
+        assert_eq!(d.run_problem().unwrap().field, "output.fields[1].allowed[0]");
+
+        d.output.mode = OutputMode::Regex;
+        d.output.pattern = "[0-9]+".into();
+        let spec = d.spec().spec;
+        assert_eq!(spec.output, Some(OutputConstraint::Regex { pattern: "[0-9]+".into() }));
+        let back = Draft::from_spec(None, "", None, &spec);
+        assert_eq!(back.output.mode, OutputMode::Regex);
+        assert_eq!(back.spec().spec, spec);
+        let mut other = back.clone();
+        other.output.labels = vec!["x".into()];
+        assert!(other.same_content(&back), "entries of a kind not chosen are not content");
+        d.output.mode = OutputMode::Labels;
+        assert_eq!(d.output.labels.len(), 3, "switching back finds the labels");
+
+        // A draft kept before constraints existed still loads.
+        let old: Draft = serde_json::from_str(r#"{"title": "x", "instruction": "i"}"#).unwrap();
+        assert_eq!(old.output, OutputDraft::default());
     }
 }

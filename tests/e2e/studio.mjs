@@ -384,6 +384,37 @@ try {
   await page.setViewportSize({ width: 1280, height: 900 });
   await shots('06-compare');
 
+  begin('output constraint: one of the examples\' labels, enforced on a run at temperature 1');
+  await page.goto(`${base}/t/movie-e2e`);
+  await hydrated();
+  await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 2'), null, { timeout: 15000 });
+  await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
+  await page.fill('[data-testid=variable][data-name="리뷰"]', '배우도 좋고 음악도 좋았다. 강력 추천!');
+  await page.click('[data-testid=output-mode-labels]');
+  await page.waitForSelector('[data-testid=labels-from-examples]', { timeout: 5000 });
+  expect(await page.locator('[data-testid=label-chip]').count() === 0, 'labels before any were chosen');
+  await page.click('[data-testid=labels-from-examples]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=label-chip]').length === 2, null, { timeout: 5000 });
+  const labels = (await page.locator('[data-testid=label-text]').allTextContents()).map((t) => t.trim());
+  expect(JSON.stringify(labels) === JSON.stringify(['긍정', '부정']), `the examples' outputs are not the labels: ${labels}`);
+  // At temperature 1 the small model writes anything; the constraint leaves it the labels.
+  await page.fill('[data-testid="parameters.temperature"]', '1');
+  await page.fill('[data-testid="parameters.seed"]', '5');
+  await page.click('[data-testid=run]');
+  await page.waitForSelector('[data-testid=stop]', { timeout: 10000 }).catch(() => {});
+  await page.waitForSelector('[data-testid=run]', { timeout: 60000 });
+  await page.waitForSelector('[data-testid=token-view] .tok', { timeout: 10000 });
+  const answer = (await page.textContent('[data-testid=token-view]')).trim();
+  expect(labels.includes(answer), `the answer ${JSON.stringify(answer)} is not one of the labels`);
+  expect((await page.textContent('.output-card')).includes('finished: stop'), 'the labelled answer did not finish with stop');
+  await shots('06b-output-constraint');
+  // Back to the saved version, so the steps after this one see it unchanged.
+  await page.click('[data-testid=output-mode-none]');
+  await page.fill('[data-testid="parameters.temperature"]', '0.0');
+  await page.fill('[data-testid="parameters.seed"]', '');
+  await page.waitForTimeout(300);
+  await page.evaluate(() => localStorage.removeItem('studio.draft.movie-e2e'));
+
   begin('evaluate: build a test set, run an eval to 100%, see the matrix');
   await page.goto(`${base}/evaluate/movie-e2e`);
   await hydrated();

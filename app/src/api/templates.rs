@@ -74,6 +74,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let meta =
         TemplateMeta { name: r.name, title: r.title, description: r.description, tags: r.tags, language: r.language };
+    check_output(&state, &r.spec).await?;
     let (t, v) = state.store.create_template(&meta, &r.spec, &r.note, &caller(who), "user").await?;
     Ok((StatusCode::CREATED, Json(CreatedTemplate { template: t, version: v })).into_response())
 }
@@ -136,6 +137,7 @@ pub async fn create_version(
     Path(name): Path<String>,
     ApiJson(r): ApiJson<CreateVersion>,
 ) -> Result<Response, ApiError> {
+    check_output(&state, &r.spec).await?;
     let v = state.store.create_version(&name, &r.spec, &r.note, &caller(who)).await?;
     Ok((StatusCode::CREATED, Json(CreatedVersion { version: v })).into_response())
 }
@@ -211,6 +213,17 @@ pub async fn delete_label(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Compiles a spec's output constraint for the served model, so that a regex or schema the
+/// decoder cannot take is refused where it is typed (the live preview) and saved, with a
+/// 400 naming its field (`output.pattern`). A spec that fails its own checks is left to
+/// the store, which names the field with the rest of the spec's.
+async fn check_output(state: &AppState, spec: &VersionSpec) -> Result<(), ApiError> {
+    let Ok(Some((param, constraint))) = crate::templates::output::constraint_spec(spec) else { return Ok(()) };
+    let sched = state.scheduler.clone();
+    cpu::run(move || crate::serving::compile_constraint(&sched, param, &constraint).map(|_| ())).await??;
+    Ok(())
+}
+
 /// Renders and tokenizes (CPU work: off the tokio workers).
 async fn rendered(
     state: &AppState,
@@ -261,6 +274,7 @@ pub async fn render_draft(
     // Whatever the parameters say, the preview renders: they do not change the prompt, and
     // one out of range must not hide the variables (the studio checks them at their fields).
     VersionSpec { parameters: Default::default(), ..r.spec.clone() }.validate()?;
+    check_output(&state, &r.spec).await?;
     if !r.partial {
         return Ok(Json(rendered(&state, r.spec, r.variables).await?));
     }

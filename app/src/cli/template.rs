@@ -49,6 +49,11 @@ fn run_rendered(
 ) -> Result<String> {
     let (ids, _) = rendered.token_ids(engine.tokenizer())?;
     let p = &spec.parameters;
+    // The file's output constraint holds here as on its endpoint.
+    let constraint = match crate::templates::output::constraint_spec(spec)? {
+        Some((field, c)) => Some(engine.constraints().compile(&c).map_err(|e| anyhow::anyhow!("{field}: {e}"))?),
+        None => None,
+    };
     let req = GenerateRequest {
         prompt_tokens: ids,
         max_tokens: p.max_tokens,
@@ -63,7 +68,7 @@ fn run_rendered(
         stop: p.stop.clone(),
         ignore_eos: false,
         forced: Vec::new(),
-        constraint: None,
+        constraint,
     };
     let out = engine.generate(req, |_| {})?;
     Ok(out.text)

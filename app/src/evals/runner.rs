@@ -1,9 +1,10 @@
 //! Eval runs over the scheduler at batch priority: one row, a whole run, likelihood labelling.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use inference::{FinishReason, GenerateRequest, SamplingParams};
+use inference::{FinishReason, GenerateRequest, Grammar, SamplingParams};
 
 use super::assertions::{Assertion, AssertionCheck, AssertionResult, LabelScores};
 use super::testset::TestCase;
@@ -123,8 +124,26 @@ fn sampling(spec: &VersionSpec, s: &EvalSettings, sample: usize) -> SamplingPara
     }
 }
 
-/// Renders, generates `n` samples (and scores likelihood labels), checks the assertions.
-pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, case: &TestCase) -> RowResult {
+/// The version's output constraint compiled for the served model (None without one); a
+/// constraint the decoder refuses is an error naming its field. CPU work, off the workers.
+pub async fn compile_output(sched: &Scheduler, spec: &VersionSpec) -> Result<Option<Arc<Grammar>>, EvalError> {
+    let Some((param, constraint)) = crate::templates::output::constraint_spec(spec)? else { return Ok(None) };
+    let sched = sched.clone();
+    let compiled = tokio::task::spawn_blocking(move || crate::serving::compile_constraint(&sched, param, &constraint))
+        .await
+        .map_err(ServeError::internal)??;
+    Ok(Some(compiled))
+}
+
+/// Renders, generates `n` samples under the version's output constraint (and scores
+/// likelihood labels), checks the assertions and whether the samples met the constraint.
+pub async fn eval_row(
+    sched: &Scheduler,
+    spec: &VersionSpec,
+    constraint: Option<&Arc<Grammar>>,
+    s: &EvalSettings,
+    case: &TestCase,
+) -> RowResult {
     let started = Instant::now();
     let row = &case.row;
     let mut out = RowResult {
@@ -161,7 +180,7 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
             stop: spec.parameters.stop.clone(),
             ignore_eos: false,
             forced: Vec::new(),
-            constraint: None,
+            constraint: constraint.cloned(),
         };
         run_one(sched, req)
     });
@@ -195,6 +214,9 @@ pub async fn eval_row(sched: &Scheduler, spec: &VersionSpec, s: &EvalSettings, c
     let (output, stability) = majority(&out.samples);
     out.output = output;
     out.stability = stability;
+    out.constraint_met = spec.output.as_ref().map(|_| {
+        out.samples.iter().all(|t| crate::templates::output::meets(spec, t).unwrap_or(true))
+    });
     for (a, sc) in assertions.iter().zip(scores) {
         match sc {
             Ok(sc) => out.assertions.push(a.check(&out.output, row.expected.as_deref(), sc.as_ref())),
@@ -228,10 +250,11 @@ pub async fn execute(
     store: Store,
     run_id: i64,
     spec: VersionSpec,
+    constraint: Option<Arc<Grammar>>,
     settings: EvalSettings,
     cases: Vec<TestCase>,
 ) {
-    let result = execute_inner(&sched, &store, run_id, &spec, &settings, &cases).await;
+    let result = execute_inner(&sched, &store, run_id, &spec, constraint.as_ref(), &settings, &cases).await;
     if let Err(e) = result {
         tracing::error!("eval {run_id}: {e}");
         let _ = store.finish_eval_run(run_id, EvalStatus::Failed, Some(&e.to_string())).await;
@@ -243,6 +266,7 @@ async fn execute_inner(
     store: &Store,
     run_id: i64,
     spec: &VersionSpec,
+    constraint: Option<&Arc<Grammar>>,
     settings: &EvalSettings,
     cases: &[TestCase],
 ) -> Result<(), EvalError> {
@@ -255,12 +279,12 @@ async fn execute_inner(
         store.finish_eval_run(run_id, EvalStatus::Completed, None).await?;
         return Ok(());
     };
-    let first = eval_row(sched, spec, settings, first).await;
+    let first = eval_row(sched, spec, constraint, settings, first).await;
     if !store.record_eval_result(run_id, &first).await? {
         return Ok(());
     }
     let rows = futures_util::stream::iter(0..rest.len())
-        .map(|i| eval_row(sched, spec, settings, &rest[i]))
+        .map(|i| eval_row(sched, spec, constraint, settings, &rest[i]))
         .buffer_unordered(window(sched));
     let mut rows = std::pin::pin!(rows);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -295,13 +319,16 @@ pub async fn start(sched: &Scheduler, store: &Store, plan: EvalPlan, actor: &str
         )
         .into());
     }
+    // Compiled before the run is created: a constraint the decoder refuses fails the
+    // request, not every row.
+    let constraint = compile_output(sched, &plan.spec).await?;
     let id = store.create_eval_run(&plan, cases.len(), actor).await?;
     let rows: Vec<api_types::evals::TestRow> = cases.iter().map(|c| c.row.clone()).collect();
     store.set_eval_tests_hash(id, &api_types::evals::test_set_hash(&rows)).await?;
     // Read back before the task starts, so the caller gets the run as created (`queued`),
     // not whatever state the task has already reached.
     let run = store.eval_run(id).await?;
-    tokio::spawn(execute(sched.clone(), store.clone(), id, plan.spec, plan.settings, cases));
+    tokio::spawn(execute(sched.clone(), store.clone(), id, plan.spec, constraint, plan.settings, cases));
     Ok(run)
 }
 

@@ -23,7 +23,7 @@ pub struct Readiness {
     pub last_failure: Option<String>,
 }
 pub use error::ServeError;
-pub use validate::{RequestOptions, ValidRequest};
+pub use validate::{compile_constraint, RequestOptions, ValidRequest};
 
 tokio::task_local! {
     /// The priority of the request being handled on this task: `Api` unless the batch

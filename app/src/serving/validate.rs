@@ -2,10 +2,12 @@
 //! context, the parameters against their limits, one engine request per choice, ready for
 //! the batcher's queue. Every refusal names the field and its limit.
 
+use std::sync::Arc;
+
 use api_types::openai::{OutputControls, ResponseFormat, StructuredOutputs};
 use api_types::{GenerationParams, PromptInput};
 use inference::sampling::MAX_LOGIT_BIAS;
-use inference::{ConstraintError, ConstraintSpec, GenerateRequest, SamplingParams, Tokenizer};
+use inference::{ConstraintError, ConstraintSpec, GenerateRequest, Grammar, SamplingParams, Tokenizer};
 
 use crate::serving::{Scheduler, ServeError};
 
@@ -210,11 +212,24 @@ impl ValidRequest {
     /// Applies the output controls to every choice: the one constraint (compiled here, or
     /// found in the model's grammar cache; the caller runs this on the blocking pool) and
     /// `logit_bias`. Refuses `tools` where the model's chat template has no tool support.
-    pub fn with_output(mut self, sched: &Scheduler, out: OutputControls) -> Result<Self, ServeError> {
+    pub fn with_output(self, sched: &Scheduler, out: OutputControls) -> Result<Self, ServeError> {
+        self.with_output_or(sched, out, None)
+    }
+
+    /// [`Self::with_output`], with `fallback` (a template version's constraint and the
+    /// field its errors name) applied only when the request brings no constraint of its
+    /// own: the call's constraint wins over the version's.
+    pub fn with_output_or(
+        mut self,
+        sched: &Scheduler,
+        out: OutputControls,
+        fallback: Option<(&str, ConstraintSpec)>,
+    ) -> Result<Self, ServeError> {
         check_tools(sched, &out)?;
         let bias = logit_bias(&out, &sched.tokenizer)?;
-        let grammar = match constraint_of(out)? {
-            Some((param, spec)) => Some(sched.constraints.compile(&spec).map_err(|e| constraint_error(&param, e))?),
+        let chosen = constraint_of(out)?.or_else(|| fallback.map(|(param, spec)| (param.to_string(), spec)));
+        let grammar = match chosen {
+            Some((param, spec)) => Some(compile_constraint(sched, &param, &spec)?),
             None => None,
         };
         for (_, _, req) in &mut self.choices {
@@ -224,6 +239,12 @@ impl ValidRequest {
         }
         Ok(self)
     }
+}
+
+/// Compiles `spec` for the served model (or finds it in the grammar cache); a refusal is a
+/// 400 naming `param`. CPU work: call it on the blocking pool.
+pub fn compile_constraint(sched: &Scheduler, param: &str, spec: &ConstraintSpec) -> Result<Arc<Grammar>, ServeError> {
+    sched.constraints.compile(spec).map_err(|e| constraint_error(param, e))
 }
 
 fn constraint_error(param: &str, e: ConstraintError) -> ServeError {

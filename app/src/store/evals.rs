@@ -180,8 +180,8 @@ impl Store {
         let s = &plan.settings;
         let row = sqlx::query(
             "INSERT INTO eval_runs (template_id, version, spec, status, total, n, temperature, seed, max_tokens, model, tp, \
-             created_by, created_at, owner, lease_until) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+             created_by, created_at, owner, lease_until, constraint_met) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(id)
         .bind(plan.version)
@@ -197,6 +197,9 @@ impl Store {
         .bind(now_ms())
         .bind(self.replica())
         .bind(now_ms() + self.lease_ms())
+        // Counted from 0 when the version has a constraint; NULL (and NULL + 1 stays NULL)
+        // when it has none.
+        .bind(plan.spec.output.is_some().then_some(0i64))
         .fetch_one(self.pool())
         .await?;
         Ok(row.try_get("id")?)
@@ -233,6 +236,7 @@ impl Store {
             model: r.try_get("model")?,
             tp: r.try_get::<i64, _>("tp")? as usize,
             stability: (done > 0).then(|| stability_sum / done as f64),
+            constraint_met: r.try_get("constraint_met")?,
             created_at: r.try_get("created_at")?,
             started_at: r.try_get("started_at")?,
             finished_at: r.try_get("finished_at")?,
@@ -298,7 +302,8 @@ impl Store {
             let counted = sqlx::query(
                 "UPDATE eval_runs SET done = done + 1, passed = passed + $1, stability_sum = stability_sum + $2, \
                  prompt_tokens = prompt_tokens + $3, completion_tokens = completion_tokens + $4, \
-                 cached_tokens = cached_tokens + $5 WHERE id = $6 AND status = 'running'",
+                 cached_tokens = cached_tokens + $5, constraint_met = constraint_met + $7 \
+                 WHERE id = $6 AND status = 'running'",
             )
             .bind(i64::from(r.passed))
             .bind(r.stability)
@@ -306,6 +311,7 @@ impl Store {
             .bind(r.completion_tokens)
             .bind(r.cached_tokens)
             .bind(id)
+            .bind(i64::from(r.constraint_met == Some(true)))
             .execute(&mut *tx)
             .await?;
             if counted.rows_affected() == 0 {
@@ -313,8 +319,8 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO eval_results (run_id, idx, test_id, variables, expected, output, samples, stability, passed, \
-                 assertions, prompt_tokens, completion_tokens, cached_tokens, latency_ms, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 assertions, prompt_tokens, completion_tokens, cached_tokens, latency_ms, error, constraint_met) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(id)
             .bind(r.index)
@@ -331,6 +337,7 @@ impl Store {
             .bind(r.cached_tokens)
             .bind(r.latency_ms)
             .bind(r.error.clone())
+            .bind(r.constraint_met.map(i64::from))
             .execute(&mut *tx)
             .await?;
             Ok(true)

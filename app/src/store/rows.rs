@@ -64,5 +64,6 @@ pub(super) fn row_result_from_row(r: &AnyRow) -> Result<RowResult> {
         cached_tokens: r.try_get("cached_tokens")?,
         latency_ms: r.try_get("latency_ms")?,
         error: r.try_get("error")?,
+        constraint_met: r.try_get::<Option<i64>, _>("constraint_met")?.map(|m| m != 0),
     })
 }

@@ -187,6 +187,10 @@ pub fn diff_within(old: &VersionSpec, new: &VersionSpec, limit: Duration) -> Ver
             new: new.model.clone().into(),
         });
     }
+    if old.output != new.output {
+        let json = |o: &Option<super::spec::OutputConstraint>| serde_json::to_value(o).unwrap_or_default();
+        values.push(ValueChange { field: "output".into(), old: json(&old.output), new: json(&new.output) });
+    }
     let unchanged = changes.is_empty() && example_changes.is_empty() && values.is_empty();
     VersionDiff { text: changes, examples: example_changes, values, unchanged, from: None, to: None }
 }

@@ -1,6 +1,8 @@
 //! The `prompts/` file format (TOML): one template's metadata and one version.
 
-use super::spec::{default_pattern, limit, Example, Format, Parameters, TemplateMeta, VersionSpec, MAX_NOTE_CHARS};
+use super::spec::{
+    default_pattern, limit, Example, Format, OutputConstraint, Parameters, TemplateMeta, VersionSpec, MAX_NOTE_CHARS,
+};
 use serde::{Deserialize, Serialize};
 
 // The prompts/ file format (TOML)
@@ -32,6 +34,10 @@ pub struct TemplateFile {
     pub format: Format,
     #[serde(default)]
     pub parameters: Parameters,
+    /// The `[output]` table: `type = "choice"` with `labels`, `"json_schema"` with a
+    /// `schema` table, `"json_fields"` with `[[output.fields]]`, or `"regex"` with `pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputConstraint>,
     #[serde(default)]
     pub examples: Vec<Example>,
 }
@@ -54,6 +60,7 @@ impl TemplateFile {
             format: self.format.clone(),
             model: self.model.clone(),
             parameters: self.parameters.clone(),
+            output: self.output.clone(),
         }
     }
     pub fn from_parts(meta: &TemplateMeta, spec: &VersionSpec, note: &str) -> Self {
@@ -69,6 +76,7 @@ impl TemplateFile {
             input_pattern: spec.input_pattern.clone(),
             format: spec.format.clone(),
             parameters: spec.parameters.clone(),
+            output: spec.output.clone(),
             examples: spec.examples.clone(),
         }
     }
@@ -174,4 +182,60 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::{FieldKind, JsonField};
+
+    const HEAD: &str = "name = \"gamjeong\"\ninput_pattern = \"{{리뷰}}\"\n\n[[examples]]\ninput = \"최고\"\noutput = \"긍정\"\n";
+
+    fn round_trip(file: &TemplateFile) -> TemplateFile {
+        let text = file.to_toml();
+        TemplateFile::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn output_constraints_round_trip_through_the_output_table() {
+        let text = format!("{HEAD}\n[output]\ntype = \"choice\"\nlabels = [\"긍정\", \"부정\"]\n");
+        let file = TemplateFile::parse(&text).unwrap();
+        let labels = OutputConstraint::Choice { labels: vec!["긍정".into(), "부정".into()] };
+        assert_eq!(file.spec().output, Some(labels));
+        assert_eq!(round_trip(&file), file);
+        assert!(file.to_toml().contains("[output]"), "{}", file.to_toml());
+
+        let fields = OutputConstraint::JsonFields {
+            fields: vec![
+                JsonField { name: "label".into(), kind: FieldKind::String, allowed: vec!["긍정".into()] },
+                JsonField { name: "score".into(), kind: FieldKind::Number, allowed: vec![] },
+            ],
+        };
+        let schema = OutputConstraint::JsonSchema {
+            schema: serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+        };
+        let regex = OutputConstraint::Regex { pattern: "[0-9]{3}-[0-9]{4}".into() };
+        for output in [fields, schema, regex] {
+            let mut file = file.clone();
+            file.output = Some(output.clone());
+            let back = round_trip(&file);
+            assert_eq!(back.spec().output, Some(output));
+            assert_eq!(back.spec().content_hash(), file.spec().content_hash());
+        }
+
+        // No table, no constraint, and nothing written for it.
+        let plain = TemplateFile::parse(HEAD).unwrap();
+        assert_eq!(plain.output, None);
+        assert!(!plain.to_toml().contains("output]"));
+    }
+
+    #[test]
+    fn a_bad_constraint_in_a_file_names_its_line_and_field() {
+        let text = format!("{HEAD}\n[output]\ntype = \"choice\"\nlabels = [\"긍정\", \" \"]\n");
+        let e = TemplateFile::parse(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("output.labels[1]"));
+        assert_eq!(e.line, Some(11));
+        let e = TemplateFile::parse(&format!("{HEAD}\n[output]\ntype = \"grammar\"\n")).unwrap_err();
+        assert!(e.message.contains("grammar"), "{e}");
+    }
 }

@@ -5,6 +5,7 @@
 mod diff;
 mod file;
 pub mod library;
+pub mod output;
 mod spec;
 
 pub use diff::*;
@@ -14,6 +15,7 @@ pub use spec::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// A two-shot Korean sentiment spec, as a client would send it.
     fn sentiment() -> VersionSpec {
@@ -52,6 +54,12 @@ mod tests {
         assert_eq!(d["values"][0]["old"], 0.0);
         assert_eq!(d["values"][0]["new"], 0.5);
         assert!(diff(&a, &a).unchanged);
+        let mut c = sentiment();
+        c.output = Some(OutputConstraint::Choice { labels: vec!["긍정".into(), "부정".into()] });
+        let d = serde_json::to_value(diff(&a, &c)).unwrap();
+        assert_eq!(d["values"][0]["field"], "output");
+        assert_eq!(d["values"][0]["old"], Value::Null);
+        assert_eq!(d["values"][0]["new"]["labels"][1], "부정");
         assert!(d.get("from").is_none(), "the handler adds which versions were compared");
     }
 

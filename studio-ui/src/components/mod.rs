@@ -50,6 +50,20 @@ pub fn ErrorNote(
     }
 }
 
+/// A version's output constraint in a few words, for lists ("any text" without one).
+pub fn constraint_text(c: Option<&api_types::template::OutputConstraint>) -> String {
+    use api_types::template::OutputConstraint;
+    match c {
+        None => "any text".into(),
+        Some(OutputConstraint::Choice { labels }) => format!("one of: {}", labels.join(" · ")),
+        Some(OutputConstraint::JsonFields { fields }) => {
+            format!("JSON: {}", fields.iter().map(|f| format!("{} ({})", f.name, f.kind.as_str())).collect::<Vec<_>>().join(", "))
+        }
+        Some(OutputConstraint::JsonSchema { .. }) => "JSON (schema)".into(),
+        Some(OutputConstraint::Regex { pattern }) => format!("regex: {pattern}"),
+    }
+}
+
 /// The message for `field` if the last error names it, for showing beside that control.
 pub fn field_error(error: Signal<Option<ApiError>>, field: impl Into<String>) -> impl IntoView {
     let field = field.into();

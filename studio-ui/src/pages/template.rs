@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::api::{self, enc, ApiError};
 use crate::components::delete::DeleteTemplate;
-use crate::components::{vars_text, version_label, ErrorNote, TemplateNotFound};
+use crate::components::{constraint_text, vars_text, version_label, ErrorNote, TemplateNotFound};
 use crate::fmt_time;
 
 #[component]
@@ -107,7 +107,7 @@ pub fn TemplatePage() -> impl IntoView {
             <section class="card">
                     <h3>"Versions"</h3>
                     <table class="versions" data-testid="versions">
-                        <thead><tr><th>"Version"</th><th>"Note"</th><th>"Saved"</th><th>"Labels"</th><th></th></tr></thead>
+                        <thead><tr><th>"Version"</th><th>"Note"</th><th>"Output"</th><th>"Saved"</th><th>"Labels"</th><th></th></tr></thead>
                         <tbody>
                             <For
                                 each=move || { let mut v = versions.get(); v.reverse(); v }
@@ -117,10 +117,12 @@ pub fn TemplatePage() -> impl IntoView {
                                     let note = if v.note.is_empty() { "—".to_string() } else { v.note.clone() };
                                     let when = fmt_time(v.created_at);
                                     let author = v.author.clone();
+                                    let output = constraint_text(v.spec.output.as_ref());
                                     view! {
                                         <tr data-testid="version-row" data-version=n.to_string()>
                                             <td><b>{format!("v{n}")}</b></td>
                                             <td>{note}</td>
+                                            <td class="small constraint-badge" data-testid="version-output">{output}</td>
                                             <td class="muted small">{when}<br/>{author}</td>
                                             <td>{move || labels_of(n).into_iter().map(|l| view! { <span class="label-badge" data-testid="label">{l}</span> }).collect_view()}</td>
                                             <td class="actions">

@@ -81,6 +81,8 @@ async fn complete_spec(
         "stop": params.stop.clone().map(StopInput::into_vec).unwrap_or_default(),
     });
     let output = call.take_output();
+    // The version's constraint applies unless the call brings its own (see `with_output_or`).
+    let fallback = crate::templates::output::constraint_spec(spec).map_err(|fe| ApiError::invalid(&fe.field, fe.to_string()))?;
     let opts = RequestOptions {
         model: call.model,
         logprobs: call.logprobs,
@@ -93,7 +95,8 @@ async fn complete_spec(
     let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
         let rendered = owned.render(&variables)?;
         let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(ServeError::internal)?;
-        let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?.with_output(&sched, output)?;
+        let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?
+            .with_output_or(&sched, output, fallback)?;
         Ok((rendered, valid))
     })
     .await??;

@@ -46,7 +46,11 @@ pub fn ResultsCard() -> impl IntoView {
                             <thead>
                                 <tr>
                                     <th>"Row"</th>
-                                    {cols.iter().map(|c| view! { <th class="center">{c.label.clone()}<br/><span class="muted small">{pct(c.pass_rate)}</span></th> }).collect_view()}
+                                    {cols.iter().map(|c| view! {
+                                        <th class="center">{c.label.clone()}<br/><span class="muted small">{pct(c.pass_rate)}</span>
+                                            {c.constraint_met.map(|m| view! { <br/><span class="muted small" data-testid="matrix-constraint-met">{format!("met constraint {m}/{}", c.done)}</span> })}
+                                        </th>
+                                    }).collect_view()}
                                 </tr>
                             </thead>
                             <tbody>
@@ -60,6 +64,12 @@ pub fn ResultsCard() -> impl IntoView {
                                                 view! {
                                                     <td class="cell" class:pass=pass class:fail=!pass data-testid="matrix-cell" title=out on:click=move |_| show_cell(col.clone(), res.clone())>
                                                         {if pass { "✓" } else { "✗" }}
+                                                        {res.constraint_met.map(|met| view! {
+                                                            <sup class=if met { "met" } else { "unmet" } data-testid="cell-constraint" data-met=met.to_string()
+                                                                title=if met { "met the output constraint" } else { "did not meet the output constraint" }>
+                                                                {if met { "◆" } else { "◇" }}
+                                                            </sup>
+                                                        })}
                                                     </td>
                                                 }.into_any()
                                             }
@@ -77,6 +87,10 @@ pub fn ResultsCard() -> impl IntoView {
                 <div class="cell-detail" data-testid="cell-detail">
                     <div class="row"><b>{format!("{label} · row {}", r.index + 1)}</b><button class="icon" on:click=move |_| detail.set(None)>"✕"</button></div>
                     <div><span class="muted">"Expected: "</span><b>{r.expected.clone().unwrap_or("—".into())}</b>" · "<span class="muted">"Output: "</span><b>{r.output.clone()}</b></div>
+                    {r.constraint_met.map(|met| view! {
+                        <div data-testid="detail-constraint-met"><span class="muted">"Output constraint: "</span>
+                            <b class=if met { "met" } else { "unmet" }>{if met { "met" } else { "not met" }}</b></div>
+                    })}
                     <ul class="checks">
                         {r.assertions.into_iter().map(|a| view! {
                             <li class:pass=a.passed>{format!("{} — {}", a.kind, a.detail)}</li>

@@ -95,6 +95,7 @@ pub fn RunEvalCard() -> impl IntoView {
                             <span data-testid="eval-progress-text">{format!("{done} / {total} rows · {share:.0}%")}</span>
                             <span class="badge">{status}</span>
                             <span>{format!("pass rate {}", pct(c.pass_rate))}</span>
+                            {c.constraint_met.map(|m| view! { <span class="badge" data-testid="eval-constraint-met">{format!("met constraint {m} / {done}")}</span> })}
                             {c.stability.filter(|_| c.n > 1).map(|s| view! { <span>{format!("stability {}", pct(Some(s)))}</span> })}
                             {c.tests_hash.clone().map(|h| view! {
                                 <span class="muted" data-testid="eval-tests-hash" title=format!("The test set this run scored: {h}")>

@@ -17,6 +17,9 @@ pub struct MatrixColumn {
     pub eval_id: i64,
     pub version: Option<i64>,
     pub pass_rate: Option<f64>,
+    /// Rows that met the version's output constraint, of `done` (None: it has none).
+    pub constraint_met: Option<i64>,
+    pub done: i64,
     /// By test row id.
     pub results: BTreeMap<i64, RowResult>,
 }
@@ -112,6 +115,8 @@ impl Evaluate {
                     eval_id: e.id,
                     version,
                     pass_rate: e.pass_rate,
+                    constraint_met: e.constraint_met,
+                    done: e.done,
                     results,
                 });
             }

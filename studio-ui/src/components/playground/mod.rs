@@ -1,6 +1,7 @@
 //! The playground's parts: the prompt editor (title, instruction, examples, input,
-//! format, preview), the run card (run, save, code), the output and the parameters.
+//! format, output constraint, preview), the run card (run, save, code), the output and the parameters.
 
+mod constraint;
 mod editor;
 mod examples;
 mod history;
@@ -9,6 +10,7 @@ mod params;
 mod run;
 mod state;
 
+pub use constraint::OutputConstraintCard;
 pub use editor::{DraftHeader, DraftText, FormatPanel, InputCard, PromptPreview};
 pub use examples::ExamplesEditor;
 pub use history::RunHistory;
