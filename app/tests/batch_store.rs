@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use app::batches::{parse_input, NewLine};
 use app::evals::{EvalPlan, EvalSettings, EvalStatus};
-use app::store::{LineAnswer, Store};
+use app::store::{BatchInput, LineAnswer, Store};
 use app::templates::{TemplateMeta, VersionSpec};
 use support::on_both;
 
@@ -31,7 +31,7 @@ fn ok(n: i64) -> LineAnswer {
 
 async fn batch(s: &Store, n: usize) -> String {
     let file = s.create_file("batch", "in.jsonl", "unused").await.unwrap();
-    s.create_batch("/v1/completions", &file.id, None, &lines(n), "tester").await.unwrap().id
+    s.create_batch("/v1/completions", BatchInput::File(&file.id), None, &lines(n), "tester").await.unwrap().id
 }
 
 #[tokio::test]
@@ -164,8 +164,8 @@ async fn a_failed_create_leaves_nothing() {
         let s = &db.store;
         let file = s.create_file("batch", "in.jsonl", "x").await.unwrap();
         s.inject_fault("batch-lines");
-        assert!(s.create_batch("/v1/completions", &file.id, None, &lines(600), "t").await.is_err());
-        assert!(s.list_batches(None, 10).await.unwrap().0.is_empty());
+        assert!(s.create_batch("/v1/completions", BatchInput::File(&file.id), None, &lines(600), "t").await.is_err());
+        assert!(s.list_batches(None, 10, None).await.unwrap().0.is_empty());
         assert!(s.claim_lines(10).await.unwrap().is_empty(), "no orphan lines");
         db
     })
