@@ -1,5 +1,6 @@
 //! The studio's web app (Leptos, server-rendered by `studio serve` and hydrated in the
-//! browser): playground, library, template page (versions, labels, diff, runs), compare.
+//! browser): playground, library, template page (versions, labels, diff, runs), compare,
+//! evaluate, and a template run over a dataset as a batch.
 //! Every page talks to the server's own `/api` and `/v1` endpoints; no business logic here.
 #![recursion_limit = "256"]
 
@@ -18,7 +19,7 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
 use crate::pages::{
-    compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage, playground::PlaygroundPage,
+    batch::BatchRunPage, compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage, playground::PlaygroundPage,
     template::TemplatePage,
 };
 
@@ -57,6 +58,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <div class="empty">"No such page. "<A href="/">"Open the playground"</A></div> }>
                     <Route path=path!("/") view=PlaygroundPage/>
                     <Route path=path!("/t/:name") view=PlaygroundPage/>
+                    <Route path=path!("/t/:name/batch") view=BatchRunPage/>
                     <Route path=path!("/library") view=LibraryPage/>
                     <Route path=path!("/templates/:name") view=TemplatePage/>
                     <Route path=path!("/compare") view=ComparePage/>

@@ -1,5 +1,0 @@
-pub mod compare;
-pub mod evaluate;
-pub mod library;
-pub mod playground;
-pub mod template;
