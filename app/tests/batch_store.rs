@@ -210,3 +210,33 @@ async fn a_replica_interrupts_only_its_own_or_abandoned_eval_runs() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_input_file_is_written_with_its_batch_or_not_at_all() {
+    on_both(|db| async move {
+        let s = &db.store;
+        let input = BatchInput::New { filename: "t-v1-requests.jsonl", content: "{}\n" };
+        let endpoint = "/v1/templates/a_b@1/completions";
+        s.inject_fault("batch-lines");
+        assert!(s.create_batch(endpoint, input, None, &lines(3), "t").await.is_err());
+        assert!(s.list_files(None, 10).await.unwrap().is_empty(), "no orphan input file");
+        let b = s.create_batch(endpoint, input, None, &lines(3), "t").await.unwrap();
+        let file = s.file(&b.input_file_id).await.unwrap();
+        assert_eq!((file.purpose.as_str(), file.filename.as_str()), ("batch", "t-v1-requests.jsonl"));
+        assert_eq!(s.file_content(&file.id).await.unwrap(), "{}\n");
+
+        // Listed by template: any version of `a_b`, not `axb` (no `_` wildcard) nor `a_bc`.
+        let other = s.create_batch("/v1/templates/axb@1/completions", input, None, &lines(1), "t").await.unwrap();
+        let longer = s.create_batch("/v1/templates/a_bc/completions", input, None, &lines(1), "t").await.unwrap();
+        let bare = s.create_batch("/v1/templates/a_b/completions", input, None, &lines(1), "t").await.unwrap();
+        let ids = |t: &'static str| async move {
+            s.list_batches(None, 10, Some(t)).await.unwrap().0.into_iter().map(|b| b.id).collect::<HashSet<_>>()
+        };
+        assert_eq!(ids("a_b").await, HashSet::from([b.id.clone(), bare.id.clone()]));
+        assert_eq!(ids("axb").await, HashSet::from([other.id.clone()]));
+        assert_eq!(ids("a_bc").await, HashSet::from([longer.id.clone()]));
+        assert_eq!(s.list_batches(None, 10, None).await.unwrap().0.len(), 4);
+        db
+    })
+    .await;
+}

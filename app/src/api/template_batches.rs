@@ -92,22 +92,22 @@ pub async fn create(
     who: Option<Extension<Caller>>,
     ApiJson(req): ApiJson<CreateTemplateBatch>,
 ) -> Result<Response, ApiError> {
-    let p = prepare(&state, &name, req).await?;
-    dataset::require_match(&p.check)?;
-    let endpoint = dataset::endpoint(&name, p.version);
+    let Prepared { version, filename, dataset: ds, check } = prepare(&state, &name, req).await?;
+    dataset::require_match(&check)?;
+    let endpoint = dataset::endpoint(&name, version);
     let ep = endpoint.clone();
     let (lines, content) = cpu::run(move || {
-        let lines = dataset::lines(&p.dataset, &ep);
+        let lines = dataset::lines(&ds, &ep);
         let content = dataset::input_file(&lines, &ep);
         (lines, content)
     })
     .await?;
     let metadata = BTreeMap::from([
         (META_TEMPLATE.to_string(), name.clone()),
-        (META_VERSION.to_string(), p.version.to_string()),
-        (META_DATASET.to_string(), p.filename),
+        (META_VERSION.to_string(), version.to_string()),
+        (META_DATASET.to_string(), filename),
     ]);
-    let input_name = format!("{name}-v{}-requests.jsonl", p.version);
+    let input_name = format!("{name}-v{version}-requests.jsonl");
     let batch = batches::start_batch(
         &state.store,
         &endpoint,

@@ -339,7 +339,7 @@ pub fn results_csv(lines: &[LineResult]) -> String {
     for (l, v) in lines.iter().zip(&vars) {
         let mut rec: Vec<String> = columns
             .iter()
-            .map(|c| v.iter().find(|(k, _)| k == c).map(|(_, x)| cell(x)).unwrap_or_default())
+            .map(|c| v.iter().find(|(k, _)| k.as_str() == *c).map(|(_, x)| cell(x)).unwrap_or_default())
             .collect();
         let (output, reason, error) = outcome(l);
         rec.extend([output, reason, error]);

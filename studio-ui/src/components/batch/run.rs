@@ -189,9 +189,10 @@ fn ColumnCheck(check: DatasetCheck) -> impl IntoView {
         check.version,
         if ok { "every variable has its column" } else { "the columns do not match the variables" }
     );
+    let summary_class = if ok { "ok" } else { "field-error" };
     view! {
         <div class="column-check" data-testid="batch-columns" data-ok=ok.to_string()>
-            <p class=if ok { "ok" } else { "field-error" }>{summary}</p>
+            <p class=summary_class>{summary}</p>
             <table class="tests">
                 <thead><tr><th>"Variable"</th><th>"Column"</th></tr></thead>
                 <tbody>
