@@ -71,7 +71,9 @@ async fn a_dataset_runs_as_a_batch_and_its_results_download_as_csv() {
     assert!(err["error"]["message"].as_str().unwrap().contains("once it has finished"), "{err}");
 
     // The input file is an OpenAI batch file of the rows' requests.
-    let (s, input) = c.raw("GET", &format!("/v1/files/{}/content", batch["input_file_id"].as_str().unwrap()), Body::empty(), "").await;
+    let (s, input) = c
+        .raw("GET", &format!("/v1/files/{}/content", batch["input_file_id"].as_str().unwrap()), Body::empty(), "")
+        .await;
     assert_eq!(s, StatusCode::OK);
     let first: Value = serde_json::from_str(String::from_utf8(input).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["custom_id"], "row-1");
@@ -108,7 +110,9 @@ async fn a_dataset_runs_as_a_batch_and_its_results_download_as_csv() {
         assert_eq!(cells(i)[4], "", "row {i} has no error");
     }
     // The same answers as the output file, line by line.
-    let (_, out) = c.raw("GET", &format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap()), Body::empty(), "").await;
+    let (_, out) = c
+        .raw("GET", &format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap()), Body::empty(), "")
+        .await;
     let out: Vec<Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for (i, line) in out.iter().enumerate() {
         assert_eq!(line["custom_id"], format!("row-{}", i + 1));
@@ -117,7 +121,13 @@ async fn a_dataset_runs_as_a_batch_and_its_results_download_as_csv() {
 
     // JSONL runs too; the template's batches are listed newest first, with their metadata.
     let jsonl = "{\"제목\":\"넷째\",\"리뷰\":\"배우들이 멋졌다\"}\n";
-    let (s, second) = c.call("POST", "/api/templates/ko-batch/batches", Some(json!({"format": "jsonl", "data": jsonl, "version": "latest"}))).await;
+    let (s, second) = c
+        .call(
+            "POST",
+            "/api/templates/ko-batch/batches",
+            Some(json!({"format": "jsonl", "data": jsonl, "version": "latest"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{second}");
     assert_eq!(second["metadata"]["dataset"], "dataset.jsonl");
     create_template(&c, "other").await;
@@ -145,9 +155,13 @@ async fn bad_datasets_are_refused_naming_the_field_and_nothing_is_created() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["error"]["param"], "data.별점");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("column '별점' is not a variable of template 'ko-bad' version 1; its variables: 제목, 리뷰"), "{msg}");
+    assert!(
+        msg.contains("column '별점' is not a variable of template 'ko-bad' version 1; its variables: 제목, 리뷰"),
+        "{msg}"
+    );
     // The check lists it instead of refusing.
-    let (s, chk) = c.call("POST", "/api/templates/ko-bad/batches/check", Some(dataset("csv", "리뷰,별점\na,5\n"))).await;
+    let (s, chk) =
+        c.call("POST", "/api/templates/ko-bad/batches/check", Some(dataset("csv", "리뷰,별점\na,5\n"))).await;
     assert_eq!(s, StatusCode::OK, "{chk}");
     assert_eq!((chk["unknown"].clone(), chk["missing"].clone()), (json!(["별점"]), json!(["제목"])));
     // A variable without a column.

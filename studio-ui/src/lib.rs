@@ -19,8 +19,8 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
 use crate::pages::{
-    batch::BatchRunPage, compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage, playground::PlaygroundPage,
-    template::TemplatePage,
+    batch::BatchRunPage, compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage,
+    playground::PlaygroundPage, template::TemplatePage,
 };
 
 /// The whole stylesheet, inlined into every page (one binary, no asset pipeline).

@@ -378,12 +378,17 @@ mod tests {
         assert_eq!(lines.iter().map(|l| l.custom_id.as_str()).collect::<Vec<_>>(), ["row-1", "row-2"]);
         assert_eq!(lines[0].group_key, lines[1].group_key, "one template, one prefix group");
         let body: Value = serde_json::from_str(&lines[0].body).unwrap();
-        assert_eq!(body, serde_json::json!({"variables": {"리뷰": "배우도 좋고, \"음악\"도 좋았다\nㅎㅎ", "제목": "첫 영화"}}));
+        assert_eq!(
+            body,
+            serde_json::json!({"variables": {"리뷰": "배우도 좋고, \"음악\"도 좋았다\nㅎㅎ", "제목": "첫 영화"}})
+        );
         assert!(lines[0].body.find("리뷰") < lines[0].body.find("제목"), "the file's column order: {}", lines[0].body);
         // The input file is a batch file that the /v1/batches reader takes as it is.
         let again = super::super::parse_input(&input_file(&lines, &endpoint), &endpoint).unwrap();
-        assert_eq!(again.iter().map(|l| (&l.custom_id, &l.body)).collect::<Vec<_>>(),
-            lines.iter().map(|l| (&l.custom_id, &l.body)).collect::<Vec<_>>());
+        assert_eq!(
+            again.iter().map(|l| (&l.custom_id, &l.body)).collect::<Vec<_>>(),
+            lines.iter().map(|l| (&l.custom_id, &l.body)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -421,7 +426,8 @@ mod tests {
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
         let long = format!("review\n{}\n", "가".repeat(MAX_VARIABLE_VALUE_CHARS + 1));
-        assert!(err(FileFormat::Csv, &long).contains(&format!("line 2, column 'review': at most {MAX_VARIABLE_VALUE_CHARS}")));
+        assert!(err(FileFormat::Csv, &long)
+            .contains(&format!("line 2, column 'review': at most {MAX_VARIABLE_VALUE_CHARS}")));
         let many = format!("review\n{}", "x\n".repeat(MAX_DATASET_ROWS + 1));
         assert!(err(FileFormat::Csv, &many).contains(&format!("at most {MAX_DATASET_ROWS} rows")));
     }
@@ -433,13 +439,19 @@ mod tests {
         assert_eq!((c.unknown.clone(), c.missing.clone()), (vars(&["stars"]), vec![]));
         let BatchError::Columns { param, message } = require_match(&c).unwrap_err() else { panic!() };
         assert_eq!(param, "data.stars");
-        assert!(message.contains("column 'stars' is not a variable of template 'movie' version 2; its variables: review"), "{message}");
+        assert!(
+            message.contains("column 'stars' is not a variable of template 'movie' version 2; its variables: review"),
+            "{message}"
+        );
 
         let ds = parse(FileFormat::Csv, "review\na\n").unwrap();
         let c = check("movie", 2, &vars(&["review", "title"]), &ds);
         let BatchError::Columns { param, message } = require_match(&c).unwrap_err() else { panic!() };
         assert_eq!(param, "data.title");
-        assert!(message.contains("no column for variable 'title'") && message.contains("the file has: review"), "{message}");
+        assert!(
+            message.contains("no column for variable 'title'") && message.contains("the file has: review"),
+            "{message}"
+        );
     }
 
     fn done(body: &str, answer: Value, status_code: u16) -> LineResult {

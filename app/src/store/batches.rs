@@ -310,11 +310,10 @@ impl Store {
     /// Every line of a batch, in input order, with what it produced (a batch has at most
     /// `MAX_LINES` lines).
     pub async fn batch_results(&self, id: &str) -> Result<Vec<LineResult>> {
-        let rows =
-            sqlx::query("SELECT status, body, response FROM batch_lines WHERE batch_id = $1 ORDER BY line_no")
-                .bind(id)
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query("SELECT status, body, response FROM batch_lines WHERE batch_id = $1 ORDER BY line_no")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;

@@ -140,9 +140,8 @@ pub fn DatasetCard() -> impl IntoView {
         });
     };
     // An error that names none of the controls here is shown under the Start button.
-    let elsewhere = move |e: &Option<ApiError>| {
-        e.clone().filter(|e| !["data", "version", "format"].iter().any(|f| e.is_about(f)))
-    };
+    let elsewhere =
+        move |e: &Option<ApiError>| e.clone().filter(|e| !["data", "version", "format"].iter().any(|f| e.is_about(f)));
 
     view! {
         <section class="card">
