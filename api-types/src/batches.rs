@@ -140,3 +140,69 @@ pub struct BatchLineError {
     pub code: String,
     pub message: String,
 }
+
+// ------------------------------------------------------------ a template over a dataset
+
+/// The metadata keys of a batch the studio started over a dataset: which template,
+/// which version (its number) and which file, so the template's batches can be listed.
+pub const META_TEMPLATE: &str = "template";
+pub const META_VERSION: &str = "template_version";
+pub const META_DATASET: &str = "dataset";
+
+/// `POST /api/templates/{name}/batches` (and `.../batches/check`): run one version of the
+/// template once per row of a dataset, CSV with a header or JSONL of objects, whose
+/// columns are exactly the version's variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplateBatch {
+    /// A number, `latest` or a label (number or string); by default `production`, else
+    /// the latest version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<serde_json::Value>,
+    /// `csv` or `jsonl`.
+    pub format: String,
+    /// The file's text (one BOM at most), at most as large as an uploaded batch file
+    /// (32 MiB) and as many rows as a batch has lines (50,000).
+    pub data: String,
+    /// The file's name, kept in the batch's metadata (`dataset.csv` when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// `POST /api/templates/{name}/batches/check`: what a dataset would run, before it runs:
+/// its columns beside the version's variables. A file that cannot be read is refused
+/// (naming the line); columns that do not match are listed here, and refused by the
+/// create call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCheck {
+    pub template: String,
+    pub version: i64,
+    pub rows: usize,
+    /// In the file's order.
+    pub columns: Vec<String>,
+    /// The version's, in the order they appear in it.
+    pub variables: Vec<String>,
+    /// Columns that are not variables of the version.
+    pub unknown: Vec<String>,
+    /// Variables that no column gives.
+    pub missing: Vec<String>,
+}
+
+impl DatasetCheck {
+    /// Whether the dataset can run as it is.
+    pub fn matches(&self) -> bool {
+        self.unknown.is_empty() && self.missing.is_empty()
+    }
+}
+
+impl Batch {
+    /// Whether the batch has ended (its files, and its results, are final).
+    pub fn is_over(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed" | "expired" | "cancelled")
+    }
+
+    /// A metadata value, if set.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref().and_then(|m| m.get(key)).map(String::as_str)
+    }
+}

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use app::batches::{parse_input, NewLine};
 use app::evals::{EvalPlan, EvalSettings, EvalStatus};
-use app::store::{LineAnswer, Store};
+use app::store::{BatchInput, LineAnswer, Store};
 use app::templates::{TemplateMeta, VersionSpec};
 use support::on_both;
 
@@ -31,7 +31,7 @@ fn ok(n: i64) -> LineAnswer {
 
 async fn batch(s: &Store, n: usize) -> String {
     let file = s.create_file("batch", "in.jsonl", "unused").await.unwrap();
-    s.create_batch("/v1/completions", &file.id, None, &lines(n), "tester").await.unwrap().id
+    s.create_batch("/v1/completions", BatchInput::File(&file.id), None, &lines(n), "tester").await.unwrap().id
 }
 
 #[tokio::test]
@@ -164,8 +164,8 @@ async fn a_failed_create_leaves_nothing() {
         let s = &db.store;
         let file = s.create_file("batch", "in.jsonl", "x").await.unwrap();
         s.inject_fault("batch-lines");
-        assert!(s.create_batch("/v1/completions", &file.id, None, &lines(600), "t").await.is_err());
-        assert!(s.list_batches(None, 10).await.unwrap().0.is_empty());
+        assert!(s.create_batch("/v1/completions", BatchInput::File(&file.id), None, &lines(600), "t").await.is_err());
+        assert!(s.list_batches(None, 10, None).await.unwrap().0.is_empty());
         assert!(s.claim_lines(10).await.unwrap().is_empty(), "no orphan lines");
         db
     })
@@ -206,6 +206,36 @@ async fn a_replica_interrupts_only_its_own_or_abandoned_eval_runs() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(b.interrupt_abandoned_evals().await.unwrap(), 1);
         assert_eq!(b.eval_run(run_a).await.unwrap().status, EvalStatus::Interrupted);
+        db
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_input_file_is_written_with_its_batch_or_not_at_all() {
+    on_both(|db| async move {
+        let s = &db.store;
+        let input = BatchInput::New { filename: "t-v1-requests.jsonl", content: "{}\n" };
+        let endpoint = "/v1/templates/a_b@1/completions";
+        s.inject_fault("batch-lines");
+        assert!(s.create_batch(endpoint, input, None, &lines(3), "t").await.is_err());
+        assert!(s.list_files(None, 10).await.unwrap().is_empty(), "no orphan input file");
+        let b = s.create_batch(endpoint, input, None, &lines(3), "t").await.unwrap();
+        let file = s.file(&b.input_file_id).await.unwrap();
+        assert_eq!((file.purpose.as_str(), file.filename.as_str()), ("batch", "t-v1-requests.jsonl"));
+        assert_eq!(s.file_content(&file.id).await.unwrap(), "{}\n");
+
+        // Listed by template: any version of `a_b`, not `axb` (no `_` wildcard) nor `a_bc`.
+        let other = s.create_batch("/v1/templates/axb@1/completions", input, None, &lines(1), "t").await.unwrap();
+        let longer = s.create_batch("/v1/templates/a_bc/completions", input, None, &lines(1), "t").await.unwrap();
+        let bare = s.create_batch("/v1/templates/a_b/completions", input, None, &lines(1), "t").await.unwrap();
+        let ids = |t: &'static str| async move {
+            s.list_batches(None, 10, Some(t)).await.unwrap().0.into_iter().map(|b| b.id).collect::<HashSet<_>>()
+        };
+        assert_eq!(ids("a_b").await, HashSet::from([b.id.clone(), bare.id.clone()]));
+        assert_eq!(ids("axb").await, HashSet::from([other.id.clone()]));
+        assert_eq!(ids("a_bc").await, HashSet::from([longer.id.clone()]));
+        assert_eq!(s.list_batches(None, 10, None).await.unwrap().0.len(), 4);
         db
     })
     .await;

@@ -1,5 +1,6 @@
 //! The studio's web app (Leptos, server-rendered by `studio serve` and hydrated in the
-//! browser): playground, library, template page (versions, labels, diff, runs), compare.
+//! browser): playground, library, template page (versions, labels, diff, runs), compare,
+//! evaluate, and a template run over a dataset as a batch.
 //! Every page talks to the server's own `/api` and `/v1` endpoints; no business logic here.
 #![recursion_limit = "256"]
 
@@ -19,8 +20,8 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
 use crate::pages::{
-    compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage, playground::PlaygroundPage,
-    template::TemplatePage,
+    batch::BatchRunPage, compare::ComparePage, evaluate::EvaluatePage, library::LibraryPage,
+    playground::PlaygroundPage, template::TemplatePage,
 };
 
 /// The whole stylesheet, inlined into every page (one binary, no asset pipeline).
@@ -67,6 +68,7 @@ pub fn App() -> impl IntoView {
                 }>
                     <Route path=path!("/") view=PlaygroundPage/>
                     <Route path=path!("/t/:name") view=PlaygroundPage/>
+                    <Route path=path!("/t/:name/batch") view=BatchRunPage/>
                     <Route path=path!("/library") view=LibraryPage/>
                     <Route path=path!("/templates/:name") view=TemplatePage/>
                     <Route path=path!("/compare") view=ComparePage/>

@@ -501,6 +501,31 @@ try {
   const remaining = (await (await page.request.get(`${base}/api/templates/movie-e2e/tests`)).json()).rows;
   expect(remaining.length === testsBefore && !remaining.some((r) => r.id === last.id), 'the deleted row is still there');
 
+  begin('batch: the template over a 3-row Korean CSV, run to completed, results downloaded');
+  await page.goto(`${base}/t/movie-e2e/batch`);
+  await hydrated();
+  await page.waitForFunction(() => /\(v\d+\)/.test(document.querySelector('[data-testid=batch-version] option').textContent), null, { timeout: 15000 });
+  const reviews = ['배우들의 연기가 훌륭하고 음악도 아름다웠다.', '지루하고, "뻔한" 이야기였다.', '두 번 보고 싶은 최고의 영화!'];
+  const quote = (v) => (/[",\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+  await page.fill('[data-testid=batch-data]', `리뷰\n${reviews.map(quote).join('\n')}\n`);
+  await page.waitForSelector('[data-testid=batch-columns][data-ok=true]', { timeout: 15000 });
+  expect((await page.textContent('[data-testid=batch-columns]')).includes('3 rows'), 'the check does not count 3 rows');
+  await page.click('[data-testid=batch-start]');
+  await page.waitForSelector('[data-testid=batch-progress][data-status=completed]', { timeout: 120000 });
+  const batchProgress = await page.textContent('[data-testid=batch-progress-text]');
+  expect(batchProgress.includes('3 / 3 rows') && batchProgress.includes('3 completed'), `progress did not reach 3/3: ${batchProgress}`);
+  const resultsHref = await page.getAttribute('[data-testid=batch-download]', 'href');
+  const results = await page.request.get(`${base}${resultsHref}`);
+  expect(results.status() === 200 && /attachment; filename=/.test(results.headers()['content-disposition'] || ''), `results: HTTP ${results.status()} ${JSON.stringify(results.headers())}`);
+  const resultBytes = await results.body();
+  expect(resultBytes[0] === 0xef && resultBytes[1] === 0xbb && resultBytes[2] === 0xbf, 'the results CSV has no BOM');
+  const resultLines = resultBytes.subarray(3).toString('utf8').split('\r\n').filter((l) => l !== '');
+  expect(resultLines.length === 4, `expected a header and 3 rows, got ${resultLines.length}: ${resultLines.join(' | ')}`);
+  expect(resultLines[0] === '리뷰,output,finish_reason,error', `header: ${resultLines[0]}`);
+  reviews.forEach((r, i) => expect(resultLines[i + 1].startsWith(`${quote(r)},`), `row ${i + 1} does not start with its review: ${resultLines[i + 1]}`));
+  await page.waitForSelector('[data-testid=batch-history-row][data-status=completed] [data-testid=batch-history-download]', { timeout: 15000 });
+  await shots('10-batch');
+
   begin('library');
   await page.goto(`${base}/library`);
   await hydrated();

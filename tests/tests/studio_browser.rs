@@ -1,8 +1,9 @@
 //! The studio in a real headless Chromium against a real `studio serve` on the bundled
 //! model: playground (examples, live token count, streamed run, Ctrl+Enter and Esc,
 //! errors at their fields, runs refused with empty variables), save (suggested name, no
-//! panic, values kept), reload, versions, diff, production label, compare, evaluate,
-//! library, phone width, and a second visit that downloads only the page (≤ 60 KB).
+//! panic, values kept), reload, versions, diff, production label, compare, evaluate, a
+//! batch over a dataset, library, phone width, and a second visit that downloads only
+//! the page (≤ 60 KB).
 //! Any console error or failed request fails the step it happens in.
 //! The browser steps are in `e2e/studio.mjs`; screenshots land in `e2e/output/`.
 
@@ -88,6 +89,8 @@ fn studio_pages_in_a_real_browser() {
         "02b-save-dialog-800",
         "09b-evaluate-check-1280",
         "09b-evaluate-check-800",
+        "10-batch-1280",
+        "10-batch-800",
         "07-library",
         "08-playground-phone",
         "09-evaluate",

@@ -21,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::batches::{self, MAX_FILE_BYTES};
 use crate::serving::{with_priority, Priority};
-use crate::store::{ClaimedLine, LineAnswer, Store};
+use crate::store::{BatchInput, ClaimedLine, LineAnswer, Store};
 use crate::AppState;
 
 /// Most items a list answers (`limit`, default 20, as OpenAI).
@@ -73,7 +73,7 @@ pub struct ListQuery {
     pub order: Option<String>,
 }
 
-fn limit(q: &ListQuery) -> Result<i64, ApiError> {
+pub fn limit(q: &ListQuery) -> Result<i64, ApiError> {
     match q.limit {
         None => Ok(20),
         Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
@@ -109,6 +109,7 @@ pub async fn create_batch(
     who: Option<Extension<Caller>>,
     ApiJson(req): ApiJson<CreateBatch>,
 ) -> Result<Json<Batch>, ApiError> {
+    // Checked before the file is read, so a wrong endpoint is named first.
     batches::check_endpoint(&req.endpoint)?;
     if req.completion_window != batches::COMPLETION_WINDOW {
         return Err(ApiError::invalid(
@@ -134,7 +135,15 @@ pub async fn create_batch(
     let endpoint = req.endpoint.clone();
     // Parsing up to 50,000 lines is CPU work: off the tokio workers.
     let lines = cpu::run(move || batches::parse_input(&content, &endpoint)).await??;
-    let batch = state.store.create_batch(&req.endpoint, &file.id, req.metadata.as_ref(), &lines, &caller(who)).await?;
+    let batch = batches::start_batch(
+        &state.store,
+        &req.endpoint,
+        BatchInput::File(&file.id),
+        req.metadata.as_ref(),
+        &lines,
+        &caller(who),
+    )
+    .await?;
     Ok(Json(batch))
 }
 
@@ -146,7 +155,7 @@ pub async fn list_batches(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<BatchList>, ApiError> {
-    let (data, has_more) = state.store.list_batches(q.after.as_deref(), limit(&q)?).await?;
+    let (data, has_more) = state.store.list_batches(q.after.as_deref(), limit(&q)?, None).await?;
     Ok(Json(BatchList {
         object: "list".into(),
         first_id: data.first().map(|b| b.id.clone()),

@@ -184,6 +184,7 @@ impl From<crate::batches::BatchError> for ApiError {
         use crate::batches::BatchError;
         match e {
             BatchError::Invalid { param, message } => ApiError::invalid(&param, message),
+            BatchError::Columns { param, message } => ApiError::unprocessable(&param, message),
             BatchError::NotFound(m) => ApiError::status(StatusCode::NOT_FOUND, m).with_code("not_found"),
             BatchError::Conflict(m) => ApiError::status(StatusCode::CONFLICT, m).with_code("conflict"),
             BatchError::Store(se) => ApiError::from(se),

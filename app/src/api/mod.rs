@@ -8,6 +8,7 @@ pub mod error;
 pub mod evals;
 pub mod json;
 pub mod openai;
+pub mod template_batches;
 pub mod templates;
 pub mod ui;
 
@@ -29,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub fn app(state: AppState) -> Router {
     use batches as b;
     use evals as e;
+    use template_batches as tb;
     use templates as t;
     Router::new()
         .route("/v1/completions", post(openai::completions))
@@ -55,6 +57,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/templates/{name}/tests/{id}", put(e::update_test).delete(e::delete_test))
         .route("/api/templates/{name}/evals", get(e::template_evals))
         .route("/api/templates/{name}/select-examples", post(e::select_examples))
+        .route(
+            "/api/templates/{name}/batches",
+            get(tb::list).post(tb::create).layer(DefaultBodyLimit::max(tb::MAX_DATASET_REQUEST_BYTES)),
+        )
+        .route(
+            "/api/templates/{name}/batches/check",
+            post(tb::check).layer(DefaultBodyLimit::max(tb::MAX_DATASET_REQUEST_BYTES)),
+        )
+        .route("/api/batches/{id}/results.csv", get(tb::results_csv))
         .route("/api/evals", post(e::create_eval))
         .route("/api/evals/{id}", get(e::get_eval))
         .route("/api/evals/{id}/cancel", post(e::cancel_eval))

@@ -3,12 +3,14 @@
 //! it into the rows replicas claim; `store/batches.rs` keeps them, and the API's batch
 //! worker runs claimed lines through the same handlers as HTTP calls, at batch priority.
 
-use std::collections::HashSet;
+pub mod dataset;
 
-use api_types::batches::BatchInputLine;
+use std::collections::{BTreeMap, HashSet};
+
+use api_types::batches::{Batch, BatchInputLine};
 use sha2::{Digest, Sha256};
 
-use crate::store::StoreError;
+use crate::store::{BatchInput, Store, StoreError};
 
 /// Largest uploaded file (400 beyond).
 pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
@@ -31,6 +33,9 @@ pub enum BatchError {
     /// A field of the request, or a line of the input file, is wrong.
     #[error("{message}")]
     Invalid { param: String, message: String },
+    /// A dataset's columns are not the template version's variables (422).
+    #[error("{message}")]
+    Columns { param: String, message: String },
     #[error("{0}")]
     NotFound(String),
     /// The batch is in a state that does not allow this (cancel a finished batch).
@@ -49,11 +54,7 @@ impl BatchError {
 /// The endpoints a batch may target: `/v1/completions`, `/v1/chat/completions` and the
 /// template endpoints `/v1/templates/{name}[@ref]/completions`.
 pub fn check_endpoint(endpoint: &str) -> Result<(), BatchError> {
-    let template = endpoint
-        .strip_prefix("/v1/templates/")
-        .and_then(|rest| rest.strip_suffix("/completions"))
-        .is_some_and(|spec| !spec.is_empty() && !spec.contains('/'));
-    if endpoint == "/v1/completions" || endpoint == "/v1/chat/completions" || template {
+    if endpoint == "/v1/completions" || endpoint == "/v1/chat/completions" || template_spec(endpoint).is_some() {
         Ok(())
     } else {
         Err(BatchError::invalid(
@@ -64,6 +65,14 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), BatchError> {
             ),
         ))
     }
+}
+
+/// The `{name}[@ref]` of a template endpoint (`/v1/templates/{name}[@ref]/completions`).
+pub fn template_spec(endpoint: &str) -> Option<&str> {
+    endpoint
+        .strip_prefix("/v1/templates/")
+        .and_then(|rest| rest.strip_suffix("/completions"))
+        .filter(|spec| !spec.is_empty() && !spec.contains('/'))
 }
 
 /// One request of a batch, as stored.
@@ -159,8 +168,40 @@ fn group_key(body: &serde_json::Map<String, serde_json::Value>) -> String {
     const PREFIX_CHARS: usize = 256;
     let head = ["prompt", "messages", "variables"].iter().find_map(|k| body.get(*k)).map(|v| v.to_string());
     let head: String = head.unwrap_or_default().chars().take(PREFIX_CHARS).collect();
+    group_key_of(&head)
+}
+
+/// The group key of lines that share `head` (a prompt's start, or one template version).
+pub fn group_key_of(head: &str) -> String {
     let digest = Sha256::digest(head.as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts a batch: the one creation path of `POST /v1/batches` and of a template run
+/// over a dataset. The endpoint, metadata and line count are checked, then the batch,
+/// its lines (and a new input file) are written in one transaction and the worker woken.
+pub async fn start_batch(
+    store: &Store,
+    endpoint: &str,
+    input: BatchInput<'_>,
+    metadata: Option<&BTreeMap<String, String>>,
+    lines: &[NewLine],
+    actor: &str,
+) -> Result<Batch, BatchError> {
+    check_endpoint(endpoint)?;
+    if let Some(m) = metadata {
+        check_metadata(m)?;
+    }
+    if lines.is_empty() {
+        return Err(BatchError::invalid("input_file_id", "the batch holds no request lines"));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(BatchError::invalid(
+            "input_file_id",
+            format!("at most {MAX_LINES} requests in a batch, got {}", lines.len()),
+        ));
+    }
+    Ok(store.create_batch(endpoint, input, metadata, lines, actor).await?)
 }
 
 /// Checks `metadata` against OpenAI's limits.

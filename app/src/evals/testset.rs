@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::assertions::AssertionCheck;
 use super::{ASSERTIONS, EXPECTED, MAX_ASSERTIONS, MAX_TEST_ROWS};
-use crate::templates::{FieldError, MAX_VARIABLE_VALUE_CHARS};
+use crate::templates::{FieldError, MAX_VARIABLES, MAX_VARIABLE_VALUE_CHARS};
 
 pub use api_types::evals::{TestCase, TestRow};
 
@@ -214,8 +214,24 @@ fn row_err(row: usize, line: u64, column: &str, message: impl std::fmt::Display)
     FieldError::new(format!("rows[{row}].{column}"), format!("row {row} (line {line}), column '{column}': {message}"))
 }
 
-/// CSV with a header: variable columns plus the reserved `expected` and `assertions`.
-pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
+/// A CSV file read strictly: its header (no name empty, none twice) and each record's
+/// cells with the line the record starts on. Shared by test sets and batch datasets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvTable {
+    pub headers: Vec<String>,
+    /// `(line, cells)`, one cell per header.
+    pub records: Vec<(u64, Vec<String>)>,
+}
+
+/// Most columns a CSV file may have: room for the variables of several versions and the
+/// two reserved columns; it bounds the header checks, which compare every name with the
+/// ones before it.
+pub const MAX_CSV_COLUMNS: usize = 8 * MAX_VARIABLES;
+
+/// Reads `text` (UTF-8, BOM already dropped by [`utf8`]) as CSV with a header: RFC 4180
+/// quoting checked first, every record as long as the header, at most `max_rows` records.
+/// Errors name the line (and the row and column where there is one).
+pub fn read_csv(text: &str, max_rows: usize) -> Result<CsvTable, FieldError> {
     check_quoting(text)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
     let headers: Vec<String> = reader
@@ -224,6 +240,12 @@ pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
         .iter()
         .map(str::to_string)
         .collect();
+    if headers.len() > MAX_CSV_COLUMNS {
+        return Err(FieldError::new(
+            "header",
+            format!("line 1: at most {MAX_CSV_COLUMNS} columns, got {}", headers.len()),
+        ));
+    }
     for (i, h) in headers.iter().enumerate() {
         if h.trim().is_empty() {
             return Err(FieldError::new("header", format!("line 1, column {}: the column name is empty", i + 1)));
@@ -232,10 +254,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
             return Err(FieldError::new("header", format!("line 1, column {}: '{h}' appears twice", i + 1)));
         }
     }
-    if !headers.iter().any(|h| h != EXPECTED && h != ASSERTIONS) {
-        return Err(FieldError::new("header", "line 1: needs at least one variable column"));
-    }
-    let mut rows = Vec::new();
+    let mut records = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 1;
         let record = match record {
@@ -253,17 +272,34 @@ pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
             }
         };
         let line = record.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
+        if row > max_rows {
+            return Err(FieldError::new("file", format!("at most {max_rows} rows; row {row} is on line {line}")));
+        }
+        records.push((line, record.iter().map(str::to_string).collect()));
+    }
+    Ok(CsvTable { headers, records })
+}
+
+/// CSV with a header: variable columns plus the reserved `expected` and `assertions`.
+pub fn parse_csv(text: &str) -> Result<Vec<TestRow>, FieldError> {
+    let CsvTable { headers, records } = read_csv(text, MAX_TEST_ROWS)?;
+    if !headers.iter().any(|h| h != EXPECTED && h != ASSERTIONS) {
+        return Err(FieldError::new("header", "line 1: needs at least one variable column"));
+    }
+    let mut rows = Vec::new();
+    for (i, (line, record)) in records.into_iter().enumerate() {
+        let row = i + 1;
         let mut out = TestRow::default();
-        for (h, cell) in headers.iter().zip(record.iter()) {
+        for (h, cell) in headers.iter().zip(record) {
             match h.as_str() {
-                EXPECTED => out.expected = (!cell.is_empty()).then(|| cell.to_string()),
+                EXPECTED => out.expected = (!cell.is_empty()).then_some(cell),
                 ASSERTIONS if cell.trim().is_empty() => {}
                 ASSERTIONS => {
-                    out.assertions = serde_json::from_str(cell)
+                    out.assertions = serde_json::from_str(&cell)
                         .map_err(|e| row_err(row, line, ASSERTIONS, format!("not a JSON array of assertions: {e}")))?
                 }
                 name => {
-                    out.variables.insert(name.to_string(), cell.to_string());
+                    out.variables.insert(name.to_string(), cell);
                 }
             }
         }

@@ -11,7 +11,26 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{finish, now_ms, Backend, Result, Store, StoreError};
+use crate::batches::dataset::LineResult;
 use crate::batches::{new_id, NewLine, COMPLETION_WINDOW_MS};
+
+/// Where a new batch's input file comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchInput<'a> {
+    /// An uploaded file (`input_file_id`).
+    File(&'a str),
+    /// A file written with the batch, in the same transaction (a dataset's requests).
+    New { filename: &'a str, content: &'a str },
+}
+
+/// Why a line that never ran has no answer: OpenAI's error `code` and a message.
+pub fn not_run(status: &str) -> (&'static str, &'static str) {
+    match status {
+        "cancelled" => ("batch_cancelled", "the batch was cancelled before this request ran"),
+        "expired" => ("batch_expired", "the batch's completion window ended before this request ran"),
+        _ => ("request_abandoned", "the replicas running this request stopped repeatedly"),
+    }
+}
 
 /// A line this replica claimed.
 #[derive(Debug, Clone)]
@@ -113,11 +132,12 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a batch and all its lines in one transaction: nothing is half-created.
+    /// Creates a batch and all its lines (and its input file, when new) in one
+    /// transaction: nothing is half-created.
     pub async fn create_batch(
         &self,
         endpoint: &str,
-        input_file_id: &str,
+        input: BatchInput<'_>,
         metadata: Option<&BTreeMap<String, String>>,
         lines: &[NewLine],
         actor: &str,
@@ -126,6 +146,24 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let result = async {
+            let input_file_id = match input {
+                BatchInput::File(fid) => fid.to_string(),
+                BatchInput::New { filename, content } => {
+                    let fid = new_id("file-");
+                    sqlx::query(
+                        "INSERT INTO files (id, purpose, filename, bytes, content, created_at) \
+                         VALUES ($1, 'batch', $2, $3, $4, $5)",
+                    )
+                    .bind(&fid)
+                    .bind(filename)
+                    .bind(content.len() as i64)
+                    .bind(content)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    fid
+                }
+            };
             sqlx::query(
                 "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, metadata, total, \
                  created_by, created_at, in_progress_at, expires_at) \
@@ -133,7 +171,7 @@ impl Store {
             )
             .bind(&id)
             .bind(endpoint)
-            .bind(input_file_id)
+            .bind(&input_file_id)
             .bind(metadata.map(|m| serde_json::to_string(m).expect("a string map serializes")))
             .bind(lines.len() as i64)
             .bind(actor)
@@ -225,8 +263,14 @@ impl Store {
         self.batch_from_row(&row).await
     }
 
-    /// Newest first; `after` is the id of the last batch of the previous page.
-    pub async fn list_batches(&self, after: Option<&str>, limit: i64) -> Result<(Vec<Batch>, bool)> {
+    /// Newest first; `after` is the id of the last batch of the previous page; with
+    /// `template`, only the batches that call that template's endpoint (any version).
+    pub async fn list_batches(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        template: Option<&str>,
+    ) -> Result<(Vec<Batch>, bool)> {
         let after_at = match after {
             Some(a) => {
                 let row = sqlx::query("SELECT created_at FROM batches WHERE id = $1")
@@ -238,13 +282,21 @@ impl Store {
             }
             None => None,
         };
+        // `/v1/templates/{name}/completions` or `/v1/templates/{name}@{ref}/completions`,
+        // compared by prefix with substr (a LIKE pattern would read `_` in a name as a
+        // wildcard).
+        let exact = template.map(|t| format!("/v1/templates/{t}/completions"));
+        let prefix = template.map(|t| format!("/v1/templates/{t}@"));
         let rows = sqlx::query(
             "SELECT * FROM batches WHERE ($1 IS NULL OR created_at < $1 OR (created_at = $1 AND id < $2)) \
+             AND ($4 IS NULL OR endpoint = $4 OR substr(endpoint, 1, length($5)) = $5) \
              ORDER BY created_at DESC, id DESC LIMIT $3",
         )
         .bind(after_at.as_ref().map(|a| a.0))
         .bind(after_at.as_ref().map(|a| a.1.clone()).unwrap_or_default())
         .bind(limit + 1)
+        .bind(exact)
+        .bind(prefix)
         .fetch_all(self.pool())
         .await?;
         let has_more = rows.len() as i64 > limit;
@@ -253,6 +305,23 @@ impl Store {
             out.push(self.batch_from_row(r).await?);
         }
         Ok((out, has_more))
+    }
+
+    /// Every line of a batch, in input order, with what it produced (a batch has at most
+    /// `MAX_LINES` lines).
+    pub async fn batch_results(&self, id: &str) -> Result<Vec<LineResult>> {
+        let rows = sqlx::query("SELECT status, body, response FROM batch_lines WHERE batch_id = $1 ORDER BY line_no")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let response: Option<String> = r.try_get("response")?;
+                let not_run = response.is_none().then(|| not_run(&status).1.to_string());
+                Ok(LineResult { body: r.try_get("body")?, status, response, not_run })
+            })
+            .collect()
     }
 
     /// The endpoint a batch's lines call.
@@ -466,13 +535,7 @@ impl Store {
                 let text = match (status.as_str(), response) {
                     (_, Some(r)) => r,
                     (other, None) => {
-                        let (code, message) = match other {
-                            "cancelled" => ("batch_cancelled", "the batch was cancelled before this request ran"),
-                            "expired" => {
-                                ("batch_expired", "the batch's completion window ended before this request ran")
-                            }
-                            _ => ("request_abandoned", "the replicas running this request stopped repeatedly"),
-                        };
+                        let (code, message) = not_run(other);
                         let out = BatchOutputLine {
                             id: format!("batch_req_{}_{line_no}", id.trim_start_matches("batch_")),
                             custom_id: l.try_get("custom_id")?,

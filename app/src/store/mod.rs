@@ -278,7 +278,7 @@ mod rows;
 mod runs;
 mod templates;
 
-pub use batches::{ClaimedLine, LineAnswer};
+pub use batches::{not_run, BatchInput, ClaimedLine, LineAnswer};
 pub use evals::ImportMode;
 pub use keys::key_hash;
 

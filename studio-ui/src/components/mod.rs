@@ -2,6 +2,7 @@
 //! the `{{variable}}` fields, a run's figures. The playground's and the evaluate page's
 //! parts are in their own modules; they share their page's state through a context.
 
+pub mod batch;
 pub mod delete;
 pub mod evaluate;
 pub mod playground;

@@ -40,6 +40,7 @@ pub fn EvaluatePage() -> impl IntoView {
                 <div class="row">
                     <a class="button ghost small" href=move || format!("/t/{}", enc(&name.get()))>"Playground"</a>
                     <a class="button ghost small" href=move || format!("/templates/{}", enc(&name.get()))>"Versions & history"</a>
+                    <a class="button ghost small" data-testid="open-batch" href=move || format!("/t/{}/batch", enc(&name.get()))>"Run over a dataset"</a>
                     <EvalGateToggle/>
                 </div>
             </div>

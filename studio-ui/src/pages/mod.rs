@@ -1,3 +1,4 @@
+pub mod batch;
 pub mod compare;
 pub mod evaluate;
 pub mod library;

@@ -236,6 +236,7 @@ pub fn TemplatePage() -> impl IntoView {
                     <a class="button primary small" href=move || format!("/t/{}", enc(&name.get()))>"Open in playground"</a>
                     <a class="button ghost small" href=move || format!("/compare?template={}", enc(&name.get()))>"Compare versions"</a>
                     <a class="button ghost small" data-testid="open-evaluate" href=move || format!("/evaluate/{}", enc(&name.get()))>"Evaluate"</a>
+                    <a class="button ghost small" data-testid="open-batch" href=move || format!("/t/{}/batch", enc(&name.get()))>"Run over a dataset"</a>
                     <a class="button ghost small" href=move || format!("/api/templates/{}/export", enc(&name.get()))>"Export TOML"</a>
                     <DeleteTemplate name=name/>
                 </div>

@@ -28,6 +28,7 @@ pub fn RunCard() -> impl IntoView {
                     <a class="ghost button" href=format!("/templates/{t}")>"History"</a>
                     <a class="ghost button" href=format!("/compare?template={t}")>"Compare"</a>
                     <a class="ghost button" href=format!("/evaluate/{t}")>"Evaluate"</a>
+                    <a class="ghost button" href=format!("/t/{t}/batch")>"Batch"</a>
                 })}
             </div>
             <Show when=move || pg.save_open.get()>
