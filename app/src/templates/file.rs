@@ -234,7 +234,7 @@ mod tests {
         let text = format!("{HEAD}\n[output]\ntype = \"choice\"\nlabels = [\"긍정\", \" \"]\n");
         let e = TemplateFile::parse(&text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("output.labels[1]"));
-        assert_eq!(e.line, Some(11));
+        assert_eq!(e.line, Some(10));
         let e = TemplateFile::parse(&format!("{HEAD}\n[output]\ntype = \"grammar\"\n")).unwrap_err();
         assert!(e.message.contains("grammar"), "{e}");
     }
