@@ -127,8 +127,12 @@ fn parse_jsonl(text: &str) -> Result<Dataset, BatchError> {
         if rows.len() == MAX_DATASET_ROWS {
             return Err(invalid(format!("at most {MAX_DATASET_ROWS} rows; line {line} is one more")));
         }
-        let Ordered(members) = serde_json::from_str(l)
-            .map_err(|e| invalid(format!("line {line}, column {}: not a JSON object of strings: {e}", e.column())))?;
+        let Ordered(members) = serde_json::from_str(l).map_err(|e| {
+            // serde's text ends "at line 1 column N": the line of this one line, not the file's.
+            let text = e.to_string();
+            let what = text.rsplit_once(" at line ").map_or(text.as_str(), |(m, _)| m);
+            invalid(format!("line {line}, column {}: not a JSON object of strings: {what}", e.column().max(1)))
+        })?;
         let mut cells = Vec::with_capacity(members.len());
         for (k, v) in members {
             match v {
@@ -417,6 +421,7 @@ mod tests {
             ("review\n\"open\n", "line 2, field 1: a quoted field is never closed"),
             ("review\nab\"c\n", "line 2, field 1: a quote inside an unquoted field"),
             ("review,title\na,b\nc\n", "line 3"),
+            ("review,title\r\na,b\r\nc\r\n", "row 2 (line 3)"),
             ("review,review\na,b\n", "line 1, column 2: 'review' appears twice"),
             ("\u{feff}\u{feff}review\na\n", "two byte-order marks"),
             ("review\n", "no rows"),

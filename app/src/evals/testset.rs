@@ -254,13 +254,31 @@ pub fn read_csv(text: &str, max_rows: usize) -> Result<CsvTable, FieldError> {
             return Err(FieldError::new("header", format!("line 1, column {}: '{h}' appears twice", i + 1)));
         }
     }
+    // The line a record starts on, from its byte offset: the reader's own line count is
+    // one short after a CRLF (it counts the `\n` once the next record has begun). Counted
+    // on from the previous record, so the whole file is scanned once.
+    let bytes = text.as_bytes();
+    let (mut seen, mut seen_line) = (0usize, 1u64);
+    let mut line_at = |pos: Option<&csv::Position>, fallback: u64| -> u64 {
+        let Some(pos) = pos else { return fallback };
+        let mut at = (pos.byte() as usize).min(bytes.len());
+        while matches!(bytes.get(at), Some(b'\r' | b'\n')) {
+            at += 1;
+        }
+        if at < seen {
+            return fallback;
+        }
+        seen_line += bytes[seen..at].iter().filter(|&&b| b == b'\n').count() as u64;
+        seen = at;
+        seen_line
+    };
     let mut records = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 1;
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
+                let line = line_at(e.position(), row as u64 + 1);
                 return Err(match e.kind() {
                     csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                         let (len, expected_len) = (*len as usize, *expected_len as usize);
@@ -271,7 +289,7 @@ pub fn read_csv(text: &str, max_rows: usize) -> Result<CsvTable, FieldError> {
                 });
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
+        let line = line_at(record.position(), row as u64 + 1);
         if row > max_rows {
             return Err(FieldError::new("file", format!("at most {max_rows} rows; row {row} is on line {line}")));
         }
