@@ -827,7 +827,11 @@ mod tests {
     fn json_fields_become_a_closed_schema_with_every_field_required() {
         let o = OutputConstraint::JsonFields {
             fields: vec![
-                JsonField { name: "sentiment".into(), kind: FieldKind::String, allowed: vec!["긍정".into(), "부정".into()] },
+                JsonField {
+                    name: "sentiment".into(),
+                    kind: FieldKind::String,
+                    allowed: vec!["긍정".into(), "부정".into()],
+                },
                 JsonField { name: "score".into(), kind: FieldKind::Number, allowed: vec![] },
                 JsonField { name: "stars".into(), kind: FieldKind::Integer, allowed: vec!["1".into(), " 5".into()] },
                 JsonField { name: "spoiler".into(), kind: FieldKind::Boolean, allowed: vec![] },

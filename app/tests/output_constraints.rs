@@ -39,7 +39,8 @@ fn param(body: &Value) -> &str {
 async fn the_endpoint_answers_one_of_the_labels_and_the_calls_own_constraint_wins() {
     let c = ctx().await;
     let choice = json!({"type": "choice", "labels": LABELS});
-    let (s, created) = c.call("POST", "/api/templates", Some(json!({"name": "labelled", "spec": spec(choice.clone())}))).await;
+    let (s, created) =
+        c.call("POST", "/api/templates", Some(json!({"name": "labelled", "spec": spec(choice.clone())}))).await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let (s, v) = c.call("GET", "/api/templates/labelled/versions/1", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");

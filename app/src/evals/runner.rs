@@ -214,9 +214,10 @@ pub async fn eval_row(
     let (output, stability) = majority(&out.samples);
     out.output = output;
     out.stability = stability;
-    out.constraint_met = spec.output.as_ref().map(|_| {
-        out.samples.iter().all(|t| crate::templates::output::meets(spec, t).unwrap_or(true))
-    });
+    out.constraint_met = spec
+        .output
+        .as_ref()
+        .map(|_| out.samples.iter().all(|t| crate::templates::output::meets(spec, t).unwrap_or(true)));
     for (a, sc) in assertions.iter().zip(scores) {
         match sc {
             Ok(sc) => out.assertions.push(a.check(&out.output, row.expected.as_deref(), sc.as_ref())),

@@ -189,7 +189,8 @@ mod tests {
     use super::*;
     use crate::templates::{FieldKind, JsonField};
 
-    const HEAD: &str = "name = \"gamjeong\"\ninput_pattern = \"{{리뷰}}\"\n\n[[examples]]\ninput = \"최고\"\noutput = \"긍정\"\n";
+    const HEAD: &str =
+        "name = \"gamjeong\"\ninput_pattern = \"{{리뷰}}\"\n\n[[examples]]\ninput = \"최고\"\noutput = \"긍정\"\n";
 
     fn round_trip(file: &TemplateFile) -> TemplateFile {
         let text = file.to_toml();

@@ -29,9 +29,7 @@ pub fn constraint_spec(spec: &VersionSpec) -> Result<Option<(&'static str, Const
         OutputConstraint::Choice { labels } => {
             ConstraintSpec::Choice(labels.iter().map(|l| format!("{tail}{l}")).collect())
         }
-        OutputConstraint::Regex { pattern } => {
-            ConstraintSpec::Regex(format!("{}(?:{pattern})", regex::escape(tail)))
-        }
+        OutputConstraint::Regex { pattern } => ConstraintSpec::Regex(format!("{}(?:{pattern})", regex::escape(tail))),
         OutputConstraint::JsonSchema { .. } | OutputConstraint::JsonFields { .. } => {
             ConstraintSpec::JsonSchema(output.json_schema()?.expect("a JSON constraint has a schema"))
         }
@@ -188,7 +186,11 @@ mod tests {
         assert_eq!(meets(&regex, " 1234"), Some(false));
         let fields = spec(OutputConstraint::JsonFields {
             fields: vec![
-                JsonField { name: "label".into(), kind: crate::templates::FieldKind::String, allowed: vec!["긍정".into()] },
+                JsonField {
+                    name: "label".into(),
+                    kind: crate::templates::FieldKind::String,
+                    allowed: vec!["긍정".into()],
+                },
                 JsonField { name: "stars".into(), kind: crate::templates::FieldKind::Integer, allowed: vec![] },
             ],
         });

@@ -58,7 +58,10 @@ pub fn constraint_text(c: Option<&api_types::template::OutputConstraint>) -> Str
         None => "any text".into(),
         Some(OutputConstraint::Choice { labels }) => format!("one of: {}", labels.join(" · ")),
         Some(OutputConstraint::JsonFields { fields }) => {
-            format!("JSON: {}", fields.iter().map(|f| format!("{} ({})", f.name, f.kind.as_str())).collect::<Vec<_>>().join(", "))
+            format!(
+                "JSON: {}",
+                fields.iter().map(|f| format!("{} ({})", f.name, f.kind.as_str())).collect::<Vec<_>>().join(", ")
+            )
         }
         Some(OutputConstraint::JsonSchema { .. }) => "JSON (schema)".into(),
         Some(OutputConstraint::Regex { pattern }) => format!("regex: {pattern}"),

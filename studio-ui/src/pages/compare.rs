@@ -388,7 +388,7 @@ pub fn ComparePage() -> impl IntoView {
                                             <button class="danger small" data-testid="compare-stop-column" title="Stop this column" on:click=move |_| { stop_column(i); }>"■ Stop"</button>
                                         </Show>
                                         <span class="badge small" data-testid="compare-state">{move || col().map(|c| {
-                                            if c.running { "running…".to_string() } else { c.stats.finish.clone().unwrap_or_default() }
+                                            if c.running { "running…".to_string() } else { c.stats.finish.clone().map(|f| format!("finished: {f}")).unwrap_or_default() }
                                         })}</span>
                                     </div>
                                     <div class="output compare-output" data-testid="compare-output">

@@ -12,8 +12,8 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{self, enc};
 use crate::components::playground::{
-    vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, OutputConstraintCard, ParametersPanel,
-    Playground, PromptPreview, RunCard, RunHistory, RunOutput, SAVED_MESSAGE_KEY,
+    vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, OutputConstraintCard,
+    ParametersPanel, Playground, PromptPreview, RunCard, RunHistory, RunOutput, SAVED_MESSAGE_KEY,
 };
 use crate::components::{run_shortcuts, RunStats, TemplateNotFound};
 use crate::draft::{self, Draft};

@@ -82,7 +82,8 @@ async fn complete_spec(
     });
     let output = call.take_output();
     // The version's constraint applies unless the call brings its own (see `with_output_or`).
-    let fallback = crate::templates::output::constraint_spec(spec).map_err(|fe| ApiError::invalid(&fe.field, fe.to_string()))?;
+    let fallback =
+        crate::templates::output::constraint_spec(spec).map_err(|fe| ApiError::invalid(&fe.field, fe.to_string()))?;
     let opts = RequestOptions {
         model: call.model,
         logprobs: call.logprobs,

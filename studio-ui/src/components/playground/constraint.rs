@@ -25,9 +25,8 @@ pub fn OutputConstraintCard() -> impl IntoView {
     let mode = Memo::new(move |_| draft.with(|d| d.output.mode));
     // The browser's own check first (as typed), then the server's (a regex that does not
     // compile, from the preview or a run).
-    let error = Signal::derive(move || {
-        draft.with(|d| d.output.problem()).map(ApiError::field).or_else(|| pg.any_err().get())
-    });
+    let error =
+        Signal::derive(move || draft.with(|d| d.output.problem()).map(ApiError::field).or_else(|| pg.any_err().get()));
     view! {
         <div class="card output-constraint" data-testid="output-constraint">
             <div class="card-head">
@@ -121,7 +120,8 @@ fn FieldsEditor(error: Signal<Option<ApiError>>) -> impl IntoView {
             }
         })
     };
-    let get = move |i: usize, f: fn(&FieldRow) -> String| draft.with(|d| d.output.fields.get(i).map(f).unwrap_or_default());
+    let get =
+        move |i: usize, f: fn(&FieldRow) -> String| draft.with(|d| d.output.fields.get(i).map(f).unwrap_or_default());
     view! {
         <p class="hint">"The answer is a JSON object with exactly these fields. Allowed values: comma separated; empty = any."</p>
         <div class="json-fields" data-testid="output-fields">
