@@ -34,7 +34,7 @@ pub async fn check_gate(store: &Store, name: &str, label: &str, version: i64) ->
     };
     if let Some((pv, Some((pid, prate)))) = current {
         let (ce, pe) = (store.eval_run(cid).await?, store.eval_run(pid).await?);
-        if let Err(EvalError::DifferentTestSets(why)) = same_test_set(&ce, &pe) {
+        if let Some(why) = different_test_sets(&ce, &pe) {
             return Err(EvalError::Gate {
                 message: format!(
                     "eval gate: version {version} (eval {cid}) and production version {pv} (eval {pid}) were scored on different test sets ({why}); run both on the current set"
@@ -61,14 +61,19 @@ pub async fn check_gate(store: &Store, name: &str, label: &str, version: i64) ->
 /// Refuses to weigh two runs against each other unless they scored the same test set
 /// (runs recorded before runs kept their set's hash are taken as they are).
 pub fn same_test_set(a: &api_types::evals::EvalRun, b: &api_types::evals::EvalRun) -> Result<(), EvalError> {
+    different_test_sets(a, b).map_or(Ok(()), |why| Err(EvalError::DifferentTestSets(why)))
+}
+
+/// Why two runs cannot be weighed against each other, if they cannot.
+fn different_test_sets(a: &api_types::evals::EvalRun, b: &api_types::evals::EvalRun) -> Option<String> {
     match (&a.tests_hash, &b.tests_hash) {
-        (Some(x), Some(y)) if x != y => Err(EvalError::DifferentTestSets(format!(
+        (Some(x), Some(y)) if x != y => Some(format!(
             "eval {} scored test set {} and eval {} scored test set {}: the test set changed between them",
             a.id,
             &x[..x.len().min(12)],
             b.id,
             &y[..y.len().min(12)]
-        ))),
-        _ => Ok(()),
+        )),
+        _ => None,
     }
 }
