@@ -328,12 +328,17 @@ async fn drafts_run_and_preview_as_their_endpoint_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn studio_pages_render_on_the_server() {
     let c = ctx().await;
-    for (path, marker) in
-        [("/", "data-testid=\"run\""), ("/library", "Library"), ("/t/anything", "Instruction"), ("/compare", "Compare")]
-    {
+    // A template page for a template that does not exist is still the studio's page (it
+    // says so once hydrated), with a real 404.
+    for (path, marker, status) in [
+        ("/", "data-testid=\"run\"", StatusCode::OK),
+        ("/library", "Library", StatusCode::OK),
+        ("/t/anything", "Instruction", StatusCode::NOT_FOUND),
+        ("/compare", "Compare", StatusCode::OK),
+    ] {
         let (s, body) = c.raw("GET", path, Body::empty(), "text/html").await;
         let html = String::from_utf8(body).unwrap();
-        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(s, status, "{path}");
         assert!(html.starts_with("<!DOCTYPE html>"), "{path}: {}", &html[..80.min(html.len())]);
         assert!(html.contains(marker), "{path} lacks {marker}");
         // The page loads the hydration bundle from /pkg.

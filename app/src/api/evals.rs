@@ -237,7 +237,9 @@ pub async fn compare(
     Path((a, b)): Path<(i64, i64)>,
 ) -> Result<Json<EvalComparison>, ApiError> {
     let (ra, rb) = (state.store.eval_run(a).await?, state.store.eval_run(b).await?);
-    evals::same_test_set(&ra, &rb)?;
+    if let Some(why) = evals::different_test_sets(&ra, &rb) {
+        return Err(evals::EvalError::DifferentTestSets(why).into());
+    }
     let key = |r: &evals::RowResult| {
         format!("{}\u{0}{:?}", serde_json::to_string(&r.variables).expect("variables serialize"), r.expected)
     };

@@ -58,14 +58,9 @@ pub async fn check_gate(store: &Store, name: &str, label: &str, version: i64) ->
     Ok(())
 }
 
-/// Refuses to weigh two runs against each other unless they scored the same test set
+/// Why two runs cannot be weighed against each other, if they scored different test sets
 /// (runs recorded before runs kept their set's hash are taken as they are).
-pub fn same_test_set(a: &api_types::evals::EvalRun, b: &api_types::evals::EvalRun) -> Result<(), EvalError> {
-    different_test_sets(a, b).map_or(Ok(()), |why| Err(EvalError::DifferentTestSets(why)))
-}
-
-/// Why two runs cannot be weighed against each other, if they cannot.
-fn different_test_sets(a: &api_types::evals::EvalRun, b: &api_types::evals::EvalRun) -> Option<String> {
+pub fn different_test_sets(a: &api_types::evals::EvalRun, b: &api_types::evals::EvalRun) -> Option<String> {
     match (&a.tests_hash, &b.tests_hash) {
         (Some(x), Some(y)) if x != y => Some(format!(
             "eval {} scored test set {} and eval {} scored test set {}: the test set changed between them",
