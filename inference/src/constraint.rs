@@ -90,8 +90,8 @@ impl ConstraintSpec {
 
     fn top_level(&self) -> TopLevelGrammar {
         match self {
-            Self::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
-            Self::JsonSchema(v) => TopLevelGrammar::from_json_schema(v.clone()),
+            Self::JsonObject => TopLevelGrammar::from_json_schema(compact_json(serde_json::json!({"type": "object"}))),
+            Self::JsonSchema(v) => TopLevelGrammar::from_json_schema(compact_json(v.clone())),
             Self::Regex(r) => TopLevelGrammar::from_regex(r),
             Self::Choice(c) => {
                 let alts: Vec<String> = c.iter().map(|s| regex_escape(s)).collect();
@@ -400,4 +400,14 @@ mod tests {
         let kept: Vec<usize> = (0..45).filter(|&i| row[i] > f32::NEG_INFINITY).collect();
         assert_eq!(kept, vec![3, 35]);
     }
+}
+
+/// JSON output with fixed separators (`, ` and `: `) and no free whitespace, unless the
+/// schema asks otherwise through llguidance's `x-guidance` options: with free whitespace a
+/// small model can spend its whole `max_tokens` on newlines inside an object.
+fn compact_json(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = schema.as_object_mut() {
+        map.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    }
+    schema
 }
