@@ -258,6 +258,14 @@ pub async fn send_text<T: DeserializeOwned>(
 
 /// Cancels a streaming request (the Stop button): the server sees the connection close and
 /// frees the sequence.
+/// Where an [`Abort`] is kept: in the browser it holds a JS object (one thread); on the
+/// server it is empty, and a page's values may be dropped on another worker thread than
+/// the one that rendered it (a thread-local value would panic there).
+#[cfg(feature = "hydrate")]
+pub type AbortStorage = leptos::prelude::LocalStorage;
+#[cfg(not(feature = "hydrate"))]
+pub type AbortStorage = leptos::prelude::SyncStorage;
+
 #[derive(Clone)]
 pub struct Abort(#[cfg(feature = "hydrate")] Option<web_sys::AbortController>);
 

@@ -459,8 +459,9 @@ try {
   await hydrated();
   await page.waitForSelector('[data-testid=variable][data-name="리뷰"]', { timeout: 15000 });
   await page.fill('[data-testid=variable][data-name="리뷰"]', '음악도 좋고 이야기도 따뜻한 영화였다.');
+  const keptBefore = await page.locator('[data-testid=history-entry]').count();
   await page.click('[data-testid=run]');
-  await page.waitForSelector('[data-testid=history-entry]', { timeout: 60000 });
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=history-entry]').length === n + 1, keptBefore, { timeout: 60000 });
   expect((await page.textContent('[data-testid=history-inputs] >> nth=0')).includes('음악도 좋고 이야기도 따뜻한 영화였다.'), 'the run kept other inputs');
   const ranOutput = (await page.textContent('[data-testid=history-output] >> nth=0')).trim();
   expect(ranOutput.length > 0 && !ranOutput.includes('\uFFFD'), `the kept output is wrong: ${ranOutput}`);

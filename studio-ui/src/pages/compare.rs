@@ -129,7 +129,7 @@ pub fn ComparePage() -> impl IntoView {
     // Why "Run all" was refused (a variable with no value), at its field.
     let check = RwSignal::new(None::<ApiError>);
     // The running request of each column, by column.
-    let aborts = StoredValue::new_local(BTreeMap::<usize, Abort>::new());
+    let aborts = StoredValue::<_, crate::api::AbortStorage>::new_with_storage(BTreeMap::<usize, Abort>::new());
     // Show where the answers differ from the first column's.
     let show_differences = RwSignal::new(false);
 
