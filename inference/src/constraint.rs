@@ -380,6 +380,16 @@ fn apply(mask: &SimpleVob, row: &mut [f32], vocab: usize) {
     outside.fill(f32::NEG_INFINITY);
 }
 
+/// JSON output with fixed separators (`, ` and `: `) and no free whitespace, unless the
+/// schema asks otherwise through llguidance's `x-guidance` options: with free whitespace a
+/// small model can spend its whole `max_tokens` on newlines inside an object.
+fn compact_json(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = schema.as_object_mut() {
+        map.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    }
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,14 +410,12 @@ mod tests {
         let kept: Vec<usize> = (0..45).filter(|&i| row[i] > f32::NEG_INFINITY).collect();
         assert_eq!(kept, vec![3, 35]);
     }
-}
 
-/// JSON output with fixed separators (`, ` and `: `) and no free whitespace, unless the
-/// schema asks otherwise through llguidance's `x-guidance` options: with free whitespace a
-/// small model can spend its whole `max_tokens` on newlines inside an object.
-fn compact_json(mut schema: serde_json::Value) -> serde_json::Value {
-    if let Some(map) = schema.as_object_mut() {
-        map.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    #[test]
+    fn json_is_compact_unless_the_schema_says_otherwise() {
+        let plain = compact_json(serde_json::json!({"type": "object"}));
+        assert_eq!(plain["x-guidance"]["whitespace_flexible"], false);
+        let own = compact_json(serde_json::json!({"x-guidance": {"whitespace_flexible": true}}));
+        assert_eq!(own["x-guidance"]["whitespace_flexible"], true);
     }
-    schema
 }

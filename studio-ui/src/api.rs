@@ -174,6 +174,34 @@ mod browser {
         answer(fetch::<()>("GET", path, None, None).await?).await
     }
 
+    /// Downloads `path` as a file, with the stored API key (a plain link cannot send one):
+    /// fetched, kept as a blob, saved under the name the server gives (`Content-Disposition`)
+    /// or `fallback`.
+    pub async fn download(path: &str, fallback: &str) -> Result<(), ApiError> {
+        let resp = fetch::<()>("GET", path, None, None).await?;
+        let status = resp.status();
+        if !(200..300).contains(&status) {
+            let body = text(&resp).await?;
+            return Err(ApiError::from_body(status, &body));
+        }
+        let name = resp
+            .headers()
+            .get("Content-Disposition")
+            .ok()
+            .flatten()
+            .and_then(|d| crate::api::disposition_filename(&d))
+            .unwrap_or_else(|| fallback.to_string());
+        let blob: web_sys::Blob = JsFuture::from(resp.blob().map_err(js_err)?).await.map_err(js_err)?.unchecked_into();
+        let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js_err)?;
+        let document = web_sys::window().and_then(|w| w.document()).ok_or_else(|| ApiError::network("no document"))?;
+        let a: web_sys::HtmlAnchorElement = document.create_element("a").map_err(js_err)?.unchecked_into();
+        a.set_href(&url);
+        a.set_download(&name);
+        a.click();
+        let _ = web_sys::Url::revoke_object_url(&url);
+        Ok(())
+    }
+
     /// POSTs `body` and calls `on_event` with each server-sent completion chunk, in order.
     /// Events are split on whole lines of bytes first, so a character split across network
     /// chunks is never decoded in halves.
@@ -238,7 +266,7 @@ mod browser {
 }
 
 #[cfg(feature = "hydrate")]
-pub use browser::{request, request_text, send_text, stream, stream_with_progress};
+pub use browser::{download, request, request_text, send_text, stream, stream_with_progress};
 
 /// What the API calls answer on the server, where they are never made.
 #[cfg(not(feature = "hydrate"))]
@@ -323,6 +351,25 @@ pub async fn request<T: DeserializeOwned, B: Serialize + ?Sized>(
 #[cfg(not(feature = "hydrate"))]
 pub async fn request_text(_path: &str) -> Result<String, ApiError> {
     browser_only()
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub async fn download(_path: &str, _fallback: &str) -> Result<(), ApiError> {
+    browser_only()
+}
+
+/// Whether the studio sends an API key with its calls (one is stored in this browser).
+pub fn has_api_key() -> bool {
+    crate::draft::storage_get(API_KEY_STORAGE).is_some_and(|k| !k.trim().is_empty())
+}
+
+/// The file name in a `Content-Disposition` header (`attachment; filename="a.csv"`).
+pub fn disposition_filename(header: &str) -> Option<String> {
+    header.split(';').map(str::trim).find_map(|part| {
+        let value = part.strip_prefix("filename=")?;
+        let name = value.trim_matches('"').trim();
+        (!name.is_empty()).then(|| name.to_string())
+    })
 }
 
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
@@ -418,5 +465,16 @@ mod tests {
         assert_eq!(e.message, "the server answered HTTP 502");
         assert!(ApiError::from_body(401, "{}").to_string().contains("API key"));
         assert_eq!(enc("리뷰 a/b"), "%EB%A6%AC%EB%B7%B0%20a%2Fb");
+    }
+
+    #[test]
+    fn downloads_keep_the_servers_file_name() {
+        assert_eq!(
+            disposition_filename(r#"attachment; filename="movie-b1-results.csv""#).as_deref(),
+            Some("movie-b1-results.csv")
+        );
+        assert_eq!(disposition_filename("attachment; filename=a.toml").as_deref(), Some("a.toml"));
+        assert_eq!(disposition_filename("attachment"), None);
+        assert_eq!(disposition_filename(r#"attachment; filename="""#), None);
     }
 }

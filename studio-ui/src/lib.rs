@@ -11,6 +11,7 @@ pub mod code;
 pub mod components;
 pub mod draft;
 pub mod history;
+pub mod nav;
 pub mod pages;
 pub mod tokens;
 

@@ -435,6 +435,14 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=matrix-cell]').length === 3, null, { timeout: 15000 });
   await page.click('[data-testid=matrix-cell] >> nth=0');
   await page.waitForSelector('[data-testid=cell-detail]', { timeout: 5000 });
+  expect(/^\d+ ms · \d+ prompt tokens/.test((await page.textContent('[data-testid=detail-latency]')).trim()), 'the cell does not show its latency and tokens');
+  expect(/\d+ ms · p95 \d+ ms/.test(await page.textContent('[data-testid=matrix-latency]')), 'the column does not show its latency');
+  // Two labels that repeat over the rows: a label task, so a confusion matrix of 3 rows.
+  await page.waitForSelector('[data-testid=confusion]', { timeout: 5000 });
+  const confusion = await page.$$eval('[data-testid=confusion-cell]', (cells) => cells.map((c) => [c.dataset.expected, c.dataset.answered, Number(c.textContent)]));
+  expect(confusion.length === 4, `the confusion matrix is not 2 × 2: ${JSON.stringify(confusion)}`);
+  const counted = await page.$$eval('[data-testid=confusion] tbody td', (cells) => cells.reduce((n, c) => n + Number(c.textContent), 0));
+  expect(counted === 3, `the confusion matrix counts ${counted} rows, not 3`);
   await page.waitForSelector('[data-testid=pass-chart]', { timeout: 5000 });
   await shot('09-evaluate');
 

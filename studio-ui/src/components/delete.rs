@@ -3,7 +3,6 @@
 
 use api_types::templates::TemplateFootprint;
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 use crate::api::{self, enc, ApiError};
 use crate::components::playground::vars_key;
@@ -35,7 +34,7 @@ pub fn DeleteTemplate(#[prop(into)] name: Signal<String>) -> impl IntoView {
     let typed = RwSignal::new(String::new());
     let error = RwSignal::new(None::<ApiError>);
     let busy = RwSignal::new(false);
-    let navigate = StoredValue::new_local(use_navigate());
+    let navigate = crate::nav::Navigator::new();
 
     let ask = move |_| {
         open.set(true);
@@ -64,7 +63,7 @@ pub fn DeleteTemplate(#[prop(into)] name: Signal<String>) -> impl IntoView {
                     draft::storage_remove(&Draft::storage_key(Some(&n)));
                     draft::storage_remove(&vars_key(Some(&n)));
                     draft::session_set(DELETED_MESSAGE_KEY, &format!("Deleted {n}: {}.", footprint_text(&f)));
-                    navigate.with_value(|nav| nav("/library", Default::default()));
+                    navigate.go("/library");
                 }
                 Err(e) => {
                     busy.set(false);

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod delete;
+pub mod download;
 pub mod evaluate;
 pub mod playground;
 mod stats;

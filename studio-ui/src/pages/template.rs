@@ -237,7 +237,7 @@ pub fn TemplatePage() -> impl IntoView {
                     <a class="button ghost small" href=move || format!("/compare?template={}", enc(&name.get()))>"Compare versions"</a>
                     <a class="button ghost small" data-testid="open-evaluate" href=move || format!("/evaluate/{}", enc(&name.get()))>"Evaluate"</a>
                     <a class="button ghost small" data-testid="open-batch" href=move || format!("/t/{}/batch", enc(&name.get()))>"Run over a dataset"</a>
-                    <a class="button ghost small" href=move || format!("/api/templates/{}/export", enc(&name.get()))>"Export TOML"</a>
+                    <crate::components::download::DownloadLink href=Signal::derive(move || format!("/api/templates/{}/export", enc(&name.get()))) fallback="template.toml" label="Export TOML" />
                     <DeleteTemplate name=name/>
                 </div>
             </div>

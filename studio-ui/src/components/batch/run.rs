@@ -219,7 +219,11 @@ fn ColumnCheck(check: DatasetCheck) -> impl IntoView {
 /// The link to a finished batch's results.
 pub fn download_link(b: &Batch, testid: &'static str) -> impl IntoView {
     let href = format!("/api/batches/{}/results.csv", enc(&b.id));
-    view! { <a class="button secondary small" data-testid=testid href=href download="">"⬇ Download CSV"</a> }
+    let fallback = format!("{}-results.csv", b.id);
+    view! {
+        <crate::components::download::DownloadLink
+            href=href fallback=fallback label="⬇ Download CSV" class="button secondary small" testid=testid />
+    }
 }
 
 #[component]

@@ -1,8 +1,10 @@
 //! The evaluate page's parts: the test set (rows, a new row, import), an eval run with its
-//! progress, the rows × versions results and the pass rate over time, run-vs-run flips,
+//! progress, the rows × versions results (with latency, and a confusion matrix for label
+//! tasks) and the pass rate over time, run-vs-run flips,
 //! few-shot selection, and the production eval gate.
 
 mod flips;
+pub mod labels;
 mod results;
 mod run;
 mod selection;

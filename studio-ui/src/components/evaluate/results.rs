@@ -1,11 +1,13 @@
-//! The results: rows × versions (each version's latest completed eval), a cell's detail
-//! with the exact prompt, and the pass rate of each eval over time.
+//! The results: rows × versions (each version's latest completed eval) with each column's
+//! latency, a cell's detail (the exact prompt, latency and tokens, each label's probability),
+//! a confusion matrix per column for label tasks, and the pass rate of each eval over time.
 
 use api_types::evals::{EvalStatus, RowResult};
 use api_types::templates::{RenderRequest, RenderedPrompt};
 use leptos::prelude::*;
 
 use crate::api::{self, enc};
+use crate::components::evaluate::labels::{label_probabilities, latency_percentiles, Confusion};
 use crate::components::evaluate::{Evaluate, MatrixColumn};
 use crate::components::{pct, vars_text, version_label};
 
@@ -49,6 +51,9 @@ pub fn ResultsCard() -> impl IntoView {
                                     {cols.iter().map(|c| view! {
                                         <th class="center">{c.label.clone()}<br/><span class="muted small">{pct(c.pass_rate)}</span>
                                             {c.constraint_met.map(|m| view! { <br/><span class="muted small" data-testid="matrix-constraint-met">{format!("met constraint {m}/{}", c.done)}</span> })}
+                                            {latency_percentiles(c.results.values()).map(|(p50, p95)| view! {
+                                                <br/><span class="muted small" data-testid="matrix-latency" title="latency per row: median and 95th percentile">{format!("{p50} ms · p95 {p95} ms")}</span>
+                                            })}
                                         </th>
                                     }).collect_view()}
                                 </tr>
@@ -60,7 +65,7 @@ pub fn ResultsCard() -> impl IntoView {
                                             Some(res) => {
                                                 let pass = res.passed;
                                                 let col = c.clone();
-                                                let out = res.output.clone();
+                                                let out = format!("{} · {} ms · {} tokens", res.output, res.latency_ms, res.completion_tokens);
                                                 view! {
                                                     <td class="cell" class:pass=pass class:fail=!pass data-testid="matrix-cell" title=out on:click=move |_| show_cell(col.clone(), res.clone())>
                                                         {if pass { "✓" } else { "✗" }}
@@ -91,6 +96,28 @@ pub fn ResultsCard() -> impl IntoView {
                         <div data-testid="detail-constraint-met"><span class="muted">"Output constraint: "</span>
                             <b class=if met { "met" } else { "unmet" }>{if met { "met" } else { "not met" }}</b></div>
                     })}
+                    <div class="muted small" data-testid="detail-latency">
+                        {format!("{} ms · {} prompt tokens ({} from the prefix cache) · {} output tokens",
+                            r.latency_ms, r.prompt_tokens, r.cached_tokens, r.completion_tokens)}
+                    </div>
+                    {r.assertions.iter().find_map(|a| a.scores.clone()).map(|scores| {
+                        let expected = r.expected.clone().unwrap_or_default();
+                        view! {
+                            <div class="label-probs" data-testid="label-probs">
+                                <span class="muted">"Probability of each label:"</span>
+                                {label_probabilities(&scores).into_iter().map(|(label, p)| {
+                                    let is_expected = label.trim() == expected.trim();
+                                    view! {
+                                        <div class="prob-row" class:expected=is_expected data-testid="label-prob">
+                                            <span class="prob-label">{label}{is_expected.then_some(" (expected)")}</span>
+                                            <span class="prob-bar"><span style=format!("width:{:.1}%", p * 100.0)></span></span>
+                                            <span class="prob-value">{format!("{:.1}%", p * 100.0)}</span>
+                                        </div>
+                                    }
+                                }).collect_view()}
+                            </div>
+                        }
+                    })}
                     <ul class="checks">
                         {r.assertions.into_iter().map(|a| view! {
                             <li class:pass=a.passed>{format!("{} — {}", a.kind, a.detail)}</li>
@@ -99,9 +126,69 @@ pub fn ResultsCard() -> impl IntoView {
                     {prompt.map(|p| view! { <pre class="prompt-small">{p}</pre> })}
                 </div>
             })}
+            <ConfusionMatrices/>
             <h4>"Pass rate over time"</h4>
             <PassRateChart/>
         </section>
+    }
+}
+
+/// For label tasks, one table per column: expected labels down, answers across.
+#[component]
+fn ConfusionMatrices() -> impl IntoView {
+    let ev = Evaluate::get();
+    move || {
+        let tables: Vec<(String, Confusion)> = ev
+            .matrix
+            .get()
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.as_ref()?;
+                Some((c.label.clone(), Confusion::new(labels, c.results.values())))
+            })
+            .filter(|(_, m)| m.total() > 0)
+            .collect();
+        (!tables.is_empty()).then(|| view! {
+            <h4>"Confusion matrix"</h4>
+            <p class="muted small">"Rows: the expected label. Columns: the label answered. The diagonal is right."</p>
+            <div class="confusions">
+                {tables.into_iter().map(|(label, m)| confusion_table(label, m)).collect_view()}
+            </div>
+        })
+    }
+}
+
+fn confusion_table(column: String, m: Confusion) -> impl IntoView {
+    let other = m.has_other();
+    let labels = m.labels.clone();
+    view! {
+        <div class="table-wrap">
+            <table class="confusion" data-testid="confusion" data-column=column.clone()>
+                <caption>{format!("{column} · {} rows", m.total())}</caption>
+                <thead>
+                    <tr>
+                        <th scope="col"><span class="muted small">"expected ↓ answered →"</span></th>
+                        {labels.iter().map(|l| view! { <th scope="col">{l.clone()}</th> }).collect_view()}
+                        {other.then(|| view! { <th scope="col" class="muted">"other"</th> })}
+                    </tr>
+                </thead>
+                <tbody>
+                    {m.counts.iter().enumerate().map(|(e, row)| {
+                        let other_n = m.other[e];
+                        view! {
+                            <tr>
+                                <th scope="row">{labels[e].clone()}</th>
+                                {row.iter().enumerate().map(|(p, &n)| view! {
+                                    <td class="center" class:diag=p == e class:miss=(p != e && n > 0) data-testid="confusion-cell"
+                                        data-expected=labels[e].clone() data-answered=labels[p].clone()>{n}</td>
+                                }).collect_view()}
+                                {other.then(|| view! { <td class="center" class:miss=(other_n > 0)>{other_n}</td> })}
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
     }
 }
 

@@ -3,7 +3,6 @@
 
 use api_types::evals::{SelectRequest, Selection};
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 use crate::api::{self, enc, ApiError};
 use crate::components::evaluate::Evaluate;
@@ -13,7 +12,7 @@ use crate::draft::{self, Draft, Entered};
 #[component]
 pub fn SelectionCard() -> impl IntoView {
     let ev = Evaluate::get();
-    let navigate = StoredValue::new_local(use_navigate());
+    let navigate = crate::nav::Navigator::new();
     let sel_k = RwSignal::new("4".to_string());
     let selecting = RwSignal::new(false);
     let selection = RwSignal::new(None::<Selection>);
@@ -45,7 +44,7 @@ pub fn SelectionCard() -> impl IntoView {
         if let Ok(s) = serde_json::to_string(&d) {
             draft::storage_set(&Draft::storage_key(Some(&n)), &s);
         }
-        navigate.with_value(|nav| nav(&format!("/t/{}", enc(&n)), Default::default()));
+        navigate.go(&format!("/t/{}", enc(&n)));
     };
 
     view! {

@@ -20,6 +20,8 @@ pub struct MatrixColumn {
     /// Rows that met the version's output constraint, of `done` (None: it has none).
     pub constraint_met: Option<i64>,
     pub done: i64,
+    /// The labels, when the column is a label task ([`super::labels::label_set`]).
+    pub labels: Option<Vec<String>>,
     /// By test row id.
     pub results: BTreeMap<i64, RowResult>,
 }
@@ -110,6 +112,8 @@ impl Evaluate {
             if let Ok(full) = api::get::<EvalRunDetail>(&format!("/api/evals/{}", e.id)).await {
                 let results =
                     full.results.unwrap_or_default().into_iter().filter_map(|r| Some((r.test_id?, r))).collect();
+                let labels =
+                    self.rows.with_untracked(|rows| super::labels::label_set(full.run.spec.output.as_ref(), rows));
                 cols.push(MatrixColumn {
                     label: version_label(version),
                     eval_id: e.id,
@@ -117,6 +121,7 @@ impl Evaluate {
                     pass_rate: e.pass_rate,
                     constraint_met: e.constraint_met,
                     done: e.done,
+                    labels,
                     results,
                 });
             }

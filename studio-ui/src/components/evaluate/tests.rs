@@ -6,6 +6,7 @@ use api_types::evals::{Assertion, ImportRows, TestRow, TestsImported};
 use leptos::prelude::*;
 
 use crate::api::{self, enc, ApiError};
+use crate::components::download::DownloadLink;
 use crate::components::evaluate::Evaluate;
 use crate::components::{vars_text, ErrorNote, VariableFields};
 
@@ -55,8 +56,8 @@ pub fn TestSetCard() -> impl IntoView {
             <div class="card-head">
                 <h3>{move || format!("Test set · {} rows", rows.with(|r| r.len()))}</h3>
                 <div class="row">
-                    <a class="button ghost small" href=move || format!("/api/templates/{}/tests/export?format=csv", enc(&name.get()))>"Export CSV"</a>
-                    <a class="button ghost small" href=move || format!("/api/templates/{}/tests/export?format=jsonl", enc(&name.get()))>"Export JSONL"</a>
+                    <DownloadLink href=Signal::derive(move || format!("/api/templates/{}/tests/export?format=csv", enc(&name.get()))) fallback="tests.csv" label="Export CSV" />
+                    <DownloadLink href=Signal::derive(move || format!("/api/templates/{}/tests/export?format=jsonl", enc(&name.get()))) fallback="tests.jsonl" label="Export JSONL" />
                 </div>
             </div>
             <div class="table-wrap">

@@ -2,7 +2,6 @@
 //! panel and the code snippets.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 use crate::code::Lang;
 use crate::components::playground::Playground;
@@ -85,8 +84,8 @@ fn SavePanel() -> impl IntoView {
     let pg = Playground::get();
     let draft = pg.draft;
     // Cloned out at each click: the save outlives this panel, which closes as it ends.
-    let navigate = StoredValue::new_local(use_navigate());
-    let save = move |as_new: bool| pg.save(as_new, navigate.get_value());
+    let navigate = crate::nav::Navigator::new();
+    let save = move |as_new: bool| pg.save(as_new, navigate);
     view! {
         <div class="save-panel" data-testid="save-panel">
             <Show when=move || draft.with(|d| d.template.is_none())>

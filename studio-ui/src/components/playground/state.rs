@@ -7,7 +7,6 @@ use api_types::completions::{Completion, PrefillProgress};
 use api_types::templates::{CreateTemplate, CreateVersion, CreatedTemplate, CreatedVersion, RenderedPrompt};
 use api_types::GenerationParams;
 use leptos::prelude::*;
-use leptos_router::NavigateOptions;
 
 use crate::api::{self, enc, Abort, ApiError};
 use crate::code::{CodeTarget, Lang};
@@ -273,7 +272,8 @@ impl Playground {
     /// new page needs (the values typed, the "Saved" message) is stored first, and the
     /// page moves last, through `navigate` owned by this call (the save panel and this
     /// page are gone once it moves).
-    pub fn save(self, as_new: bool, navigate: impl Fn(&str, NavigateOptions) + 'static) {
+    pub fn save(self, as_new: bool, navigator: crate::nav::Navigator) {
+        let navigate = navigator.owned();
         self.save_error.set(None);
         self.saved_msg.set(None);
         let d = self.draft.get_untracked();
@@ -330,7 +330,7 @@ impl Playground {
             if target.is_none() {
                 draft::storage_remove(&Draft::storage_key(None));
                 draft::session_set(SAVED_MESSAGE_KEY, &message);
-                navigate(&format!("/t/{name}"), Default::default());
+                navigate(&format!("/t/{name}"));
                 return;
             }
             let mut kept = Draft::from_version(&name, &d.title, &version);
@@ -341,7 +341,7 @@ impl Playground {
             self.save_note.set(String::new());
             self.saved_msg.set(Some(message));
             self.save_open.set(false);
-            navigate(&format!("/t/{name}"), Default::default());
+            navigate(&format!("/t/{name}"));
         });
     }
 
