@@ -154,4 +154,8 @@ pub struct Model {
     pub created: u64,
     pub owned_by: String,
     pub context_length: usize,
+    /// Whether the model has a chat template: chat mode and `/v1/chat/completions` need
+    /// one. (Not in OpenAI's object; its clients ignore it.)
+    #[serde(default)]
+    pub chat_template: bool,
 }

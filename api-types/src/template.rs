@@ -119,10 +119,50 @@ pub struct Example {
     pub output: String,
 }
 
+/// How a version becomes the model's prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptMode {
+    /// Plain text: the instruction, the examples laid out by [`Format`], then the input.
+    #[default]
+    Completion,
+    /// Messages rendered with the model's own chat template: the instruction as the system
+    /// prompt, each example as a user turn and an assistant turn, then the input as the
+    /// next user message. [`Format`] is not used.
+    Chat,
+}
+
+impl PromptMode {
+    pub fn is_completion(&self) -> bool {
+        *self == PromptMode::Completion
+    }
+}
+
+/// A chat version's messages for one call: the fixed part (system prompt and example
+/// turns, the same on every call unless the system prompt has variables) and the input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatTurns {
+    pub fixed: Vec<crate::ChatMessage>,
+    pub input: crate::ChatMessage,
+}
+
+impl ChatTurns {
+    pub fn all(&self) -> Vec<crate::ChatMessage> {
+        let mut all = self.fixed.clone();
+        all.push(self.input.clone());
+        all
+    }
+}
+
 /// The content of one immutable version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionSpec {
+    /// Completion or chat. Left out when completion, so versions saved before chat mode
+    /// existed keep their content hash.
+    #[serde(default, skip_serializing_if = "PromptMode::is_completion")]
+    pub mode: PromptMode,
+    /// The instruction (completion mode) or the system prompt (chat mode).
     #[serde(default)]
     pub instruction: String,
     #[serde(default)]
@@ -365,6 +405,7 @@ pub fn default_pattern() -> String {
 impl Default for VersionSpec {
     fn default() -> Self {
         Self {
+            mode: PromptMode::Completion,
             instruction: String::new(),
             examples: Vec::new(),
             input_pattern: default_pattern(),
@@ -535,6 +576,32 @@ impl VersionSpec {
     /// prefix). They are tokenized apart so the prefix is the same token sequence every time
     /// and the prefix cache can serve it.
     pub fn render(&self, vars: &BTreeMap<String, String>) -> Result<Rendered, FieldError> {
+        if self.mode == PromptMode::Chat {
+            return Err(FieldError::new("mode", "a chat version is rendered with the model's chat template"));
+        }
+        self.check_variables(vars)?;
+        let f = &self.format;
+        let mut prefix = substitute(&self.instruction, vars);
+        if !prefix.is_empty() {
+            prefix.push_str(&f.example_separator);
+        }
+        for e in &self.examples {
+            prefix.push_str(&f.input_prefix);
+            prefix.push_str(&e.input);
+            prefix.push_str(&f.io_separator);
+            prefix.push_str(&f.output_prefix);
+            prefix.push_str(&e.output);
+            prefix.push_str(&f.example_separator);
+        }
+        let mut suffix = f.input_prefix.clone();
+        suffix.push_str(&substitute(&self.input_pattern, vars));
+        suffix.push_str(&f.io_separator);
+        suffix.push_str(f.output_prefix.trim_end());
+        Ok(Rendered { prefix, suffix, chat: false })
+    }
+
+    /// Every variable the version needs is given, and no other, each within its limit.
+    pub fn check_variables(&self, vars: &BTreeMap<String, String>) -> Result<(), FieldError> {
         let needed = self.variables();
         for name in &needed {
             if !vars.contains_key(name) {
@@ -554,24 +621,24 @@ impl VersionSpec {
             }
             limit(&format!("variables.{name}"), value, MAX_VARIABLE_VALUE_CHARS)?;
         }
-        let f = &self.format;
-        let mut prefix = substitute(&self.instruction, vars);
-        if !prefix.is_empty() {
-            prefix.push_str(&f.example_separator);
+        Ok(())
+    }
+
+    /// A chat version's messages for `vars`: the system prompt (when not empty), a user and
+    /// an assistant turn per example, then the input pattern as the user's message.
+    pub fn chat_turns(&self, vars: &BTreeMap<String, String>) -> Result<ChatTurns, FieldError> {
+        self.check_variables(vars)?;
+        let msg = |role: &str, content: String| crate::ChatMessage { role: role.to_string(), content };
+        let mut fixed = Vec::with_capacity(self.examples.len() * 2 + 1);
+        let system = substitute(&self.instruction, vars);
+        if !system.trim().is_empty() {
+            fixed.push(msg("system", system));
         }
         for e in &self.examples {
-            prefix.push_str(&f.input_prefix);
-            prefix.push_str(&e.input);
-            prefix.push_str(&f.io_separator);
-            prefix.push_str(&f.output_prefix);
-            prefix.push_str(&e.output);
-            prefix.push_str(&f.example_separator);
+            fixed.push(msg("user", e.input.clone()));
+            fixed.push(msg("assistant", e.output.clone()));
         }
-        let mut suffix = f.input_prefix.clone();
-        suffix.push_str(&substitute(&self.input_pattern, vars));
-        suffix.push_str(&f.io_separator);
-        suffix.push_str(f.output_prefix.trim_end());
-        Ok(Rendered { prefix, suffix })
+        Ok(ChatTurns { fixed, input: msg("user", substitute(&self.input_pattern, vars)) })
     }
 
     /// The input pattern with `vars` filled in: what an example's `input` holds when a test
@@ -618,6 +685,10 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct Rendered {
     pub prefix: String,
     pub suffix: String,
+    /// Rendered by the model's chat template, which writes any BOS itself: tokenized
+    /// without adding one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chat: bool,
 }
 
 impl Rendered {
@@ -686,6 +757,7 @@ mod tests {
 
     fn sentiment() -> VersionSpec {
         VersionSpec {
+            mode: PromptMode::Completion,
             instruction: "영화 리뷰의 감정을 분류하세요.".into(),
             examples: vec![
                 Example { input: "정말 재미있었어요".into(), output: "긍정".into() },

@@ -376,3 +376,92 @@ async fn delete_says_what_it_removes_before_and_after() {
         assert!(err["error"]["message"].as_str().unwrap().contains("to-delete"), "{err}");
     }
 }
+
+/// A chat version: the system prompt and example turns through SmolLM2's own chat template,
+/// called at its `/chat/completions` endpoint in the chat shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_versions_render_with_the_models_chat_template_and_answer_in_the_chat_shape() {
+    let c = ctx().await;
+    let spec = json!({
+        "mode": "chat",
+        "instruction": "You label movie reviews as positive or negative. Answer with one word.",
+        "examples": [
+            {"input": "Review: I loved every minute.", "output": "positive"},
+            {"input": "Review: A boring waste of time.", "output": "negative"}
+        ],
+        "input_pattern": "Review: {{review}}",
+        "parameters": {"temperature": 0, "max_tokens": 4, "stop": []}
+    });
+    let (s, saved) = c.call("POST", "/api/templates", Some(json!({ "name": "chat-check", "spec": spec }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{saved}");
+    let vars = json!({ "review": "Wonderful acting, I would watch it again." });
+
+    // The exact prompt: the model's chat template over system, user, assistant, ... user,
+    // with the generation prompt; the fixed turns are a prefix tokenized apart.
+    let (s, p) = c.call("POST", "/api/templates/chat-check/render", Some(json!({ "variables": vars }))).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let prompt = p["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with("<|im_start|>system\nYou label movie reviews"), "{prompt}");
+    assert!(prompt.contains("<|im_start|>assistant\nnegative<|im_end|>"), "{prompt}");
+    assert!(
+        prompt.ends_with(
+            "<|im_start|>user\nReview: Wonderful acting, I would watch it again.<|im_end|>\n<|im_start|>assistant\n"
+        ),
+        "{prompt}"
+    );
+    assert!(p["prefix"].as_str().unwrap().ends_with("negative<|im_end|>\n"), "{p}");
+    assert!(p["prefix_tokens"].as_u64().unwrap() > 20, "{p}");
+
+    let call = json!({ "model": "whatever-the-client-sends", "messages": [], "variables": vars });
+    let (s, first) = c.call("POST", "/v1/templates/chat-check@1/chat/completions", Some(call.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["object"], "chat.completion", "{first}");
+    assert_eq!(first["choices"][0]["message"]["role"], "assistant");
+    let answer = first["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.trim().is_empty(), "{first}");
+    assert_eq!(first["template"], json!({"name": "chat-check", "version": 1}));
+    // The second call finds the system prompt and examples in the prefix cache.
+    let (_, second) = c.call("POST", "/v1/templates/chat-check@1/chat/completions", Some(call)).await;
+    assert_eq!(second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    assert!(
+        second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap()
+            >= p["prefix_tokens"].as_u64().unwrap(),
+        "{second}"
+    );
+    // The call's messages continue the conversation after the template's turns.
+    let follow = json!({ "variables": vars, "messages": [{"role": "assistant", "content": answer}, {"role": "user", "content": "Why?"}] });
+    let (s, more) = c.call("POST", "/v1/templates/chat-check@1/chat/completions", Some(follow)).await;
+    assert_eq!(s, StatusCode::OK, "{more}");
+    let (_, runs) = c.call("GET", "/api/templates/chat-check/runs", None).await;
+    let last = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prompt"].as_str().unwrap().to_string())
+        .find(|p| p.contains("Why?"));
+    assert!(last.is_some_and(|p| p.ends_with("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n")), "{runs}");
+    // The playground's draft run renders the same way.
+    let (s, draft) = c.call("POST", "/api/draft/completions", Some(json!({ "spec": spec, "variables": vars }))).await;
+    assert_eq!(s, StatusCode::OK, "{draft}");
+    assert_eq!(draft["choices"][0]["text"].as_str().unwrap(), answer);
+
+    // Refusals name the field.
+    let bad = json!({ "variables": vars, "messages": [{"role": "system", "content": "Be rude."}] });
+    let (s, e) = c.call("POST", "/v1/templates/chat-check@1/chat/completions", Some(bad)).await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("messages[0].role")), "{e}");
+    let (s, e) = c.call("POST", "/v1/templates/chat-check@1/chat/completions", Some(json!({ "messages": [] }))).await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("variables.review")), "{e}");
+    let (s, _) = c
+        .call("POST", "/api/templates", Some(json!({ "name": "plain-check", "spec": sentiment_spec("Classify.") })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = c
+        .call(
+            "POST",
+            "/v1/templates/plain-check/chat/completions",
+            Some(json!({ "messages": [], "variables": {"review": "ok"} })),
+        )
+        .await;
+    assert_eq!((s, e["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("mode")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("/v1/templates/plain-check@1/completions"), "{e}");
+}

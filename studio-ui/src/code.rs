@@ -23,6 +23,8 @@ pub struct CodeTarget {
     pub prompt: String,
     pub parameters: Value,
     pub model: String,
+    /// A chat version: its endpoint is `/chat/completions`, answered in the chat shape.
+    pub chat: bool,
 }
 
 fn json_pretty(v: &Value) -> String {
@@ -54,14 +56,29 @@ fn py(v: &Value) -> String {
 impl CodeTarget {
     fn template_path(&self) -> Option<String> {
         let (name, reference) = self.template.as_ref()?;
+        let endpoint = if self.chat { "chat/completions" } else { "completions" };
         Some(match reference {
-            Some(v) => format!("/v1/templates/{name}@{v}/completions"),
-            None => format!("/v1/templates/{name}/completions"),
+            Some(v) => format!("/v1/templates/{name}@{v}/{endpoint}"),
+            None => format!("/v1/templates/{name}/{endpoint}"),
         })
     }
 
     fn template_body(&self) -> Value {
-        json!({ "variables": self.variables })
+        if self.chat {
+            // The conversation after the template's own turns (none on a first call).
+            json!({ "variables": self.variables, "messages": [] })
+        } else {
+            json!({ "variables": self.variables })
+        }
+    }
+
+    /// Where a template call's answer is, in JavaScript.
+    fn template_answer(&self) -> &'static str {
+        if self.chat {
+            "data.choices[0].message.content"
+        } else {
+            "data.choices[0].text"
+        }
     }
 
     fn completion_body(&self) -> Value {
@@ -96,7 +113,14 @@ impl CodeTarget {
                 let mut s = format!(
                     "# pip install openai\nimport os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"{o}/v1\", api_key=os.environ.get(\"STUDIO_API_KEY\", \"none\"))\n"
                 );
-                if let Some((name, reference)) = &self.template {
+                if let Some((name, reference)) = self.template.as_ref().filter(|_| self.chat) {
+                    let at = reference.as_ref().map(|v| format!("@{v}")).unwrap_or_default();
+                    s.push_str(&format!(
+                        "\n# The saved chat template: the client posts to <base_url>/chat/completions; the template supplies the system prompt and example turns, `messages` continues the conversation.\ntemplate = OpenAI(base_url=\"{o}/v1/templates/{name}{at}\", api_key=client.api_key)\nresult = template.chat.completions.create(\n    model={}, messages=[], extra_body={},\n)\nprint(result.choices[0].message.content)\n",
+                        py(&json!(self.model)),
+                        py(&json!({ "variables": self.variables }))
+                    ));
+                } else if let Some((name, reference)) = &self.template {
                     let at = reference.as_ref().map(|v| format!("@{v}")).unwrap_or_default();
                     s.push_str(&format!(
                         "\n# The saved template: the client posts to <base_url>/completions; the template supplies the prompt.\ntemplate = OpenAI(base_url=\"{o}/v1/templates/{name}{at}\", api_key=client.api_key)\nresult = template.completions.create(\n    model={}, prompt=\"\", extra_body={},\n)\nprint(result.choices[0].text)\n",
@@ -139,9 +163,9 @@ impl CodeTarget {
                 // built in) and pastes into any module.
                 let headers =
                     "{ \"Content-Type\": \"application/json\", Authorization: `Bearer ${process.env.STUDIO_API_KEY}` }";
-                let call = |what: &str, function: &str, url: String, body: &Value| {
+                let call = |what: &str, function: &str, url: String, body: &Value, answer: &str| {
                     format!(
-                        "// {what}\nasync function {function}() {{\n  const res = await fetch(\"{url}\", {{\n    method: \"POST\",\n    headers: {headers},\n    body: JSON.stringify({}),\n  }});\n  const data = await res.json();\n  console.log(data.choices[0].text);\n}}",
+                        "// {what}\nasync function {function}() {{\n  const res = await fetch(\"{url}\", {{\n    method: \"POST\",\n    headers: {headers},\n    body: JSON.stringify({}),\n  }});\n  const data = await res.json();\n  console.log({answer});\n}}",
                         json_pretty(body).replace('\n', "\n    ")
                     )
                 };
@@ -152,6 +176,7 @@ impl CodeTarget {
                         "callTemplate",
                         format!("{o}{path}"),
                         &self.template_body(),
+                        self.template_answer(),
                     ));
                     calls.push("callTemplate");
                 }
@@ -160,6 +185,7 @@ impl CodeTarget {
                     "callCompletion",
                     format!("{o}/v1/completions"),
                     &self.completion_body(),
+                    "data.choices[0].text",
                 ));
                 calls.push("callCompletion");
                 let chain: Vec<String> = calls.iter().map(|c| format!("then({c})")).collect();
@@ -182,7 +208,29 @@ mod tests {
             prompt: "리뷰: 좋아요\n감정:".into(),
             parameters: json!({ "temperature": 0.0, "max_tokens": 4, "stop": ["\n"], "top_k": 0 }),
             model: "gemma3-270m".into(),
+            chat: false,
         }
+    }
+
+    #[test]
+    fn a_chat_version_is_called_at_its_chat_endpoint() {
+        let mut t = target();
+        t.chat = true;
+        let curl = t.snippet(Lang::Curl);
+        assert!(curl.contains("/v1/templates/movie-sentiment-ko@2/chat/completions"), "{curl}");
+        assert!(curl.contains("\"messages\": []"), "{curl}");
+        let py = t.snippet(Lang::Python);
+        assert!(py.contains("template.chat.completions.create(") && py.contains("messages=[]"), "{py}");
+        assert!(py.contains("result.choices[0].message.content"), "{py}");
+        let js = t.snippet(Lang::JavaScript);
+        assert!(
+            js.contains("/chat/completions\"") && js.contains("console.log(data.choices[0].message.content)"),
+            "{js}"
+        );
+        assert!(
+            js.contains("console.log(data.choices[0].text)"),
+            "the exact prompt still goes to /v1/completions: {js}"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use api_types::template::{
-    Example, FieldError, FieldKind, Format, JsonField, OutputConstraint, Parameters, VersionSpec, MAX_MAX_TOKENS,
-    MAX_NAME_CHARS,
+    Example, FieldError, FieldKind, Format, JsonField, OutputConstraint, Parameters, PromptMode, VersionSpec,
+    MAX_MAX_TOKENS, MAX_NAME_CHARS,
 };
 use api_types::templates::VersionInfo;
 use serde::{Deserialize, Serialize, Serializer};
@@ -273,6 +273,8 @@ pub struct Draft {
     /// The version it started from.
     pub base_version: Option<i64>,
     pub title: String,
+    /// Completion or chat (the instruction is then the system prompt, examples are turns).
+    pub mode: PromptMode,
     pub instruction: String,
     pub examples: Vec<Example>,
     pub input_pattern: String,
@@ -402,6 +404,7 @@ impl Default for Draft {
             template: None,
             base_version: None,
             title: String::new(),
+            mode: spec.mode,
             instruction: spec.instruction,
             examples: spec.examples,
             input_pattern: spec.input_pattern,
@@ -418,6 +421,7 @@ impl Draft {
     pub fn spec(&self) -> DraftSpec {
         let (parameters, unparsed) = self.params.parse();
         let spec = VersionSpec {
+            mode: self.mode,
             instruction: self.instruction.clone(),
             examples: self.examples.clone(),
             input_pattern: self.input_pattern.clone(),
@@ -427,6 +431,22 @@ impl Draft {
             output: self.output.constraint(),
         };
         DraftSpec { spec, unparsed }
+    }
+
+    /// Switches between completion and chat mode. Chat answers may run over several lines,
+    /// so the completion default of stopping at a line break goes (the chat template's end
+    /// of turn stops them); and it comes back when switching back with no stop left.
+    pub fn set_mode(&mut self, mode: PromptMode) {
+        if self.mode == mode {
+            return;
+        }
+        let default_stop = ParamText::default().stop;
+        match mode {
+            PromptMode::Chat if self.params.stop.trim() == default_stop => self.params.stop.clear(),
+            PromptMode::Completion if self.params.stop.trim().is_empty() => self.params.stop = default_stop,
+            _ => {}
+        }
+        self.mode = mode;
     }
 
     /// A draft of a saved version.
@@ -440,6 +460,7 @@ impl Draft {
             template: template.map(str::to_string),
             base_version: version,
             title: title.to_string(),
+            mode: spec.mode,
             instruction: spec.instruction.clone(),
             examples: spec.examples.clone(),
             input_pattern: spec.input_pattern.clone(),
@@ -699,6 +720,23 @@ pub fn session_take(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_mode_drops_the_line_break_stop_and_completion_brings_it_back() {
+        let mut d = Draft::default();
+        d.set_mode(PromptMode::Chat);
+        assert_eq!(d.mode, PromptMode::Chat);
+        assert_eq!(d.params.stop, "");
+        assert_eq!(d.spec().spec.mode, PromptMode::Chat);
+        assert!(d.spec().spec.parameters.stop.is_empty());
+        d.set_mode(PromptMode::Completion);
+        assert_eq!(d.params.stop, "\\n");
+        d.params.stop = "END".into();
+        d.set_mode(PromptMode::Chat);
+        assert_eq!(d.params.stop, "END", "a stop the user chose is kept");
+        let saved = Draft::from_spec(Some("t"), "T", Some(1), &d.spec().spec);
+        assert_eq!(saved.mode, PromptMode::Chat);
+    }
 
     #[test]
     fn escapes_round_trip_separators_and_cjk() {

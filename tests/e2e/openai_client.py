@@ -135,6 +135,48 @@ def _():
     assert streamed == result.choices[0].text, (streamed, result.choices[0].text)
 
 
+@check("a chat version through the client's chat API, at the template's URL")
+def _():
+    import json
+    import urllib.request
+
+    root = base.rstrip("/")
+    spec = {
+        "mode": "chat",
+        "instruction": "You are a helpful assistant. Answer in one short sentence.",
+        "examples": [{"input": "What is the capital of Italy?", "output": "The capital of Italy is Rome."}],
+        "input_pattern": "What is the capital of {{country}}?",
+        "parameters": {"temperature": 0, "max_tokens": 16, "stop": []},
+    }
+    req = urllib.request.Request(root.removesuffix("/v1") + "/api/templates", method="POST",
+                                 data=json.dumps({"name": "capital-chat-sdk", "spec": spec}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 201, resp.read()
+    template = OpenAI(base_url=root + "/templates/capital-chat-sdk@1", api_key="unused")
+    args = dict(model=model, messages=[], extra_body={"variables": {"country": "France"}})
+    result = template.chat.completions.create(**args)
+    assert result.object == "chat.completion", result
+    answer = result.choices[0].message.content
+    assert answer and answer.strip(), result
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in template.chat.completions.create(stream=True, **args) if c.choices
+    )
+    assert streamed == answer, (streamed, answer)
+    follow = template.chat.completions.create(
+        model=model,
+        messages=[{"role": "assistant", "content": answer}, {"role": "user", "content": "And of Spain?"}],
+        extra_body={"variables": {"country": "France"}},
+    )
+    assert follow.choices[0].message.content.strip(), follow
+    try:
+        template.chat.completions.create(model=model, messages=[{"role": "system", "content": "x"}], extra_body=args["extra_body"])
+    except Exception as e:  # noqa: BLE001 - the SDK's BadRequestError
+        assert getattr(e, "status_code", None) == 400 and "messages[0].role" in str(e), e
+    else:
+        raise AssertionError("a system message was accepted")
+
+
 @check("streamed echo sends the prompt once, first")
 def _():
     prompt = "The capital of France is"

@@ -95,6 +95,13 @@ try {
   expect(/\{\{input\}\}/.test(await page.textContent('.variable .field-error')), 'the refusal does not name the variable');
   expect(await page.locator('[data-testid=stop]').count() === 0 && await page.locator('[data-testid=token-view] .tok').count() === 0, 'an empty prompt ran');
 
+  begin('chat mode: a model without a chat template says so and offers completion mode');
+  // The bundled Gemma-3-270M base file carries no chat template (the chat walk runs on
+  // SmolLM2-Instruct, in chat.mjs).
+  await page.waitForFunction(() => document.querySelector('[data-testid=mode-chat]').disabled, null, { timeout: 15000 });
+  expect(await page.getAttribute('[data-testid=mode-completion]', 'aria-pressed') === 'true', 'completion mode is not the one in use');
+  expect((await page.textContent('[data-testid=chat-unavailable]')).includes('has none'), 'the page does not say why chat mode is off');
+
   begin('the bundle is served compressed');
   const wasm = await page.request.get(`${base}/pkg/studio-ui_bg.wasm`, { headers: { 'accept-encoding': 'gzip' } });
   expect(wasm.ok() && wasm.headers()['content-encoding'] === 'gzip', `wasm not gzipped: ${JSON.stringify(wasm.headers())}`);
@@ -383,6 +390,31 @@ try {
   expect(tops[0] === tops[1], `the columns stack at 800 px (tops ${tops})`);
   await page.setViewportSize({ width: 1280, height: 900 });
   await shots('06-compare');
+
+  begin('compare the unsaved draft against version 2');
+  await page.goto(`${base}/t/movie-e2e`);
+  await hydrated();
+  await page.waitForFunction(() => document.querySelector('[data-testid=version-badge]').textContent.includes('version 2'), null, { timeout: 15000 });
+  await page.fill('[data-testid=instruction]', '영화 리뷰의 감정을 한 단어로 답하세요: 긍정 또는 부정.');
+  await page.waitForTimeout(300);
+  await page.goto(`${base}/compare?template=movie-e2e&versions=2,draft`);
+  await hydrated();
+  await page.waitForSelector('[data-testid=compare-variable]', { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=compare-column]').length === 2, null, { timeout: 15000 });
+  const variants = await page.$$eval('[data-testid=compare-variant]', (s) => s.map((e) => e.value));
+  expect(JSON.stringify(variants) === '["2","draft"]', `the columns are ${JSON.stringify(variants)}, not version 2 and the draft`);
+  await page.fill('[data-testid=compare-variable]', '배우도 좋고 음악도 좋았다. 강력 추천!');
+  await page.click('[data-testid=compare-run]');
+  await page.waitForFunction(() => {
+    const outs = [...document.querySelectorAll('[data-testid=compare-output]')];
+    return outs.length === 2 && outs.every((o) => o.textContent.trim() && o.textContent.trim() !== '—')
+      && !document.querySelector('.progress-line');
+  }, null, { timeout: 60000 });
+  const draftState = (await page.textContent('[data-testid=compare-state] >> nth=1')).trim();
+  expect(draftState.startsWith('finished'), `the draft column did not finish: ${draftState}`);
+  await shots('06a-compare-draft');
+  // The steps after this one start from version 2 as saved.
+  await page.evaluate(() => localStorage.removeItem('studio.draft.movie-e2e'));
 
   begin('output constraint: one of the examples\' labels, enforced on a run at temperature 1');
   await page.goto(`${base}/t/movie-e2e`);

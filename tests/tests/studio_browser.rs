@@ -3,7 +3,8 @@
 //! errors at their fields, runs refused with empty variables), save (suggested name, no
 //! panic, values kept), reload, versions, diff, production label, compare, evaluate, a
 //! batch over a dataset, library, phone width, and a second visit that downloads only
-//! the page (≤ 60 KB).
+//! the page (≤ 60 KB); then chat mode on SmolLM2-Instruct, whose file has a chat template
+//! (the bundled Gemma's has none, which the first walk checks the studio says).
 //! Any console error or failed request fails the step it happens in.
 //! The browser steps are in `e2e/studio.mjs`; screenshots land in `e2e/output/`.
 
@@ -33,6 +34,48 @@ impl Drop for Server {
     }
 }
 
+/// `studio serve` on `model` with a fresh SQLite file: the server, its URL, the file's folder.
+fn serve(site: &std::path::Path, model: &str) -> (Server, String, tempfile::TempDir) {
+    let db = tempfile::tempdir().unwrap();
+    let mut child = Command::new(studio_bin())
+        .args(["serve", "--port", "0", "--model", model])
+        .env("STUDIO_MODELS_DIR", root().join("models"))
+        .env("STUDIO_PROMPTS_DIR", root().join("prompts"))
+        .env("STUDIO_SITE_DIR", site)
+        .env("DATABASE_URL", format!("sqlite://{}/studio.db", db.path().display()))
+        .env_remove("STUDIO_API_KEY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start studio serve");
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let url = loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(url) = line.split("on ").last().filter(|_| line.contains("serving")) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (server, url, db)
+}
+
+/// Runs one browser script against `url`; it must pass every step.
+fn walk(script: &std::path::Path, url: &str, out_dir: &std::path::Path) {
+    let out = Command::new("node").arg(script).arg(url).arg(out_dir).output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test {} failed:\n{stdout}\n{stderr}\nscreenshots in {}",
+        script.display(),
+        out_dir.display()
+    );
+    assert!(stdout.contains("all steps passed"), "{stdout}");
+}
+
 #[test]
 fn studio_pages_in_a_real_browser() {
     let site = root().join("site");
@@ -46,37 +89,17 @@ fn studio_pages_in_a_real_browser() {
         e2e.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed in tests/e2e: run scripts/test.sh"
     );
-    let db = tempfile::tempdir().unwrap();
-    let mut child = Command::new(studio_bin())
-        .args(["serve", "--port", "0"])
-        .env("STUDIO_MODELS_DIR", root().join("models"))
-        .env("STUDIO_PROMPTS_DIR", root().join("prompts"))
-        .env("STUDIO_SITE_DIR", &site)
-        .env("DATABASE_URL", format!("sqlite://{}/studio.db", db.path().display()))
-        .env_remove("STUDIO_API_KEY")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start studio serve");
-    let stderr = child.stderr.take().unwrap();
-    let _server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let url = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(url) = line.split("on ").last().filter(|_| line.contains("serving")) {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-
     let out_dir = e2e.join("output");
     let _ = std::fs::remove_dir_all(&out_dir);
-    let out = Command::new("node").arg(e2e.join("studio.mjs")).arg(&url).arg(&out_dir).output().expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}", out_dir.display());
-    assert!(stdout.contains("all steps passed"), "{stdout}");
+    {
+        let (_server, url, _db) = serve(&site, "gemma3-270m");
+        walk(&e2e.join("studio.mjs"), &url, &out_dir);
+    }
+    // Chat mode needs a model with a chat template: SmolLM2-Instruct has one.
+    {
+        let (_server, url, _db) = serve(&site, "smollm2-135m");
+        walk(&e2e.join("chat.mjs"), &url, &out_dir);
+    }
     for page in [
         "01-playground-filled",
         "02-playground-output",
@@ -94,6 +117,11 @@ fn studio_pages_in_a_real_browser() {
         "07-library",
         "08-playground-phone",
         "09-evaluate",
+        "06a-compare-draft-1280",
+        "06a-compare-draft-800",
+        "11-chat-1280",
+        "11-chat-800",
+        "11b-chat-saved",
     ] {
         assert!(out_dir.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }

@@ -129,6 +129,7 @@ impl From<crate::serving::ServeError> for ApiError {
                 err.code = code;
                 err
             }
+            E::Field(fe) => ApiError::from(fe),
             E::QueueFull { capacity } => ApiError::queue_full(capacity),
             e @ (E::Stopped | E::Internal(_)) => ApiError::internal(e.to_string()),
         }

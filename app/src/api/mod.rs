@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/completions", post(openai::completions))
         .route("/v1/templates/{spec}/completions", post(openai::templates::template_completions))
+        .route("/v1/templates/{spec}/chat/completions", post(openai::templates::template_chat_completions))
         .route("/api/templates", get(t::list).post(t::create))
         .route("/api/templates/import", post(t::import))
         .route("/api/templates/{name}", get(t::get).patch(t::update).put(t::update).delete(t::delete))

@@ -230,19 +230,18 @@ async fn rendered(
     spec: VersionSpec,
     vars: BTreeMap<String, String>,
 ) -> Result<RenderedPrompt, ApiError> {
-    let tok = state.scheduler.tokenizer.clone();
-    let context_length = state.scheduler.context_length;
-    cpu::run(move || rendered_sync(&tok, context_length, &spec, &vars)).await?
+    let sched = state.scheduler.clone();
+    cpu::run(move || rendered_sync(&sched, &spec, &vars)).await?
 }
 
 fn rendered_sync(
-    tok: &inference::Tokenizer,
-    context_length: usize,
+    sched: &crate::serving::Scheduler,
     spec: &VersionSpec,
     vars: &BTreeMap<String, String>,
 ) -> Result<RenderedPrompt, ApiError> {
-    let r = spec.render(vars)?;
-    let (ids, prefix_tokens) = r.token_ids(tok).map_err(|e| ApiError::internal(e.to_string()))?;
+    let r = crate::serving::chat::render_version(&sched.tokenizer, &sched.model_name, spec, vars)?;
+    let (ids, prefix_tokens) = r.token_ids(&sched.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
+    let context_length = sched.context_length;
     Ok(RenderedPrompt {
         prompt: r.text(),
         prefix: r.prefix,

@@ -42,6 +42,16 @@ fn parse_vars(vars: &[String]) -> Result<std::collections::BTreeMap<String, Stri
 }
 
 /// Generates greedily (or with the file's parameters) for one rendered prompt.
+/// The version's prompt for the loaded model (chat versions through its chat template).
+fn render(
+    engine: &inference::Engine,
+    model: &str,
+    spec: &crate::templates::VersionSpec,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::templates::Rendered> {
+    Ok(crate::serving::chat::render_version(engine.tokenizer(), model, spec, vars)?)
+}
+
 fn run_rendered(
     engine: &mut inference::Engine,
     spec: &crate::templates::VersionSpec,
@@ -100,7 +110,7 @@ pub fn run(action: TemplateAction) -> Result<()> {
             let spec = t.spec();
             let mut engine = inference::load_engine(&model, 1, EngineConfig::default())?;
             if !vars.is_empty() {
-                let rendered = spec.render(&parse_vars(&vars)?)?;
+                let rendered = render(&engine, &model, &spec, &parse_vars(&vars)?)?;
                 println!("{}", run_rendered(&mut engine, &spec, &rendered)?);
             }
             if examples {
@@ -111,7 +121,8 @@ pub fn run(action: TemplateAction) -> Result<()> {
                     let mut shots = spec.clone();
                     let held = shots.examples.remove(i);
                     let vars = std::collections::BTreeMap::from([(var.clone(), held.input.clone())]);
-                    let got = run_rendered(&mut engine, &shots, &shots.render(&vars)?)?;
+                    let prompt = render(&engine, &model, &shots, &vars)?;
+                    let got = run_rendered(&mut engine, &shots, &prompt)?;
                     let ok = got.trim() == held.output.trim();
                     right += ok as usize;
                     println!("{} expected {:?} got {:?}", if ok { "=" } else { "x" }, held.output, got.trim());

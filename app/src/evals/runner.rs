@@ -42,8 +42,7 @@ pub fn majority(samples: &[String]) -> (String, f64) {
 /// The text a label is scored as: the output prefix's trailing whitespace (trimmed off the
 /// prompt by `render`) and the label, exactly as an example's output appears in the prompt.
 pub fn continuation(spec: &VersionSpec, label: &str) -> String {
-    let p = &spec.format.output_prefix;
-    format!("{}{label}", &p[p.trim_end().len()..])
+    format!("{}{label}", crate::templates::output::prefix_tail(spec))
 }
 
 /// What one finished sequence gave back.
@@ -155,9 +154,10 @@ pub async fn eval_row(
     };
     // Rendering and tokenizing are CPU work: on the blocking pool, not a tokio worker (at
     // most `window` rows of a run at once).
-    let (owned, vars, tok) = (spec.clone(), row.variables.clone(), sched.tokenizer.clone());
+    let (owned, vars, tok, model) =
+        (spec.clone(), row.variables.clone(), sched.tokenizer.clone(), sched.model_name.clone());
     let rendered = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, String> {
-        let r = owned.render(&vars).map_err(|e| e.to_string())?;
+        let r = crate::serving::chat::render_version(&tok, &model, &owned, &vars).map_err(|e| e.to_string())?;
         r.token_ids(&tok).map(|(ids, _)| ids).map_err(|e| e.to_string())
     })
     .await;

@@ -149,7 +149,11 @@ async fn score_row(
     expected: &str,
     labels: &[String],
 ) -> Result<(bool, f64), EvalError> {
-    let rendered = spec.render(vars)?;
+    let rendered =
+        crate::serving::chat::render_version(&sched.tokenizer, &sched.model_name, spec, vars).map_err(|e| match e {
+            crate::serving::ServeError::Field(fe) => EvalError::Invalid(fe),
+            other => EvalError::Model(other),
+        })?;
     let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(crate::serving::ServeError::internal)?;
     let scores = score_labels(sched, spec, &ids, labels).await?;
     let best = crate::evals::LabelScores::new(labels, &scores).best;

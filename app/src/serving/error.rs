@@ -9,6 +9,10 @@ pub enum ServeError {
     /// where there is one (`model_not_found`, `context_length_exceeded`).
     #[error("{message}")]
     Invalid { param: String, message: String, code: Option<&'static str> },
+    /// A template version's field or a call's variables are wrong (as the store and the
+    /// template API name them: `variables.review`).
+    #[error("{0}")]
+    Field(api_types::template::FieldError),
     /// The bounded queue is full: retry shortly.
     #[error("the request queue is full ({capacity} waiting); retry shortly")]
     QueueFull { capacity: usize },

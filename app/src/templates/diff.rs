@@ -180,6 +180,10 @@ pub fn diff_within(old: &VersionSpec, new: &VersionSpec, limit: Duration) -> Ver
             }
         }
     }
+    if old.mode != new.mode {
+        let json = |m: &super::spec::PromptMode| serde_json::to_value(m).unwrap_or_default();
+        values.push(ValueChange { field: "mode".into(), old: json(&old.mode), new: json(&new.mode) });
+    }
     if old.model != new.model {
         values.push(ValueChange {
             field: "model".into(),

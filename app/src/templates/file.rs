@@ -1,7 +1,8 @@
 //! The `prompts/` file format (TOML): one template's metadata and one version.
 
 use super::spec::{
-    default_pattern, limit, Example, Format, OutputConstraint, Parameters, TemplateMeta, VersionSpec, MAX_NOTE_CHARS,
+    default_pattern, limit, Example, Format, OutputConstraint, Parameters, PromptMode, TemplateMeta, VersionSpec,
+    MAX_NOTE_CHARS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,10 @@ pub struct TemplateFile {
     pub note: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// `"chat"`: the instruction is the system prompt and the examples are turns, rendered
+    /// with the model's chat template. Left out for completion.
+    #[serde(default, skip_serializing_if = "PromptMode::is_completion")]
+    pub mode: PromptMode,
     #[serde(default)]
     pub instruction: String,
     #[serde(default = "default_pattern")]
@@ -54,6 +59,7 @@ impl TemplateFile {
     }
     pub fn spec(&self) -> VersionSpec {
         VersionSpec {
+            mode: self.mode,
             instruction: self.instruction.clone(),
             examples: self.examples.clone(),
             input_pattern: self.input_pattern.clone(),
@@ -72,6 +78,7 @@ impl TemplateFile {
             language: meta.language.clone(),
             note: note.to_string(),
             model: spec.model.clone(),
+            mode: spec.mode,
             instruction: spec.instruction.clone(),
             input_pattern: spec.input_pattern.clone(),
             format: spec.format.clone(),

@@ -29,6 +29,33 @@ mod tests {
     }
 
     #[test]
+    fn chat_mode_is_content_kept_by_files_and_shown_by_the_diff() {
+        let plain = sentiment();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("mode"), "completion is left out: old hashes hold");
+        let chat = VersionSpec { mode: PromptMode::Chat, ..sentiment() };
+        assert_ne!(chat.content_hash(), plain.content_hash());
+        let d = serde_json::to_value(diff(&plain, &chat)).unwrap();
+        assert_eq!(d["values"][0]["field"], "mode");
+        assert_eq!(
+            (d["values"][0]["old"].as_str(), d["values"][0]["new"].as_str()),
+            (Some("completion"), Some("chat"))
+        );
+        let meta = TemplateMeta { name: "chat-ko".into(), ..Default::default() };
+        let toml = TemplateFile::from_parts(&meta, &chat, "").to_toml();
+        assert!(toml.contains("mode = \"chat\""), "{toml}");
+        let back = TemplateFile::parse(&toml).unwrap().spec();
+        assert_eq!(back.content_hash(), chat.content_hash());
+        // Chat turns: the system prompt, a user and an assistant turn per example, the input.
+        let vars = [("리뷰".to_string(), "최고".to_string())].into_iter().collect();
+        let turns = chat.chat_turns(&vars).unwrap();
+        let roles: Vec<String> = turns.all().into_iter().map(|m| m.role).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user", "assistant", "user"]);
+        assert_eq!(turns.input.content, "최고");
+        assert!(chat.render(&vars).is_err(), "a chat version needs the model's chat template");
+        assert_eq!(chat.chat_turns(&Default::default()).unwrap_err().field, "variables.리뷰");
+    }
+
+    #[test]
     fn diff_reports_text_examples_and_values() {
         let a = sentiment();
         let mut b = sentiment();

@@ -15,6 +15,10 @@ use super::spec::{OutputConstraint, VersionSpec};
 /// What the output prefix loses when the prompt is rendered: the text the model writes
 /// before the answer.
 pub fn prefix_tail(spec: &VersionSpec) -> &str {
+    if spec.mode == super::spec::PromptMode::Chat {
+        // The assistant's turn starts right after the chat template's generation prompt.
+        return "";
+    }
     let p = &spec.format.output_prefix;
     &p[p.trim_end().len()..]
 }

@@ -13,10 +13,12 @@ pub trait TokenIds {
 
 impl TokenIds for Rendered {
     fn token_ids(&self, tok: &inference::Tokenizer) -> Result<(Vec<u32>, usize), inference::tokenizer::TokenizerError> {
+        // A chat template writes any BOS itself.
+        let bos = !self.chat;
         if self.prefix.is_empty() {
-            return Ok((tok.encode(&self.suffix, true)?, 0));
+            return Ok((tok.encode(&self.suffix, bos)?, 0));
         }
-        let mut ids = tok.encode(&self.prefix, true)?;
+        let mut ids = tok.encode(&self.prefix, bos)?;
         let prefix_len = ids.len();
         ids.extend(tok.encode(&self.suffix, false)?);
         Ok((ids, prefix_len))

@@ -355,7 +355,7 @@ pub fn ComparePage() -> impl IntoView {
                             view! {
                                 <div class="card column" data-testid="compare-column">
                                     <div class="row">
-                                        <select on:change=move |ev| { let v = event_target_value(&ev); columns.update(|c| if let Some(c) = c.get_mut(i) { c.variant = v }); }>
+                                        <select data-testid="compare-variant" aria-label="Variant" on:change=move |ev| { let v = event_target_value(&ev); columns.update(|c| if let Some(c) = c.get_mut(i) { c.variant = v }); }>
                                             {move || versions.get().into_iter().map(|v| {
                                                 let s = v.to_string();
                                                 let s2 = s.clone();

@@ -6,14 +6,16 @@
 use std::time::Duration;
 
 use api_types::completions::ModelList;
+use api_types::template::PromptMode;
 use api_types::templates::{RenderDraft, RenderedPrompt, TemplateDetail, VersionDetail};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{self, enc};
 use crate::components::playground::{
-    vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, OutputConstraintCard,
-    ParametersPanel, Playground, PromptPreview, RunCard, RunHistory, RunOutput, SAVED_MESSAGE_KEY,
+    vars_key, CodePanel, DraftHeader, DraftText, ExamplesEditor, FormatPanel, InputCard, ModeCard,
+    OutputConstraintCard, ParametersPanel, Playground, PromptPreview, RunCard, RunHistory, RunOutput,
+    SAVED_MESSAGE_KEY,
 };
 use crate::components::{run_shortcuts, RunStats, TemplateNotFound};
 use crate::draft::{self, Draft};
@@ -30,6 +32,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         api::spawn(async move {
             if let Ok(m) = api::get::<ModelList>("/v1/models").await {
                 if let Some(model) = m.data.into_iter().next() {
+                    pg.model_chat.set(Some(model.chat_template));
                     pg.model.set(model.id);
                 }
             }
@@ -180,19 +183,36 @@ pub fn PlaygroundPage() -> impl IntoView {
         <div class="playground" hidden=move || missing.get()>
             <section class="col design">
                 <DraftHeader/>
+                <ModeCard/>
                 <div class="card">
-                    <DraftText
-                        label="Instruction"
-                        placeholder="Tell the model what to do, e.g. \"Classify the sentiment of each movie review as 긍정 or 부정.\""
-                        get=|d| d.instruction.clone()
-                        set=|d, v| d.instruction = v
-                        field="instruction"
-                        testid="instruction"
-                    />
+                    <Show
+                        when=move || draft.with(|d| d.mode == PromptMode::Chat)
+                        fallback=|| view! {
+                            <DraftText
+                                label="Instruction"
+                                placeholder="Tell the model what to do, e.g. \"Classify the sentiment of each movie review as 긍정 or 부정.\""
+                                get=|d| d.instruction.clone()
+                                set=|d, v| d.instruction = v
+                                field="instruction"
+                                testid="instruction"
+                            />
+                        }
+                    >
+                        <DraftText
+                            label="System prompt"
+                            placeholder="Who the assistant is and how it answers, e.g. \"You answer movie questions in one short sentence.\""
+                            get=|d| d.instruction.clone()
+                            set=|d, v| d.instruction = v
+                            field="instruction"
+                            testid="instruction"
+                        />
+                    </Show>
                 </div>
                 <ExamplesEditor/>
                 <InputCard/>
-                <FormatPanel/>
+                <Show when=move || draft.with(|d| d.mode == PromptMode::Completion)>
+                    <FormatPanel/>
+                </Show>
                 <OutputConstraintCard/>
                 <PromptPreview/>
             </section>

@@ -118,9 +118,10 @@ pub fn TemplatePage() -> impl IntoView {
                                     let when = fmt_time(v.created_at);
                                     let author = v.author.clone();
                                     let output = constraint_text(v.spec.output.as_ref());
+                                    let chat = v.spec.mode == api_types::template::PromptMode::Chat;
                                     view! {
                                         <tr data-testid="version-row" data-version=n.to_string()>
-                                            <td><b>{format!("v{n}")}</b></td>
+                                            <td><b>{format!("v{n}")}</b>{chat.then(|| view! { " "<span class="badge small" data-testid="version-chat" title="A chat version: call it at …/chat/completions">"chat"</span> })}</td>
                                             <td>{note}</td>
                                             <td class="small constraint-badge" data-testid="version-output">{output}</td>
                                             <td class="muted small">{when}<br/>{author}</td>

@@ -1,9 +1,11 @@
-//! Templates as endpoints (`/v1/templates/{name}@{label-or-version}/completions`) and the
-//! studio's run of an unsaved draft: rendered, then answered like `/v1/completions`.
+//! Templates as endpoints (`/v1/templates/{name}@{label-or-version}/completions`, and
+//! `/chat/completions` for chat versions) and the studio's run of an unsaved draft:
+//! rendered, then answered like `/v1/completions` (or `/v1/chat/completions`).
 
 use std::time::Instant;
 
-use api_types::{GenerationParams, PromptInput, StopInput, TemplateCall};
+use api_types::template::PromptMode;
+use api_types::{ChatMessage, GenerationParams, PromptInput, StopInput, TemplateCall};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
@@ -32,7 +34,80 @@ pub async fn template_completions(
     WithParams(call, params): WithParams<TemplateCall>,
 ) -> Result<Response, ApiError> {
     let (t, v) = resolve_endpoint(&state.store, &spec).await?;
-    complete_spec(state, &v.spec.clone(), call, params, Some((t, v))).await
+    complete_spec(state, &v.spec.clone(), call, params, Some((t, v)), None).await
+}
+
+/// Most messages a chat call to a template may add after the version's own turns.
+pub const MAX_FOLLOW_UP_MESSAGES: usize = 64;
+
+/// `/v1/templates/{name}@{ref}/chat/completions`: a chat version called as OpenAI's chat
+/// API (an OpenAI client with this URL as its base works unchanged). The prompt is the
+/// version's system prompt and example turns, its input pattern filled with `variables` as
+/// the user's message, then the call's `messages` (the conversation since, user and
+/// assistant turns only); the answer is in the chat shape.
+pub async fn template_chat_completions(
+    State(state): State<AppState>,
+    Path(spec): Path<String>,
+    ApiJson(mut body): ApiJson<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    // The chat API's own names, read first so the rest keeps the template call's checks.
+    let messages: Vec<ChatMessage> = match body.remove("messages") {
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => from_value(v, "messages")?,
+    };
+    if messages.len() > MAX_FOLLOW_UP_MESSAGES {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("messages: at most {MAX_FOLLOW_UP_MESSAGES} after the template's own, got {}", messages.len()),
+        ));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if m.role != "user" && m.role != "assistant" {
+            return Err(ApiError::invalid(
+                &format!("messages[{i}].role"),
+                format!(
+                    "messages[{i}].role: {:?} is not allowed here: the template supplies the system prompt; send user and assistant turns",
+                    m.role
+                ),
+            ));
+        }
+        let chars = m.content.chars().count();
+        if chars > api_types::template::MAX_VARIABLE_VALUE_CHARS {
+            return Err(ApiError::invalid(
+                &format!("messages[{i}].content"),
+                format!(
+                    "messages[{i}].content: at most {} characters, got {chars}",
+                    api_types::template::MAX_VARIABLE_VALUE_CHARS
+                ),
+            ));
+        }
+    }
+    let top = body.remove("top_logprobs");
+    if let Some(lp) = body.remove("logprobs") {
+        let on: bool = from_value(lp, "logprobs")?;
+        let n: usize = match top {
+            Some(v) => from_value(v, "top_logprobs")?,
+            None => 0,
+        };
+        if on {
+            body.insert("logprobs".into(), Value::from(n));
+        }
+    }
+    if let Some(m) = body.remove("max_completion_tokens") {
+        body.insert("max_tokens".into(), m);
+    }
+    let WithParams(call, params) = split::<TemplateCall>(body, "")?;
+    let (t, v) = resolve_endpoint(&state.store, &spec).await?;
+    if v.spec.mode != PromptMode::Chat {
+        return Err(ApiError::invalid(
+            "mode",
+            format!(
+                "version {} of '{}' is a completion version: call /v1/templates/{}@{}/completions",
+                v.version, t.name, t.name, v.version
+            ),
+        ));
+    }
+    complete_spec(state, &v.spec.clone(), call, params, Some((t, v)), Some(messages)).await
 }
 
 /// Runs an unsaved draft exactly as its template endpoint would once saved (the studio's
@@ -47,7 +122,7 @@ pub async fn draft_completions(
     let spec: VersionSpec = from_value(spec, "spec")?;
     spec.validate()?;
     let WithParams(call, params) = split::<TemplateCall>(body, "")?;
-    complete_spec(state, &spec, call, params, None).await
+    complete_spec(state, &spec, call, params, None, None).await
 }
 
 async fn complete_spec(
@@ -56,6 +131,8 @@ async fn complete_spec(
     mut call: TemplateCall,
     params: GenerationParams,
     saved: Option<(TemplateInfo, VersionInfo)>,
+    // Set for the chat endpoint: the call's turns after the version's, and the chat shape.
+    chat: Option<Vec<ChatMessage>>,
 ) -> Result<Response, ApiError> {
     if call.prompt.as_deref().is_some_and(|p| !p.is_empty()) {
         return Err(ApiError::invalid(
@@ -93,8 +170,15 @@ async fn complete_spec(
     let include_usage = call.stream_options.is_some_and(|o| o.include_usage);
     // Rendering and tokenizing are CPU work: off the tokio workers.
     let (sched, owned, variables) = (state.scheduler.clone(), spec.clone(), call.variables.clone());
+    let follow_up = chat.clone().unwrap_or_default();
     let (rendered, valid) = cpu::run(move || -> Result<_, ApiError> {
-        let rendered = owned.render(&variables)?;
+        let rendered = crate::serving::chat::render_version_with(
+            &sched.tokenizer,
+            &sched.model_name,
+            &owned,
+            &variables,
+            &follow_up,
+        )?;
         let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(ServeError::internal)?;
         let valid = ValidRequest::new(&sched, PromptInput::Tokens(ids), params, opts)?
             .with_output_or(&sched, output, fallback)?;
@@ -102,7 +186,8 @@ async fn complete_spec(
     })
     .await??;
     let Some((t, v)) = saved else {
-        return respond(state, valid, ResponseExtras { include_usage, ..Default::default() }).await;
+        return respond(state, valid, ResponseExtras { include_usage, chat: chat.is_some(), ..Default::default() })
+            .await;
     };
     let run = Run {
         template: Some(t.name.clone()),
@@ -114,7 +199,7 @@ async fn complete_spec(
         ..Run::default()
     };
     let extras = ResponseExtras {
-        chat: false,
+        chat: chat.is_some(),
         template: Some(json!({ "name": t.name, "version": v.version })),
         record: Some(RunRecorder { store: state.store.clone(), run, started: Instant::now() }),
         include_usage,

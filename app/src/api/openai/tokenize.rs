@@ -20,6 +20,7 @@ fn model_object(state: &AppState) -> Model {
         created: 0,
         owned_by: "studio".into(),
         context_length: state.scheduler.context_length,
+        chat_template: state.scheduler.tokenizer.chat_template().is_some(),
     }
 }
 

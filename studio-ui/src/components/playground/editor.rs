@@ -1,6 +1,7 @@
-//! The prompt as written: title and version, instruction and input text, variables,
-//! format, and exactly what the model will read.
+//! The prompt as written: title and version, completion or chat mode, instruction (or
+//! system prompt) and input text, variables, format, and exactly what the model will read.
 
+use api_types::template::PromptMode;
 use leptos::prelude::*;
 
 use crate::components::playground::Playground;
@@ -51,6 +52,48 @@ pub fn DraftHeader() -> impl IntoView {
     }
 }
 
+/// Completion or chat mode, and what chat mode needs from the model: a model without a
+/// chat template says so and offers completion mode.
+#[component]
+pub fn ModeCard() -> impl IntoView {
+    let pg = Playground::get();
+    let draft = pg.draft;
+    let is_chat = move || draft.with(|d| d.mode == PromptMode::Chat);
+    let set_mode = move |mode: PromptMode| draft.update(|d| d.set_mode(mode));
+    let no_chat = move || pg.model_chat.get() == Some(false);
+    view! {
+        <div class="card mode-card" data-testid="mode-card">
+            <div class="card-head">
+                <h3>"Mode"</h3>
+                <div class="segmented" role="group" aria-label="Prompt mode">
+                    <button type="button" data-testid="mode-completion" aria-pressed=move || (!is_chat()).to_string()
+                        on:click=move |_| set_mode(PromptMode::Completion)>"Completion"</button>
+                    <button type="button" data-testid="mode-chat" aria-pressed=move || is_chat().to_string()
+                        disabled=move || no_chat() && !is_chat()
+                        title=move || if no_chat() { "This model has no chat template" } else { "System prompt, example turns and the user's message" }
+                        on:click=move |_| set_mode(PromptMode::Chat)>"Chat"</button>
+                </div>
+            </div>
+            <p class="hint">
+                {move || if is_chat() {
+                    "The system prompt, each example as a user turn and an assistant turn, then the user's message, written out with the model's own chat template."
+                } else {
+                    "The instruction, the examples and the input as one text that the model continues."
+                }}
+            </p>
+            <Show when=move || no_chat() && is_chat()>
+                <div class="notice" role="alert" data-testid="no-chat-template">
+                    {move || format!("The model {} has no chat template, so this chat prompt cannot run on it. ", pg.model.get())}
+                    <button type="button" class="link" data-testid="use-completion" on:click=move |_| set_mode(PromptMode::Completion)>"Use completion mode"</button>
+                </div>
+            </Show>
+            <Show when=move || no_chat() && !is_chat()>
+                <p class="muted small" data-testid="chat-unavailable">{move || format!("Chat mode needs a chat template; the model {} has none.", pg.model.get())}</p>
+            </Show>
+        </div>
+    }
+}
+
 /// A growing text box for one text field of the draft, with the error that names it.
 #[component]
 pub fn DraftText(
@@ -77,14 +120,28 @@ pub fn InputCard() -> impl IntoView {
     let draft = pg.draft;
     view! {
         <div class="card">
-            <DraftText
-                label="Input"
-                placeholder="The text to run on. Use {{name}} for parts that change per call, e.g. {{review}}."
-                get=|d| d.input_pattern.clone()
-                set=|d, v| d.input_pattern = v
-                field="input_pattern"
-                testid="input-pattern"
-            />
+            <Show
+                when=move || draft.with(|d| d.mode == PromptMode::Chat)
+                fallback=|| view! {
+                    <DraftText
+                        label="Input"
+                        placeholder="The text to run on. Use {{name}} for parts that change per call, e.g. {{review}}."
+                        get=|d| d.input_pattern.clone()
+                        set=|d, v| d.input_pattern = v
+                        field="input_pattern"
+                        testid="input-pattern"
+                    />
+                }
+            >
+                <DraftText
+                    label="User message"
+                    placeholder="The user's next message. Use {{name}} for parts that change per call, e.g. {{question}}."
+                    get=|d| d.input_pattern.clone()
+                    set=|d, v| d.input_pattern = v
+                    field="input_pattern"
+                    testid="input-pattern"
+                />
+            </Show>
             <div class="variables" data-testid="variables">
                 <VariableFields
                     names=Signal::derive(move || draft.with(Draft::variable_names))

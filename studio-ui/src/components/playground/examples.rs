@@ -1,7 +1,7 @@
 //! The examples editor: input → output pairs shown to the model before the input; add,
 //! edit, reorder, duplicate, delete.
 
-use api_types::template::Example;
+use api_types::template::{Example, PromptMode};
 use leptos::prelude::*;
 
 use crate::components::playground::Playground;
@@ -12,8 +12,8 @@ fn ExampleText(
     index: usize,
     testid: &'static str,
     /// The column's name: a header on wide screens, a label over each box on narrow ones.
-    label: &'static str,
-    placeholder: &'static str,
+    label: Signal<&'static str>,
+    placeholder: Signal<&'static str>,
     field: fn(&mut Example) -> &mut String,
 ) -> impl IntoView {
     let (value, write) = Playground::get().bind(
@@ -26,7 +26,7 @@ fn ExampleText(
     );
     view! {
         <span class="ex-label" aria-hidden="true">{label}</span>
-        <textarea class="grow" data-testid=testid aria-label=format!("Example {} {}", index + 1, label.to_lowercase()) placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
+        <textarea class="grow" data-testid=testid aria-label=move || format!("Example {} {}", index + 1, label.get().to_lowercase()) placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
     }
 }
 
@@ -35,17 +35,26 @@ pub fn ExamplesEditor() -> impl IntoView {
     let pg = Playground::get();
     let draft = pg.draft;
     let any_err = pg.any_err();
+    // Chat mode: each example is a user turn and the assistant's answer.
+    let chat = Memo::new(move |_| draft.with(|d| d.mode == PromptMode::Chat));
+    let input_label = Signal::derive(move || if chat.get() { "User" } else { "Input" });
+    let output_label = Signal::derive(move || if chat.get() { "Assistant" } else { "Output" });
+    let input_hint = Signal::derive(move || if chat.get() { "What the user says" } else { "Example input" });
+    let output_hint = Signal::derive(move || if chat.get() { "What the assistant answers" } else { "Expected output" });
     view! {
         <div class="card">
             <div class="card-head">
-                <h3>"Examples"</h3>
-                <span class="muted">{move || format!("{} shown to the model before your input", draft.with(|d| d.examples.len()))}</span>
+                <h3>{move || if chat.get() { "Example turns" } else { "Examples" }}</h3>
+                <span class="muted">{move || {
+                    let n = draft.with(|d| d.examples.len());
+                    if chat.get() { format!("{n} exchanges before the user's message") } else { format!("{n} shown to the model before your input") }
+                }}</span>
             </div>
             <div class="examples" data-testid="examples">
                 <div class="ex-row ex-header">
                     <span>"#"</span>
-                    <span>"Input"</span>
-                    <span>"Output"</span>
+                    <span>{input_label}</span>
+                    <span>{output_label}</span>
                     <span></span>
                 </div>
                 <For
@@ -60,8 +69,8 @@ pub fn ExamplesEditor() -> impl IntoView {
                         view! {
                             <div class="ex-row" data-testid="example-row">
                                 <span class="ex-num">{i + 1}</span>
-                                <ExampleText index=i testid="example-input" label="Input" placeholder="Example input" field=|e| &mut e.input/>
-                                <ExampleText index=i testid="example-output" label="Output" placeholder="Expected output" field=|e| &mut e.output/>
+                                <ExampleText index=i testid="example-input" label=input_label placeholder=input_hint field=|e| &mut e.input/>
+                                <ExampleText index=i testid="example-output" label=output_label placeholder=output_hint field=|e| &mut e.output/>
                                 <div class="ex-tools">
                                     <button class="icon" title="Move up" on:click=move |_| draft.update(|d| if i > 0 && i < d.examples.len() { d.examples.swap(i - 1, i) })>"↑"</button>
                                     <button class="icon" title="Move down" on:click=move |_| draft.update(|d| if i + 1 < d.examples.len() { d.examples.swap(i, i + 1) })>"↓"</button>
@@ -79,7 +88,7 @@ pub fn ExamplesEditor() -> impl IntoView {
                 data-testid="add-example"
                 on:click=move |_| draft.update(|d| d.examples.push(Example { input: String::new(), output: String::new() }))
             >
-                "+ Add example"
+                {move || if chat.get() { "+ Add turn" } else { "+ Add example" }}
             </button>
         </div>
     }

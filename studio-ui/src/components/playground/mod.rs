@@ -11,7 +11,7 @@ mod run;
 mod state;
 
 pub use constraint::OutputConstraintCard;
-pub use editor::{DraftHeader, DraftText, FormatPanel, InputCard, PromptPreview};
+pub use editor::{DraftHeader, DraftText, FormatPanel, InputCard, ModeCard, PromptPreview};
 pub use examples::ExamplesEditor;
 pub use history::RunHistory;
 pub use output::RunOutput;

@@ -61,7 +61,7 @@ pub fn ParametersPanel() -> impl IntoView {
             <ParamField label="Repetition penalty" hint="Above 1 makes the model avoid repeating itself." get=|d| d.params.repetition_penalty.clone() set=|d, v| d.params.repetition_penalty = v field="parameters.repetition_penalty"/>
             <div class="param">
                 <label class="label small">"Stop sequences"</label>
-                <textarea class="mono" rows="2" prop:value=stop on:input=move |ev| write_stop(event_target_value(&ev))></textarea>
+                <textarea class="mono" rows="2" data-testid="parameters.stop" aria-label="Stop sequences" prop:value=stop on:input=move |ev| write_stop(event_target_value(&ev))></textarea>
                 <p class="hint">"The answer ends where one of these appears. One per line; \\n is a line break."</p>
                 {field_error(error, "parameters.stop")}
             </div>

@@ -76,6 +76,8 @@ pub struct Playground {
     pub code_lang: RwSignal<Lang>,
     /// The served model's name (for the code snippets).
     pub model: RwSignal<String>,
+    /// Whether the served model has a chat template (None: not known yet).
+    pub model_chat: RwSignal<Option<bool>>,
     /// What "View code" calls a saved template by: `version` (the one open), `production`
     /// or `latest`.
     pub code_ref: RwSignal<String>,
@@ -117,6 +119,7 @@ impl Playground {
             code_open: RwSignal::new(false),
             code_lang: RwSignal::new(Lang::Curl),
             model: RwSignal::new(String::from("default")),
+            model_chat: RwSignal::new(None),
             code_ref: RwSignal::new(String::from("version")),
             history: RwSignal::new(Vec::new()),
             shared: RwSignal::new(false),
@@ -404,6 +407,7 @@ impl Playground {
             prompt: self.preview.with(|p| p.prompt.clone()),
             parameters: d.params.as_written(),
             model: self.model.get(),
+            chat: d.mode == api_types::template::PromptMode::Chat,
         }
     }
 }
