@@ -15,6 +15,11 @@
 //! - [`Grammar::start`] gives a sequence its own [`Guide`], which masks a logits row and
 //!   follows the sampled tokens.
 //!
+//! Regexes and choices go through [`crate::constraint_dfa`] when they build as a DFA: one
+//! mask per DFA state, computed once and shared by every sequence (llguidance would compute
+//! one per sequence and step). JSON and Lark grammars, and regexes the DFA builder refuses,
+//! go through llguidance.
+//!
 //! Limits, so that no grammar stalls a step: llguidance's [`ParserLimits`] as set in
 //! [`limits`] (lexer fuel at compile time and per mask, Earley items per mask, lexer
 //! states, grammar size). A mask that runs out of fuel is an error for that sequence only.
@@ -27,6 +32,7 @@ use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::{Matcher, ParserFactory, TokenParser};
 use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
+use crate::constraint_dfa::DfaGrammar;
 use crate::tokenizer::Tokenizer;
 
 /// Most compiled grammars kept per model (least recently used out first). A compiled JSON
@@ -85,6 +91,15 @@ impl ConstraintSpec {
             Self::JsonSchema(v) => v.to_string(),
             Self::Regex(r) | Self::Grammar(r) => r.clone(),
             Self::Choice(c) => serde_json::to_string(c).unwrap_or_default(),
+        }
+    }
+
+    /// The regex a DFA can take: the pattern itself, or the choices as an alternation.
+    fn dfa_pattern(&self) -> Option<String> {
+        match self {
+            Self::Regex(r) => Some(r.clone()),
+            Self::Choice(c) => Some(format!("(?:{})", c.iter().map(|s| regex_escape(s)).collect::<Vec<_>>().join("|"))),
+            _ => None,
         }
     }
 
@@ -192,7 +207,7 @@ impl Constraints {
                 return Ok(grammar);
             }
         }
-        let grammar = Arc::new(self.compile_uncached(spec)?);
+        let grammar = Arc::new(self.compile_uncached(spec, true)?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= GRAMMAR_CACHE {
             cache.pop_front();
@@ -206,7 +221,9 @@ impl Constraints {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn compile_uncached(&self, spec: &ConstraintSpec) -> Result<Grammar, ConstraintError> {
+    /// `allow_dfa`: regexes and choices may take the DFA path (the tests turn it off to
+    /// compare both paths' masks).
+    fn compile_uncached(&self, spec: &ConstraintSpec, allow_dfa: bool) -> Result<Grammar, ConstraintError> {
         let kind = spec.kind();
         if let ConstraintSpec::Choice(c) = spec {
             if c.is_empty() || c.iter().any(String::is_empty) {
@@ -215,20 +232,38 @@ impl Constraints {
         }
         let factory = self.factory()?;
         let started = Instant::now();
-        let parser = llguidance::panic_utils::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            factory.create_parser(spec.top_level())
-        }))
-        .map_err(|e| ConstraintError::Invalid { kind, reason: first_line(&e.to_string()) })?;
+        let dfa = spec
+            .dfa_pattern()
+            .filter(|_| allow_dfa)
+            .and_then(|p| DfaGrammar::build(&p, factory.tok_env().clone()).ok());
+        let parser = match dfa {
+            Some(_) => None,
+            None => Some(
+                llguidance::panic_utils::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    factory.create_parser(spec.top_level())
+                }))
+                .map_err(|e| ConstraintError::Invalid { kind, reason: first_line(&e.to_string()) })?,
+            ),
+        };
         let grammar = Grammar {
             parser,
+            dfa: dfa.map(Arc::new),
             kind,
             eos_ids: self.tokenizer.eos_ids().to_vec(),
             vocab: factory.tok_env().tok_trie().vocab_size(),
             compile_time: started.elapsed(),
         };
+        if let Some(d) = &grammar.dfa {
+            // The first mask: a DFA that takes no token and cannot end matches no text.
+            let first = d.mask(d.start());
+            if first.tokens.is_zero() && !first.accepting {
+                return Err(ConstraintError::Empty { kind });
+            }
+            return Ok(grammar);
+        }
         // The first mask: a grammar that allows nothing at the start matches no text.
-        let mut guide = grammar.start();
-        let mask = guide.matcher.compute_mask().map_err(|e| {
+        let mut matcher = Matcher::new(Ok(grammar.parser.clone().expect("a grammar without a DFA has a parser")));
+        let mask = matcher.compute_mask().map_err(|e| {
             let reason = first_line(&e.to_string());
             // llguidance's word for a state no byte can extend.
             if reason.contains("NoExtensionBias") {
@@ -237,7 +272,7 @@ impl Constraints {
                 ConstraintError::Invalid { kind, reason }
             }
         })?;
-        if mask.is_zero() && !guide.matcher.is_accepting().unwrap_or(false) {
+        if mask.is_zero() && !matcher.is_accepting().unwrap_or(false) {
             return Err(ConstraintError::Empty { kind });
         }
         Ok(grammar)
@@ -278,7 +313,10 @@ fn build_factory(tokenizer: &Arc<Tokenizer>) -> Result<Arc<ParserFactory>, Const
 
 /// A compiled constraint, shared by every sequence that uses it.
 pub struct Grammar {
-    parser: TokenParser,
+    /// llguidance's parser (JSON, Lark, and regexes no DFA takes).
+    parser: Option<TokenParser>,
+    /// Regexes and choices that build as a DFA.
+    dfa: Option<Arc<DfaGrammar>>,
     kind: &'static str,
     eos_ids: Vec<u32>,
     vocab: usize,
@@ -295,7 +333,17 @@ impl Grammar {
     /// A fresh matcher for one sequence. Matchers of one grammar share its lexer's lazily
     /// built automaton (behind llguidance's lock), so later sequences find it warm.
     pub fn start(&self) -> Guide {
-        Guide { matcher: Matcher::new(Ok(self.parser.clone())), eos_ids: self.eos_ids.clone(), vocab: self.vocab }
+        let state = match (&self.dfa, &self.parser) {
+            (Some(d), _) => GuideState::Dfa { grammar: d.clone(), state: d.start() },
+            (None, Some(p)) => GuideState::Parser(Box::new(Matcher::new(Ok(p.clone())))),
+            (None, None) => unreachable!("a grammar has a DFA or a parser"),
+        };
+        Guide { state, eos_ids: self.eos_ids.clone(), vocab: self.vocab }
+    }
+
+    /// Whether masks come from the DFA path (one per state, shared).
+    pub fn is_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 
     pub fn kind(&self) -> &'static str {
@@ -310,14 +358,19 @@ impl Grammar {
 
 /// One sequence's place in its grammar.
 pub struct Guide {
-    matcher: Matcher,
+    state: GuideState,
     eos_ids: Vec<u32>,
     vocab: usize,
 }
 
+enum GuideState {
+    Parser(Box<Matcher>),
+    Dfa { grammar: Arc<DfaGrammar>, state: regex_automata::util::primitives::StateID },
+}
+
 impl std::fmt::Debug for Guide {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guide").field("stopped", &self.matcher.is_stopped()).finish_non_exhaustive()
+        f.debug_struct("Guide").field("stopped", &self.finished()).finish_non_exhaustive()
     }
 }
 
@@ -326,14 +379,25 @@ impl Guide {
     /// vocabulary too). End-of-sequence ids stay only where the grammar may end. Fails
     /// when the grammar hit a limit or allows no token at all.
     pub fn mask(&mut self, row: &mut [f32]) -> Result<(), ConstraintError> {
-        let mask = self.matcher.compute_mask_or_eos().map_err(|e| ConstraintError::Step(first_line(&e.to_string())))?;
-        let may_end = self.eos_ids.first().is_some_and(|&e| mask.is_allowed(e));
+        let shared;
+        let owned;
+        let (mask, may_end): (&SimpleVob, bool) = match &mut self.state {
+            GuideState::Parser(m) => {
+                owned = m.compute_mask_or_eos().map_err(|e| ConstraintError::Step(first_line(&e.to_string())))?;
+                let may_end = self.eos_ids.first().is_some_and(|&e| owned.is_allowed(e));
+                (&owned, may_end)
+            }
+            GuideState::Dfa { grammar, state } => {
+                shared = grammar.mask(*state);
+                (&shared.tokens, shared.accepting)
+            }
+        };
         let kept: Vec<(usize, f32)> = if may_end {
             self.eos_ids.iter().filter_map(|&e| row.get(e as usize).map(|&v| (e as usize, v))).collect()
         } else {
             Vec::new()
         };
-        apply(&mask, row, self.vocab);
+        apply(mask, row, self.vocab);
         for (i, v) in kept {
             row[i] = v;
         }
@@ -348,17 +412,34 @@ impl Guide {
         if self.eos_ids.contains(&token) {
             return Ok(());
         }
-        self.matcher.consume_token(token).map_err(|e| ConstraintError::Step(first_line(&e.to_string())))
+        match &mut self.state {
+            GuideState::Parser(m) => {
+                m.consume_token(token).map_err(|e| ConstraintError::Step(first_line(&e.to_string())))
+            }
+            GuideState::Dfa { grammar, state } => match grammar.advance(*state, token) {
+                Some(next) => {
+                    *state = next;
+                    Ok(())
+                }
+                None => Err(ConstraintError::Step(format!("token {token} does not continue the output"))),
+            },
+        }
     }
 
     /// The output so far is complete and nothing but end-of-sequence may follow.
     pub fn finished(&self) -> bool {
-        self.matcher.is_stopped() && !self.matcher.is_error()
+        match &self.state {
+            GuideState::Parser(m) => m.is_stopped() && !m.is_error(),
+            GuideState::Dfa { grammar, state } => grammar.mask(*state).finished,
+        }
     }
 
     /// The output so far is a complete match (more may still follow).
     pub fn accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
+        match &mut self.state {
+            GuideState::Parser(m) => m.is_accepting().unwrap_or(false),
+            GuideState::Dfa { grammar, state } => grammar.mask(*state).accepting,
+        }
     }
 }
 
@@ -409,6 +490,50 @@ mod tests {
         apply(&mask, &mut row, 40);
         let kept: Vec<usize> = (0..45).filter(|&i| row[i] > f32::NEG_INFINITY).collect();
         assert_eq!(kept, vec![3, 35]);
+    }
+
+    /// The DFA path allows exactly the tokens llguidance allows, step by step, on the real
+    /// SmolLM2 vocabulary (byte-level BPE), and ends where it ends.
+    #[test]
+    fn dfa_masks_equal_llguidance_masks_on_a_real_vocabulary() {
+        let dir = std::env::var_os("STUDIO_MODELS_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+        let path = dir.join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).expect("run scripts/fetch-models.sh"));
+        let md = candle_core::quantized::gguf_file::Content::read(&mut reader).unwrap().metadata;
+        let tok = Arc::new(Tokenizer::from_gguf(&md).unwrap());
+        let c = Constraints::new(tok.clone());
+        let cases = [
+            (ConstraintSpec::Regex("[A-Z][a-z]+( [a-z]+){2,5}\\.".into()), "Hello calm blue sea."),
+            (ConstraintSpec::Regex("[0-9]{3}-[0-9]{4}".into()), "555-0123"),
+            (ConstraintSpec::Choice(vec!["positive".into(), "negative".into(), "긍정".into()]), "긍정"),
+        ];
+        for (spec, text) in cases {
+            let dfa = c.compile_uncached(&spec, true).unwrap();
+            let llg = c.compile_uncached(&spec, false).unwrap();
+            assert!(dfa.is_dfa() && !llg.is_dfa(), "{spec:?}");
+            let (mut a, mut b) = (dfa.start(), llg.start());
+            let allowed = |g: &mut Guide| {
+                let mut row = vec![0.0f32; tok.vocab_size()];
+                g.mask(&mut row).unwrap();
+                row.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, _)| i).collect::<Vec<_>>()
+            };
+            for t in tok.encode(text, false).unwrap() {
+                let (x, y) = (allowed(&mut a), allowed(&mut b));
+                assert_eq!(x.len(), y.len(), "{spec:?} before token {t}");
+                assert_eq!(x, y, "{spec:?} before token {t}");
+                assert!(x.contains(&(t as usize)), "{spec:?}: {t} is refused");
+                a.advance(t).unwrap();
+                b.advance(t).unwrap();
+                assert_eq!(a.accepting(), b.accepting(), "{spec:?} after {t}");
+            }
+            assert!(a.accepting(), "{spec:?}: {text:?} is a whole match");
+            assert_eq!(a.finished(), b.finished(), "{spec:?}");
+        }
+        // Nothing matches: refused as empty on the DFA path too.
+        let none = ConstraintSpec::Regex("[^\\s\\S]".into());
+        assert!(matches!(c.compile_uncached(&none, true), Err(ConstraintError::Empty { .. })));
     }
 
     #[test]

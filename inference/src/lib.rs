@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod constraint;
+pub mod constraint_dfa;
 pub mod engine;
 pub mod error;
 pub mod kernels;

@@ -62,6 +62,7 @@ pub fn DeleteTemplate(#[prop(into)] name: Signal<String>) -> impl IntoView {
                     // Nothing of it stays behind in this browser either.
                     draft::storage_remove(&Draft::storage_key(Some(&n)));
                     draft::storage_remove(&vars_key(Some(&n)));
+                    draft::storage_remove(&crate::history::history_key(Some(&n)));
                     draft::session_set(DELETED_MESSAGE_KEY, &format!("Deleted {n}: {}.", footprint_text(&f)));
                     navigate.go("/library");
                 }

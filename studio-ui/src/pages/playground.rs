@@ -176,6 +176,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         );
     });
 
+    let chat = move || draft.with(|d| d.mode == PromptMode::Chat);
     view! {
         <Show when=move || missing.get()>
             <TemplateNotFound name=missing_name/>
@@ -185,32 +186,22 @@ pub fn PlaygroundPage() -> impl IntoView {
                 <DraftHeader/>
                 <ModeCard/>
                 <div class="card">
-                    <Show
-                        when=move || draft.with(|d| d.mode == PromptMode::Chat)
-                        fallback=|| view! {
-                            <DraftText
-                                label="Instruction"
-                                placeholder="Tell the model what to do, e.g. \"Classify the sentiment of each movie review as 긍정 or 부정.\""
-                                get=|d| d.instruction.clone()
-                                set=|d, v| d.instruction = v
-                                field="instruction"
-                                testid="instruction"
-                            />
-                        }
-                    >
-                        <DraftText
-                            label="System prompt"
-                            placeholder="Who the assistant is and how it answers, e.g. \"You answer movie questions in one short sentence.\""
-                            get=|d| d.instruction.clone()
-                            set=|d, v| d.instruction = v
-                            field="instruction"
-                            testid="instruction"
-                        />
-                    </Show>
+                    <DraftText
+                        label=Signal::derive(move || if chat() { "System prompt" } else { "Instruction" })
+                        placeholder=Signal::derive(move || if chat() {
+                            "Who the assistant is and how it answers, e.g. \"You answer movie questions in one short sentence.\""
+                        } else {
+                            "Tell the model what to do, e.g. \"Classify the sentiment of each movie review as 긍정 or 부정.\""
+                        })
+                        get=|d| d.instruction.clone()
+                        set=|d, v| d.instruction = v
+                        field="instruction"
+                        testid="instruction"
+                    />
                 </div>
                 <ExamplesEditor/>
                 <InputCard/>
-                <Show when=move || draft.with(|d| d.mode == PromptMode::Completion)>
+                <Show when=move || !chat()>
                     <FormatPanel/>
                 </Show>
                 <OutputConstraintCard/>

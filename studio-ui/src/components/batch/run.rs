@@ -246,7 +246,7 @@ pub fn ProgressCard() -> impl IntoView {
             let active = !b.is_over();
             view! {
                 <section class="card">
-                    <h3>"Running"</h3>
+                    <h3>{if active { "Running" } else if b.status == "completed" { "Finished" } else { "Stopped" }}</h3>
                     <div class="eval-progress" data-testid="batch-progress" data-status=b.status.clone()>
                         <div class="progress"><span style=format!("width: {share:.1}%")></span></div>
                         <div class="row small">

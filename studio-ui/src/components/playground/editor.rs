@@ -97,8 +97,10 @@ pub fn ModeCard() -> impl IntoView {
 /// A growing text box for one text field of the draft, with the error that names it.
 #[component]
 pub fn DraftText(
-    label: &'static str,
-    placeholder: &'static str,
+    /// Fixed, or following the mode (chat mode names the parts as a chat does).
+    #[prop(into)]
+    label: Signal<&'static str>,
+    #[prop(into)] placeholder: Signal<&'static str>,
     get: fn(&Draft) -> String,
     set: fn(&mut Draft, String),
     field: &'static str,
@@ -107,41 +109,33 @@ pub fn DraftText(
     let pg = Playground::get();
     let (value, write) = pg.bind(get, set);
     view! {
-        <label class="label">{label}</label>
-        <textarea class="grow" data-testid=testid placeholder=placeholder prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
+        <label class="label">{move || label.get()}</label>
+        <textarea class="grow" data-testid=testid placeholder=move || placeholder.get() prop:value=value on:input=move |ev| write(event_target_value(&ev))></textarea>
         {field_error(pg.any_err(), field)}
     }
 }
 
-/// The input text with its `{{variables}}`, and a field for each variable.
+/// The input text (chat mode: the user's message) with its `{{variables}}`, and a field
+/// for each variable.
 #[component]
 pub fn InputCard() -> impl IntoView {
     let pg = Playground::get();
     let draft = pg.draft;
+    let chat = move || draft.with(|d| d.mode == PromptMode::Chat);
     view! {
         <div class="card">
-            <Show
-                when=move || draft.with(|d| d.mode == PromptMode::Chat)
-                fallback=|| view! {
-                    <DraftText
-                        label="Input"
-                        placeholder="The text to run on. Use {{name}} for parts that change per call, e.g. {{review}}."
-                        get=|d| d.input_pattern.clone()
-                        set=|d, v| d.input_pattern = v
-                        field="input_pattern"
-                        testid="input-pattern"
-                    />
-                }
-            >
-                <DraftText
-                    label="User message"
-                    placeholder="The user's next message. Use {{name}} for parts that change per call, e.g. {{question}}."
-                    get=|d| d.input_pattern.clone()
-                    set=|d, v| d.input_pattern = v
-                    field="input_pattern"
-                    testid="input-pattern"
-                />
-            </Show>
+            <DraftText
+                label=Signal::derive(move || if chat() { "User message" } else { "Input" })
+                placeholder=Signal::derive(move || if chat() {
+                    "The user's next message. Use {{name}} for parts that change per call, e.g. {{question}}."
+                } else {
+                    "The text to run on. Use {{name}} for parts that change per call, e.g. {{review}}."
+                })
+                get=|d| d.input_pattern.clone()
+                set=|d, v| d.input_pattern = v
+                field="input_pattern"
+                testid="input-pattern"
+            />
             <div class="variables" data-testid="variables">
                 <VariableFields
                     names=Signal::derive(move || draft.with(Draft::variable_names))
