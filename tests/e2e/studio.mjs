@@ -138,7 +138,7 @@ try {
   await page.fill('[data-testid="parameters.max_tokens"]', '6');
 
   begin('run and see streamed text (bug 1: Ctrl+Enter runs)');
-  await shot('01-playground-filled');
+  await shots('01-playground-filled');
   await page.focus('[data-testid=variable][data-name="리뷰"]');
   await page.keyboard.press('Control+Enter');
   await page.waitForSelector('[data-testid=token-view] .tok', { timeout: 60000 });
@@ -357,7 +357,7 @@ try {
   await page.waitForSelector('[data-testid=version-row][data-version="2"] [data-testid=label]', { timeout: 10000 });
   expect(await page.locator('[data-testid=version-row][data-version="1"] [data-testid=label]').count() === 0, 'production is on two versions');
   await page.waitForFunction(() => document.querySelector('[data-testid=label-history]').textContent.includes('v1 → v2'), null, { timeout: 10000 });
-  await shot('05-template-page');
+  await shots('05-template-page');
 
   begin('compare both versions');
   await page.goto(`${base}/compare?template=movie-e2e&versions=1,2`);
@@ -476,7 +476,7 @@ try {
   const counted = await page.$$eval('[data-testid=confusion] tbody td', (cells) => cells.reduce((n, c) => n + Number(c.textContent), 0));
   expect(counted === 3, `the confusion matrix counts ${counted} rows, not 3`);
   await page.waitForSelector('[data-testid=pass-chart]', { timeout: 5000 });
-  await shot('09-evaluate');
+  await shots('09-evaluate');
 
   begin('bug 8: the Check dropdown stays inside its card at 1280 and 800 px');
   await page.selectOption('[data-testid=new-row-check]', 'likelihood');
@@ -574,7 +574,7 @@ try {
   const all = await page.locator('[data-testid=template-card]').count();
   expect(all >= 18, `expected the shipped library and ours, saw ${all} cards`);
   expect(await page.isVisible('[data-testid=template-card][data-name=movie-e2e]'), 'our template is not in the library');
-  await shot('07-library');
+  await shots('07-library');
   await page.fill('[data-testid=library-search]', 'sentiment');
   await page.waitForFunction((a) => document.querySelectorAll('[data-testid=template-card]').length < a, all, { timeout: 5000 });
 

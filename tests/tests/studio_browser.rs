@@ -101,9 +101,11 @@ fn studio_pages_in_a_real_browser() {
         walk(&e2e.join("chat.mjs"), &url, &out_dir);
     }
     for page in [
-        "01-playground-filled",
+        "01-playground-filled-1280",
+        "01-playground-filled-800",
         "02-playground-output",
-        "05-template-page",
+        "05-template-page-1280",
+        "05-template-page-800",
         "06-compare-1280",
         "06-compare-800",
         "01b-playground-field-error-1280",
@@ -114,9 +116,11 @@ fn studio_pages_in_a_real_browser() {
         "09b-evaluate-check-800",
         "10-batch-1280",
         "10-batch-800",
-        "07-library",
+        "07-library-1280",
+        "07-library-800",
         "08-playground-phone",
-        "09-evaluate",
+        "09-evaluate-1280",
+        "09-evaluate-800",
         "06a-compare-draft-1280",
         "06a-compare-draft-800",
         "11-chat-1280",
