@@ -47,7 +47,7 @@ pub fn ExamplesEditor() -> impl IntoView {
                 <h3>{move || if chat.get() { "Example turns" } else { "Examples" }}</h3>
                 <span class="muted">{move || {
                     let n = draft.with(|d| d.examples.len());
-                    if chat.get() { format!("{n} exchanges before the user's message") } else { format!("{n} shown to the model before your input") }
+                    if chat.get() { format!("{n} {} before the user's message", if n == 1 { "exchange" } else { "exchanges" }) } else { format!("{n} shown to the model before your input") }
                 }}</span>
             </div>
             <div class="examples" data-testid="examples">
