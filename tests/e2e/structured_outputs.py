@@ -22,7 +22,11 @@ from schemas import PERSON_SCHEMA as SCHEMA
 base = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 client = OpenAI(base_url=base, api_key="unused")
-model = client.models.list().data[0].id
+served = client.models.list().data[0]
+model = served.id
+# Chat needs the model's chat template (the bundled Gemma-3-270M base file has none): then
+# every request goes to /v1/completions.
+has_chat = bool((served.model_extra or {}).get("chat_template"))
 
 PEOPLE = ["a baker", "a pilot", "a student in Seoul", "a retired teacher", "a chess player", "a nurse",
           "a farmer", "a painter", "a software developer", "a sailor", "a musician", "a gardener",
@@ -33,7 +37,7 @@ FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCH
 def one_json(i):
     who = PEOPLE[i % len(PEOPLE)]
     started = time.monotonic()
-    if i % 2 == 0:
+    if i % 2 == 0 and has_chat:
         r = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": f"Describe {who} as a JSON record."}],
             max_tokens=160, temperature=0.7, seed=i, response_format=FORMAT)
@@ -71,7 +75,7 @@ with concurrent.futures.ThreadPoolExecutor(8) as pool:
 valid = sum(1 for _, ok, _, _ in results if ok)
 stopped = sum(1 for f, _, _, _ in results if f == "stop")
 lat = [e for _, _, e, _ in results]
-print(f"model {model}")
+print(f"model {model} ({'chat and completions' if has_chat else 'completions only: no chat template'})")
 print(f"json_schema: {valid}/{n} parse and validate, {stopped}/{n} finished with stop; "
       f"latency p50 {statistics.median(lat):.2f} s, {n / json_wall:.1f} completions/s at 8 clients")
 for f, ok, _, text in results:
