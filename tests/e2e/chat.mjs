@@ -4,23 +4,16 @@
 // Playground in chat mode: system prompt, one example turn, the user's message with a
 // variable; the preview is the model's own chat template; a streamed run; saved as a chat
 // version; View code and the endpoint `/v1/templates/{name}@1/chat/completions`.
-import { chromium } from 'playwright-core';
+import { launchBrowser, runWalk, watchPage } from './harness.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
 const [base, outDir] = process.argv.slice(2);
 fs.mkdirSync(outDir, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchBrowser();
 const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
 const problems = [];
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('console', (m) => { if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) problems.push(`console: ${m.text()}`); });
-page.on('requestfailed', (r) => { if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`); });
-page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
+watchPage(page, problems);
 
 let step = 'start';
 const expect = (cond, msg) => { if (!cond) throw new Error(`${step}: ${msg}`); };
@@ -32,7 +25,7 @@ const shot = async (name) => {
 const hydrated = async () => page.waitForSelector('span.hydration[data-ready="true"]', { state: 'attached', timeout: 30000 });
 const preview = async () => (await page.textContent('[data-testid=prompt-preview]')) || '';
 
-try {
+await runWalk('chat e2e', async () => {
   begin('chat mode: system prompt, an example turn and the user\'s message');
   await page.goto(`${base}/`);
   await hydrated();
@@ -86,15 +79,4 @@ try {
   expect(r.status() === 200 && body.object === 'chat.completion' && body.choices[0].message.role === 'assistant', `the chat endpoint answered ${r.status()} ${JSON.stringify(body).slice(0, 200)}`);
   expect(body.choices[0].message.content.trim() === answer, `the endpoint's answer ${JSON.stringify(body.choices[0].message.content)} is not the playground's ${JSON.stringify(answer)}`);
   await shot('11b-chat-saved');
-
-  begin('no errors in the browser');
-  expect(problems.length === 0, problems.join('\n'));
-  console.log('chat e2e: all steps passed');
-} catch (e) {
-  await shot('chat-failure').catch(() => {});
-  console.error(`step "${step}": ${e.message}`);
-  if (problems.length) console.error(problems.join('\n'));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+}, { browser, problems, begin, expect, shot, step: () => step, failure: 'chat-failure' });

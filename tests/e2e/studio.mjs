@@ -2,31 +2,18 @@
 // a running `studio serve` with the real model. Usage: node studio.mjs BASE_URL OUT_DIR
 // Exits non-zero with a message on the first expectation that fails; saves a screenshot
 // of every page into OUT_DIR.
-import { chromium } from 'playwright-core';
+import { launchBrowser, runWalk, watchPage } from './harness.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
 const [base, outDir] = process.argv.slice(2);
 fs.mkdirSync(outDir, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchBrowser();
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 let page = await context.newPage();
-// Any console error, wasm panic, HTTP error or failed request fails the step it happens
-// in. Requests the browser itself cancels (Stop, Esc, a reload mid-preview) may end early.
+// Any console error, wasm panic, HTTP error or failed request fails the step it happens in.
 const problems = [];
-const watch = (p) => {
-  p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  // A failed load is caught below with its URL (the browser's own favicon probe aside).
-  p.on('console', (m) => { if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) problems.push(`console: ${m.text()}`); });
-  p.on('requestfailed', (r) => {
-    if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`);
-  });
-  p.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
-};
+const watch = (p) => watchPage(p, problems);
 watch(page);
 
 let step = 'start';
@@ -68,7 +55,7 @@ const metric = async (name) => {
   return line ? Number(line.split(' ')[1]) : NaN;
 };
 
-try {
+await runWalk('studio e2e', async () => {
   begin('open the playground');
   await page.goto(`${base}/`);
   await hydrated();
@@ -676,15 +663,4 @@ try {
   console.log(`second visit: ${total} bytes over the wire: ${transfer.map((e) => `${new URL(e.name).pathname}=${e.size}`).join(', ')}`);
   expect(transfer.some((e) => e.name.endsWith('_bg.wasm') && e.size === 0), 'the wasm was downloaded again');
   expect(total <= 60 * 1024, `the second visit transferred ${total} bytes`);
-
-  begin('no errors in the browser');
-  expect(problems.length === 0, problems.join('\n'));
-  console.log('studio e2e: all steps passed');
-} catch (e) {
-  await shot('failure').catch(() => {});
-  console.error(`step "${step}": ${e.message}`);
-  if (problems.length) console.error(problems.join('\n'));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+}, { browser, problems, begin, expect, shot, step: () => step, failure: 'failure' });

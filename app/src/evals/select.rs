@@ -149,12 +149,15 @@ async fn score_row(
     expected: &str,
     labels: &[String],
 ) -> Result<(bool, f64), EvalError> {
-    let rendered =
-        crate::serving::chat::render_version(&sched.tokenizer, &sched.model_name, spec, vars).map_err(|e| match e {
-            crate::serving::ServeError::Field(fe) => EvalError::Invalid(fe),
-            other => EvalError::Model(other),
-        })?;
-    let (ids, _) = rendered.token_ids(&sched.tokenizer).map_err(crate::serving::ServeError::internal)?;
+    // Rendering (a chat template, for chat versions) and tokenizing are CPU work: on the
+    // blocking pool, not a tokio worker.
+    let (tok, model, owned, vars) = (sched.tokenizer.clone(), sched.model_name.clone(), spec.clone(), vars.clone());
+    let ids = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, crate::serving::ServeError> {
+        let rendered = crate::serving::chat::render_version(&tok, &model, &owned, &vars)?;
+        Ok(rendered.token_ids(&tok).map_err(crate::serving::ServeError::internal)?.0)
+    })
+    .await
+    .map_err(crate::serving::ServeError::internal)??;
     let scores = score_labels(sched, spec, &ids, labels).await?;
     let best = crate::evals::LabelScores::new(labels, &scores).best;
     let i = labels.iter().position(|l| l == expected).expect("held-out labels are checked");
