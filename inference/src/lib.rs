@@ -5,6 +5,8 @@
 //!
 //! The modules, from the top down (each uses only those below it):
 //! - [`engine`]: the batched `step()` API, the prefix cache, streaming text out;
+//! - [`train`]: prompt tuning: soft prompts trained on a frozen model through
+//!   differentiable forwards of the families (CPU, candle autograd);
 //! - [`model`]: finding and loading models, the families (`gemma3`, `llama`), the group
 //!   of rank threads that holds a loaded model;
 //! - [`nn`]: the layers the families are made of (attention, norms, rotary embeddings,
@@ -32,6 +34,7 @@ pub mod parallel;
 pub mod sampling;
 pub mod simd;
 pub mod tokenizer;
+pub mod train;
 pub mod weight;
 
 pub use constraint::{ConstraintError, ConstraintSpec, Constraints, Grammar, Guide};

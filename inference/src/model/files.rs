@@ -50,7 +50,7 @@ impl ModelFiles {
     }
 
     /// The weights, opened for loading.
-    pub(super) fn open(&self) -> Result<WeightSource> {
+    pub(crate) fn open(&self) -> Result<WeightSource> {
         if self.path.is_dir() {
             if self.path.join("config.json").exists() {
                 return WeightSource::open_safetensors_dir(&self.path);

@@ -98,7 +98,7 @@ impl Config {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
-    fn name(&self, layer: Option<usize>, what: &str) -> String {
+    pub(crate) fn name(&self, layer: Option<usize>, what: &str) -> String {
         match (self.layout, layer) {
             (Layout::Gguf, Some(i)) => format!("blk.{i}.{what}.weight"),
             (Layout::Gguf, None) => format!("{what}.weight"),

@@ -1,0 +1,105 @@
+//! Prompt tuning on the real bundled models: the differentiable training forward agrees
+//! with the engine's, and a short tuning run on SmolLM2 lowers the loss.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use inference::train::{train, Example, StepProgress, TrainConfig, TrainableModel};
+use inference::{Chunk, ShardedModel, Tokenizer};
+
+fn engine_logits(model: &ShardedModel, tokens: &[u32]) -> Tensor {
+    let chunk =
+        Chunk { seq: 1, tokens: tokens.to_vec(), start_pos: 0, all_logits: true, tail_logits: 0, no_logits: false };
+    let logits = model.forward(vec![chunk]).unwrap().remove(0);
+    model.free(vec![1]);
+    logits
+}
+
+/// Row by row, the largest difference relative to the row's largest logit, and whether the
+/// top token agrees.
+fn check_against_engine(name: &str) {
+    let (files, tok) = common::inspect(name);
+    let started = Instant::now();
+    let trainable = TrainableModel::load(&files, tok.bos_id()).unwrap();
+    eprintln!("{name}: training model loaded (dequantized) in {:.2?}", started.elapsed());
+    let engine = ShardedModel::load_cpu(files, 1).unwrap();
+    let tokens = tok.encode("The capital of France is Paris, and the capital of Italy is", true).unwrap();
+    let want = engine_logits(&engine, &tokens).to_vec2::<f32>().unwrap();
+    let empty = Tensor::zeros((0, trainable.hidden_size()), DType::F32, &Device::Cpu).unwrap();
+    let got = trainable.logits(&empty, &tokens).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(got.len(), want.len());
+    let argmax = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let mut worst: f32 = 0.0;
+    for (g, w) in got.iter().zip(&want) {
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        worst = worst.max(diff / scale);
+    }
+    eprintln!("{name}: worst row difference relative to the row's largest logit {worst:.2e}");
+    assert!(worst < 2e-2, "{name}: the training forward differs from the engine's by {worst:e}");
+    assert_eq!(argmax(got.last().unwrap()), argmax(want.last().unwrap()), "{name}: next token differs");
+}
+
+#[test]
+fn training_forward_matches_the_engine_on_smollm2() {
+    check_against_engine(common::SMOL);
+}
+
+#[test]
+fn training_forward_matches_the_engine_on_gemma3() {
+    check_against_engine(common::GEMMA);
+}
+
+fn sentiment_examples(tok: &Tokenizer) -> Vec<Example> {
+    [("A wonderful, moving film.", "positive"), ("Dull and far too long.", "negative")]
+        .iter()
+        .chain(&[("I loved every minute.", "positive"), ("A waste of two hours.", "negative")])
+        .map(|(review, label)| {
+            let prompt = tok.encode(&format!("Review: {review}\nSentiment:"), true).unwrap();
+            (prompt, tok.encode(&format!(" {label}"), false).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_short_tuning_run_on_smollm2_lowers_the_loss() {
+    let (files, tok) = common::inspect(common::SMOL);
+    let model = TrainableModel::load(&files, tok.bos_id()).unwrap();
+    let examples = sentiment_examples(&tok);
+    let cfg = TrainConfig {
+        virtual_tokens: 8,
+        epochs: 3,
+        batch_size: 4,
+        learning_rate: 0.02,
+        warmup_ratio: 0.0,
+        patience: None,
+        init_ids: tok.encode("Classify the sentiment.", false).unwrap(),
+        ..TrainConfig::default()
+    };
+    struct Log(Vec<StepProgress>, Instant);
+    impl inference::train::Progress for Log {
+        fn step(&mut self, p: &StepProgress) {
+            eprintln!("step {}: loss {:.4}, grad norm {:.3}, {:.2?}", p.step, p.loss, p.grad_norm, self.1.elapsed());
+            self.0.push(p.clone());
+        }
+    }
+    let mut log = Log(Vec::new(), Instant::now());
+    let (soft, report) = train(&model, &examples, &cfg, &mut log, &AtomicBool::new(false)).unwrap();
+    let per_example = report.seconds / (report.steps * examples.len()) as f64;
+    eprintln!("smollm2: {} steps in {:.2} s ({per_example:.3} s per example)", report.steps, report.seconds);
+    assert_eq!(soft.model, "smollm2-135m");
+    // The loss of the trained soft prompt, against the one it started from.
+    let loss = |soft: &inference::train::SoftPrompt| {
+        let t = soft.to_tensor(DType::F32, &Device::Cpu).unwrap();
+        let sum: f32 =
+            examples.iter().map(|(p, e)| model.loss_sum(&t, p, e).unwrap().to_scalar::<f32>().unwrap()).sum();
+        sum / examples.iter().map(|(_, e)| e.len()).sum::<usize>() as f32
+    };
+    let start = model.init_soft_prompt(8, &cfg.init_ids, cfg.seed).unwrap();
+    let (before, after) = (loss(&start), loss(&soft));
+    eprintln!("smollm2: loss {before:.4} before, {after:.4} after");
+    assert!(after < 0.8 * before, "loss {before} before, {after} after; steps {:?}", report.step_losses);
+}
