@@ -18,28 +18,55 @@ fn engine_logits(model: &ShardedModel, tokens: &[u32]) -> Tensor {
     logits
 }
 
-/// Row by row, the largest difference relative to the row's largest logit, and whether the
-/// top token agrees.
+/// The largest logit difference of `a` and `b` over all rows, relative to the largest
+/// logit, and the mean NLL of `tokens` under each.
+fn compare(a: &[Vec<f32>], b: &[Vec<f32>], tokens: &[u32]) -> (f32, f32, f32) {
+    let lse = |r: &[f32]| {
+        let m = r.iter().fold(f32::MIN, |a, b| a.max(*b));
+        m + r.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+    };
+    let nll = |rows: &[Vec<f32>]| {
+        let n = tokens.len() - 1;
+        (0..n).map(|i| lse(&rows[i]) - rows[i][tokens[i + 1] as usize]).sum::<f32>() / n as f32
+    };
+    let mut worst: f32 = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        worst = worst.max(x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale);
+    }
+    (worst, nll(a), nll(b))
+}
+
+/// The engine's int8 kernels quantize activations, so its logits move by a few percent
+/// from an exact forward, and they move as much between its own two kernel paths
+/// (invariant numerics on and off). The training forward (dense f32) is held to that
+/// spread; the exact agreement on dense weights is `train::tests`'.
 fn check_against_engine(name: &str) {
     let (files, tok) = common::inspect(name);
     let started = Instant::now();
     let trainable = TrainableModel::load(&files, tok.bos_id()).unwrap();
     eprintln!("{name}: training model loaded (dequantized) in {:.2?}", started.elapsed());
-    let engine = ShardedModel::load_cpu(files, 1).unwrap();
     let tokens = tok.encode("The capital of France is Paris, and the capital of Italy is", true).unwrap();
+    let engine = ShardedModel::load_cpu(files.clone(), 1).unwrap();
     let want = engine_logits(&engine, &tokens).to_vec2::<f32>().unwrap();
+    drop(engine);
+    inference::tp::set_invariant_numerics(false);
+    let plain = ShardedModel::load_cpu(files, 1);
+    inference::tp::set_invariant_numerics(true);
+    let plain = engine_logits(&plain.unwrap(), &tokens).to_vec2::<f32>().unwrap();
     let empty = Tensor::zeros((0, trainable.hidden_size()), DType::F32, &Device::Cpu).unwrap();
     let got = trainable.logits(&empty, &tokens).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(got.len(), want.len());
+
+    let (ours, nll_ours, nll_engine) = compare(&got, &want, &tokens);
+    let (spread, _, _) = compare(&plain, &want, &tokens);
+    eprintln!(
+        "{name}: largest logit difference / largest logit: training forward {ours:.2e}, engine's two kernel \
+         paths {spread:.2e}; mean NLL {nll_ours:.4} (training) vs {nll_engine:.4} (engine)"
+    );
+    assert!(ours < 3.0 * spread, "{name}: the training forward differs from the engine's by {ours:e}");
+    assert!((nll_ours - nll_engine).abs() < 0.05 * nll_engine, "{name}: NLL {nll_ours} vs {nll_engine}");
     let argmax = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
-    let mut worst: f32 = 0.0;
-    for (g, w) in got.iter().zip(&want) {
-        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        worst = worst.max(diff / scale);
-    }
-    eprintln!("{name}: worst row difference relative to the row's largest logit {worst:.2e}");
-    assert!(worst < 2e-2, "{name}: the training forward differs from the engine's by {worst:e}");
     assert_eq!(argmax(got.last().unwrap()), argmax(want.last().unwrap()), "{name}: next token differs");
 }
 

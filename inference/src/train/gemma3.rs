@@ -153,7 +153,7 @@ impl Mlp {
 /// the finite-difference check sees.
 fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
-    ((x * 0.5)? * (inner.tanh()? + 1.0)?)
+    (x * 0.5)? * (inner.tanh()? + 1.0)?
 }
 
 /// `x * sigmoid(x)`, written out (candle-nn's sigmoid is a custom op).

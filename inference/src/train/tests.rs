@@ -197,3 +197,60 @@ fn bad_settings_and_examples_name_the_field_and_the_limit() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The engine on the same tiny weights, written as an f32 GGUF: with dense weights it does
+/// no integer arithmetic, so its logits and the training forward's must agree closely.
+fn engine_on(model_cfg: FamilyConfig, weights: &HashMap<String, Tensor>) -> (tempfile::TempDir, crate::ShardedModel) {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let q: Vec<(String, QTensor)> = {
+        let mut names: Vec<&String> = weights.keys().collect();
+        names.sort();
+        names.into_iter().map(|n| (n.clone(), QTensor::quantize(&weights[n], GgmlDType::F32).unwrap())).collect()
+    };
+    let tensors: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut file = std::fs::File::create(&path).unwrap();
+    gguf_file::write(&mut file, &[], &tensors).unwrap();
+    drop(file);
+    let files = crate::ModelFiles { name: "tiny".into(), path, config: model_cfg };
+    let engine = crate::ShardedModel::load_cpu(files, 1).unwrap();
+    (dir, engine)
+}
+
+#[test]
+fn training_forward_matches_the_engine_on_dense_weights() {
+    for family in ["gemma3", "llama"] {
+        let (cfg, weights) = match family {
+            "gemma3" => {
+                let c = gemma3::tiny_config();
+                let w = gemma3::tiny_random(&c, 11, DType::F32);
+                (FamilyConfig::Gemma3(c), w)
+            }
+            _ => {
+                let c = llama::tiny_config();
+                let w = llama::tiny_random(&c, 12, DType::F32);
+                (FamilyConfig::Llama(c), w)
+            }
+        };
+        let model = TrainableModel::from_weights("tiny", &cfg, &weights, Some(BOS)).unwrap();
+        let (_dir, engine) = engine_on(cfg, &weights);
+        // Longer than the tiny Gemma's sliding window of 4.
+        let tokens = vec![BOS, 5, 9, 17, 30, 2, 44, 8, 3];
+        let chunk = crate::Chunk {
+            seq: 1,
+            tokens: tokens.clone(),
+            start_pos: 0,
+            all_logits: true,
+            tail_logits: 0,
+            no_logits: false,
+        };
+        let want = engine.forward(vec![chunk]).unwrap().remove(0);
+        let empty = Tensor::zeros((0, model.hidden_size()), DType::F32, &Device::Cpu).unwrap();
+        let got = model.logits(&empty, &tokens).unwrap();
+        let diff = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        eprintln!("{family}: dense logits differ by {diff:e} (largest {scale})");
+        assert!(diff < 1e-5 * scale, "{family}: logits differ by {diff} (largest {scale})");
+    }
+}
