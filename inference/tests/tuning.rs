@@ -113,6 +113,19 @@ fn a_short_tuning_run_on_smollm2_lowers_the_loss() {
             self.0.push(p.clone());
         }
     }
+    // Deterministic: the same gradient twice, bit for bit (candle's CPU matmul splits work
+    // over output tiles, never over the sum).
+    let gradient = || {
+        let var = candle_core::Var::from_tensor(
+            &model.init_soft_prompt(8, &cfg.init_ids, 0).unwrap().to_tensor(DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let (p, e) = &examples[0];
+        let grads = model.loss_sum(var.as_tensor(), p, e).unwrap().backward().unwrap();
+        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        g.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(gradient(), gradient());
     let mut log = Log(Vec::new(), Instant::now());
     let (soft, report) = train(&model, &examples, &cfg, &mut log, &AtomicBool::new(false)).unwrap();
     let per_example = report.seconds / (report.steps * examples.len()) as f64;

@@ -152,7 +152,8 @@ impl Mlp {
 /// forward is candle's `gelu`, but its backward rounds the constants to six digits, which
 /// the finite-difference check sees.
 fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+    let cube = (x.sqr()? * x)?;
+    let inner = ((x + (cube * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
     (x * 0.5)? * (inner.tanh()? + 1.0)?
 }
 
