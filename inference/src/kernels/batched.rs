@@ -549,17 +549,28 @@ mod tests {
         assert_eq!(types.into_iter().collect::<Vec<_>>(), ["Q4K", "Q5_0", "Q6K", "Q8_0"]);
     }
 
+    /// `x` as candle's K-quant matmuls see it: each block of 256 quantized to 8 bits with
+    /// one f32 scale (ggml's Q8_K, candle's `BlockQ8K::from_float`).
+    fn as_q8k(x: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        x.iter()
+            .map(|row| {
+                row.chunks(256)
+                    .flat_map(|b| {
+                        let max = b.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                        let iscale = if max == 0.0 { 0.0 } else { -127f32 / max };
+                        let d = if max == 0.0 { 0.0 } else { 1.0 / iscale };
+                        b.iter().map(move |&v| (iscale * v).round().clamp(-128.0, 127.0) * d).collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     #[test]
     fn quantized_weights_agree_with_candles_quantized_matmul() {
-        // candle also quantizes x per block of 32 (Q8_1 for Q4_1 weights, Q8_0 for Q8_0):
+        // For Q4_1, Q8_0 and Q5_0 candle also quantizes x per block of 32 (Q8_1 or Q8_0):
         // the same integer sums, its scales rounded to f16.
-        for (dt, k) in [
-            (GgmlDType::Q4_1, 576),
-            (GgmlDType::Q8_0, 576),
-            (GgmlDType::Q5_0, 576),
-            (GgmlDType::Q4K, 512),
-            (GgmlDType::Q6K, 512),
-        ] {
+        for (dt, k) in [(GgmlDType::Q4_1, 576), (GgmlDType::Q8_0, 576), (GgmlDType::Q5_0, 576)] {
             let w = weight(40, k, Some(dt));
             let Weight::Quant(q) = &w else { unreachable!() };
             let candle = candle_core::quantized::QMatMul::from_arc(q.clone()).unwrap();
@@ -569,6 +580,28 @@ mod tests {
             let mags = reference(&x.to_vec2::<f32>().unwrap(), &w);
             for ((g, c), (_, mag)) in got.iter().flatten().zip(want.iter().flatten()).zip(mags.iter().flatten()) {
                 assert!(((g - c) as f64).abs() <= 2e-3 * mag, "{dt:?}: {g} vs candle's {c}");
+            }
+        }
+        // For Q4_K and Q6_K candle quantizes x per block of 256 (Q8_K), coarser than our
+        // blocks of 32, so the two differ by x's rounding, which is random. Each is checked
+        // against the exact product on the x it rounded, and they may differ by no more
+        // than those two exact products do.
+        for (dt, k) in [(GgmlDType::Q4K, 512), (GgmlDType::Q6K, 512)] {
+            let w = weight(40, k, Some(dt));
+            let Weight::Quant(q) = &w else { unreachable!() };
+            let candle = candle_core::quantized::QMatMul::from_arc(q.clone()).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (5, k), &Device::Cpu).unwrap();
+            let xs = x.to_vec2::<f32>().unwrap();
+            let got = BatchedWeight::new(&w).unwrap().forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            let want = candle_core::Module::forward(&candle, &x).unwrap().to_vec2::<f32>().unwrap();
+            let (ours, theirs) = (reference(&as_quantized(&xs), &w), reference(&as_q8k(&xs), &w));
+            let cells =
+                got.iter().flatten().zip(want.iter().flatten()).zip(ours.iter().flatten().zip(theirs.iter().flatten()));
+            for ((&g, &c), (&(eo, mag), &(et, _))) in cells {
+                assert!((g as f64 - eo).abs() <= 1e-5 * mag, "{dt:?}: {g} vs exact {eo} on our x");
+                assert!((c as f64 - et).abs() <= 1e-5 * mag, "{dt:?}: candle's {c} vs exact {et} on Q8_K x");
+                let apart = (eo - et).abs() + 2e-5 * mag;
+                assert!(((g - c) as f64).abs() <= apart, "{dt:?}: {g} vs candle's {c}, allowed {apart}");
             }
         }
     }
