@@ -19,6 +19,11 @@ pub enum EngineError {
     KvBudget { tokens: usize, limit: usize },
     #[error("prompt is empty: at least one token is needed")]
     EmptyPrompt,
+    /// A soft prompt trained on another model (the message names both).
+    #[error("soft prompt {id}: {source}")]
+    SoftPrompt { id: String, source: crate::train::SoftPromptError },
+    #[error("soft prompt {id} has rows of {got} values; {model} has a hidden size of {want}")]
+    SoftPromptWidth { id: String, got: usize, want: usize, model: String },
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("sampling: {0}")]

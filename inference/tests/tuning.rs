@@ -11,8 +11,15 @@ use inference::train::{train, Example, StepProgress, TrainConfig, TrainableModel
 use inference::{Chunk, ShardedModel, Tokenizer};
 
 fn engine_logits(model: &ShardedModel, tokens: &[u32]) -> Tensor {
-    let chunk =
-        Chunk { seq: 1, tokens: tokens.to_vec(), start_pos: 0, all_logits: true, tail_logits: 0, no_logits: false };
+    let chunk = Chunk {
+        seq: 1,
+        tokens: tokens.to_vec(),
+        start_pos: 0,
+        all_logits: true,
+        tail_logits: 0,
+        no_logits: false,
+        embeddings: None,
+    };
     let logits = model.forward(vec![chunk]).unwrap().remove(0);
     model.free(vec![1]);
     logits
