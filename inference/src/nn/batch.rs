@@ -163,6 +163,21 @@ mod tests {
     }
 
     #[test]
+    fn input_embeddings_overwrite_their_rows_and_nothing_else() {
+        let x = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((6, 2)).unwrap();
+        let mut a = chunk(1, 2, false);
+        a.embeddings = Some(InputEmbeddings { first: 1, values: vec![-1.0, -2.0] });
+        let mut b = chunk(2, 4, false);
+        b.embeddings = Some(InputEmbeddings { first: 0, values: vec![-3.0, -4.0, -5.0, -6.0] });
+        let out = overwrite_input_rows(&x, &[a.clone(), b]).unwrap().to_vec2::<f32>().unwrap();
+        let want = [[0.0, 1.0], [-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0], [8.0, 9.0], [10.0, 11.0]];
+        assert_eq!(out, want.map(|r| r.to_vec()).to_vec());
+        // Rows past the chunk's end are an error, not a write into the next chunk.
+        a.embeddings = Some(InputEmbeddings { first: 1, values: vec![0.0; 4] });
+        assert!(overwrite_input_rows(&x, &[a, chunk(2, 4, false)]).is_err());
+    }
+
+    #[test]
     fn the_head_runs_only_on_rows_whose_logits_are_used() {
         // Rows hold their own index: the head's input says which rows it was given.
         let hidden = Tensor::arange(0f32, 9.0, &Device::Cpu).unwrap().reshape((9, 1)).unwrap();
