@@ -24,6 +24,8 @@ pub enum EngineError {
     SoftPrompt { id: String, source: crate::train::SoftPromptError },
     #[error("soft prompt {id} has rows of {got} values; {model} has a hidden size of {want}")]
     SoftPromptWidth { id: String, got: usize, want: usize, model: String },
+    #[error("soft prompt {id}: row {row} holds a value that is not finite")]
+    SoftPromptNotFinite { id: String, row: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("sampling: {0}")]

@@ -287,7 +287,7 @@ impl Engine {
         })
     }
 
-    /// A soft prompt must be for the loaded model, and as wide as its hidden size.
+    /// A soft prompt must be for the loaded model, as wide as its hidden size, and finite.
     fn check_soft_prompt(&self, sp: &NamedSoftPrompt) -> Result<()> {
         let model = &self.model.files.name;
         sp.soft_prompt.check_model(model).map_err(|source| EngineError::SoftPrompt { id: sp.id.clone(), source })?;
@@ -299,6 +299,10 @@ impl Engine {
                 want,
                 model: model.clone(),
             });
+        }
+        // A NaN would not fail anywhere: it would only make every logit after it NaN.
+        if let Some(i) = sp.soft_prompt.embeddings.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::SoftPromptNotFinite { id: sp.id.clone(), row: i / want });
         }
         Ok(())
     }

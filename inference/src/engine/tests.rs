@@ -285,6 +285,12 @@ fn a_soft_prompt_must_fit_the_loaded_model() {
     let err = e.add(greedy(&[BOS, 5], Some(&narrow))).unwrap_err();
     assert!(matches!(err, EngineError::SoftPromptWidth { got: 8, want: 16, .. }), "{err:?}");
 
+    let mut rows = vec![0.0; 2 * hidden];
+    rows[hidden + 3] = f32::NAN;
+    let nan = NamedSoftPrompt::new("s4", SoftPrompt::new(MODEL, hidden, rows).unwrap());
+    let err = e.add(greedy(&[BOS, 5], Some(&nan))).unwrap_err();
+    assert!(matches!(err, EngineError::SoftPromptNotFinite { row: 1, .. }), "{err:?}");
+
     // Virtual tokens count towards the context (512 positions).
     let long = soft(&t, "s3", 20, 7);
     let err = e.add(greedy(&[BOS; 492], Some(&long))).unwrap_err();
