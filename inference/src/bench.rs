@@ -162,6 +162,7 @@ pub fn step_costs(
         all_logits: false,
         tail_logits: 0,
         no_logits: false,
+        embeddings: None,
     };
     // One long context to start chunks from (sequence 1), filled in pieces of 512.
     let mut filled = 0;

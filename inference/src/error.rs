@@ -19,6 +19,13 @@ pub enum EngineError {
     KvBudget { tokens: usize, limit: usize },
     #[error("prompt is empty: at least one token is needed")]
     EmptyPrompt,
+    /// A soft prompt trained on another model (the message names both).
+    #[error("soft prompt {id}: {source}")]
+    SoftPrompt { id: String, source: crate::train::SoftPromptError },
+    #[error("soft prompt {id} has rows of {got} values; {model} has a hidden size of {want}")]
+    SoftPromptWidth { id: String, got: usize, want: usize, model: String },
+    #[error("soft prompt {id}: row {row} holds a value that is not finite")]
+    SoftPromptNotFinite { id: String, row: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("sampling: {0}")]

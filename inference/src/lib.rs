@@ -43,7 +43,7 @@ pub use error::{EngineError, Result};
 #[cfg(any(test, feature = "fault-injection"))]
 pub use model::Fault;
 pub use model::{installed_models, models_dir, resolve_model, FamilyConfig, ModelFiles, ShardedModel};
-pub use nn::{Chunk, SeqId};
+pub use nn::{Chunk, InputEmbeddings, SeqId};
 pub use sampling::{SampledToken, Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;
 

@@ -262,6 +262,28 @@ impl Tokenizer {
         Self { inner, vocab_size, bos_id, eos_ids, add_bos, chat_template }
     }
 
+    /// A word-level tokenizer of `vocab_size` tokens `t0`, `t1`, ... (words split on
+    /// whitespace), with `t{bos}` as BOS and no end-of-sequence token: for engine tests on
+    /// tiny random models.
+    #[cfg(test)]
+    pub(crate) fn word_level_for_tests(vocab_size: usize, bos: u32) -> Self {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            (0..vocab_size).map(|i| (format!("t{i}"), serde_json::Value::from(i))).collect();
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": { "type": "WhitespaceSplit" },
+            "post_processor": null,
+            "decoder": null,
+            "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "t0" },
+        });
+        let inner: tokenizers::Tokenizer = json.to_string().parse().expect("a word-level tokenizer");
+        Self::assemble(inner, Some(bos), Vec::new(), true, None)
+    }
+
     /// Encodes `text`. Control tokens written in the text (`<start_of_turn>`, `<|im_start|>`, ...)
     /// become their single ids. BOS is prepended only when `add_bos` is asked for *and* the model
     /// wants one ([`Tokenizer::add_bos`]); EOS is never added.

@@ -193,6 +193,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                 all_logits: false,
                 tail_logits: 0,
                 no_logits: false,
+                embeddings: None,
             }])
             .unwrap();
         let n = ids.len();
@@ -204,6 +205,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                 all_logits: false,
                 tail_logits: 0,
                 no_logits: false,
+                embeddings: None,
             }])
             .unwrap();
             let rest = m
@@ -214,6 +216,7 @@ fn a_prompt_computed_in_pieces_gives_the_logits_of_one_piece() {
                     all_logits: false,
                     tail_logits: 0,
                     no_logits: false,
+                    embeddings: None,
                 }])
                 .unwrap();
             let (a, b): (Vec<f32>, Vec<f32>) =

@@ -94,6 +94,7 @@ fn hf_checkpoint_loads_and_matches_candle_llama() {
                     all_logits: false,
                     tail_logits: 0,
                     no_logits: false,
+                    embeddings: None,
                 }])
                 .unwrap();
             let got: Vec<f32> = got[0].squeeze(0).unwrap().to_vec1().unwrap();

@@ -37,6 +37,7 @@ where
                 all_logits: false,
                 tail_logits: 0,
                 no_logits: false,
+                embeddings: None,
             }])
             .unwrap();
         let ours: Vec<f32> = ours[0].squeeze(0).unwrap().to_vec1().unwrap();
@@ -109,6 +110,7 @@ fn nll(model: &ShardedModel, ids: &[u32]) -> f32 {
             all_logits: true,
             tail_logits: 0,
             no_logits: false,
+            embeddings: None,
         }])
         .unwrap();
     let rows: Vec<Vec<f32>> = out[0].to_vec2().unwrap();

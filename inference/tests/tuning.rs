@@ -1,5 +1,6 @@
 //! Prompt tuning on the real bundled models: the differentiable training forward agrees
-//! with the engine's, and a short tuning run on SmolLM2 lowers the loss.
+//! with the engine's, a short tuning run on SmolLM2 lowers the loss, and a soft prompt
+//! served on Gemma is TP invariant and hits the prefix cache.
 
 mod common;
 
@@ -7,12 +8,20 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use inference::train::{train, Example, StepProgress, TrainConfig, TrainableModel};
-use inference::{Chunk, ShardedModel, Tokenizer};
+use inference::engine::NamedSoftPrompt;
+use inference::train::{train, Example, SoftPrompt, StepProgress, TrainConfig, TrainableModel};
+use inference::{Chunk, Event, GenerateRequest, ShardedModel, Tokenizer};
 
 fn engine_logits(model: &ShardedModel, tokens: &[u32]) -> Tensor {
-    let chunk =
-        Chunk { seq: 1, tokens: tokens.to_vec(), start_pos: 0, all_logits: true, tail_logits: 0, no_logits: false };
+    let chunk = Chunk {
+        seq: 1,
+        tokens: tokens.to_vec(),
+        start_pos: 0,
+        all_logits: true,
+        tail_logits: 0,
+        no_logits: false,
+        embeddings: None,
+    };
     let logits = model.forward(vec![chunk]).unwrap().remove(0);
     model.free(vec![1]);
     logits
@@ -142,4 +151,52 @@ fn a_short_tuning_run_on_smollm2_lowers_the_loss() {
     let (before, after) = (loss(&start), loss(&soft));
     eprintln!("smollm2: loss {before:.4} before, {after:.4} after");
     assert!(after < 0.8 * before, "loss {before} before, {after} after; steps {:?}", report.step_losses);
+}
+
+/// A soft-prompted request on the engine: its greedy tokens and `cached_tokens`.
+fn serve(e: &mut inference::Engine, prompt: &[u32], sp: &std::sync::Arc<NamedSoftPrompt>) -> (Vec<u32>, usize) {
+    let req = GenerateRequest {
+        ignore_eos: true,
+        soft_prompt: Some(sp.clone()),
+        ..GenerateRequest::greedy(prompt.to_vec(), 8)
+    };
+    let id = e.add(req).unwrap();
+    let (mut tokens, mut cached) = (Vec::new(), None);
+    while e.has_work() {
+        for ev in e.step().unwrap() {
+            match ev {
+                Event::Token { seq, token, .. } if seq == id => tokens.push(token.id),
+                Event::Finished { seq, cached_tokens, .. } if seq == id => cached = Some(cached_tokens),
+                _ => {}
+            }
+        }
+    }
+    (tokens, cached.expect("finished"))
+}
+
+/// Served on Gemma-3-270M, a soft prompt gives the same tokens at TP=2 as at TP=1, and a
+/// template's fixed part is prefilled once: the second call (and one with a new last
+/// line) starts from the prefix cache.
+#[test]
+fn a_soft_prompt_on_gemma3_serves_the_same_at_tp2_and_its_fixed_part_is_cached() {
+    let template = "Review: A wonderful, moving film.\nSentiment: positive\nReview: Dull and far too long.\nSentiment:";
+    let other = "Review: A wonderful, moving film.\nSentiment: positive\nReview: I loved every minute.\nSentiment:";
+    let mut runs = Vec::new();
+    for tp in [1, 2] {
+        let mut e = common::engine(common::GEMMA, tp);
+        let hidden = e.model().config().hidden_size();
+        let mut rng = inference::train::rng::SplitMix64::new(5);
+        let rows = (0..8 * hidden).map(|_| rng.normal() as f32).collect();
+        let sp = NamedSoftPrompt::new("tuned-1", SoftPrompt::new(&e.model().files.name, hidden, rows).unwrap());
+        let (fixed, line) = (e.tokenizer().encode(template, true).unwrap(), e.tokenizer().encode(other, true).unwrap());
+        let first = serve(&mut e, &fixed, &sp);
+        let second = serve(&mut e, &fixed, &sp);
+        let third = serve(&mut e, &line, &sp);
+        eprintln!("TP={tp}: cached tokens {}, {}, {}", first.1, second.1, third.1);
+        assert_eq!(first.1, 0);
+        assert_eq!(second, (first.0.clone(), fixed.len() + 8 - 1), "TP={tp}: the second call is all but cached");
+        assert!(third.1 > 8, "TP={tp}: the shared part (and the virtual tokens) come from the cache");
+        runs.push((first.0, third.0));
+    }
+    assert_eq!(runs[1], runs[0], "TP=2 tokens differ from TP=1");
 }

@@ -52,6 +52,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ignore_eos: false,
         forced: Vec::new(),
         constraint: None,
+        soft_prompt: None,
     };
     let t0 = Instant::now();
     let mut stdout = std::io::stdout();

@@ -79,6 +79,7 @@ fn run_rendered(
         ignore_eos: false,
         forced: Vec::new(),
         constraint,
+        soft_prompt: None,
     };
     let out = engine.generate(req, |_| {})?;
     Ok(out.text)

@@ -181,6 +181,7 @@ pub async fn eval_row(
             ignore_eos: false,
             forced: Vec::new(),
             constraint: constraint.cloned(),
+            soft_prompt: None,
         };
         run_one(sched, req)
     });

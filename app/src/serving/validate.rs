@@ -188,6 +188,7 @@ impl ValidRequest {
                     ignore_eos: false,
                     forced: Vec::new(),
                     constraint: None,
+                    soft_prompt: None,
                 };
                 choices.push((i, text.clone(), req));
             }

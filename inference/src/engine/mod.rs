@@ -21,6 +21,12 @@
 //! Identical prompts added while the first of them is still waiting or prefilling (the
 //! `n` samples of one prompt, or repeated prompts) are prefilled once: the others follow
 //! it and fork its KV and last logits when its prefill completes.
+//!
+//! A soft prompt ([`GenerateRequest::soft_prompt`]) puts `k` virtual tokens in a
+//! sequence's prompt: they stand in its token list as [`VIRTUAL_TOKEN`], and the chunks
+//! that cover them carry the soft prompt's rows as [`crate::nn::InputEmbeddings`], which
+//! the model writes over the looked-up embeddings. Prefix reuse and following a twin
+//! need the same soft prompt as well as the same tokens.
 
 mod prefix_cache;
 pub mod request;
@@ -35,15 +41,44 @@ use self::stream::{IncrementalDecoder, StopMatcher};
 use crate::constraint::{ConstraintError, Constraints, Guide};
 use crate::error::{EngineError, Result};
 use crate::model::ShardedModel;
-use crate::nn::{Chunk, SeqId};
+use crate::nn::{Chunk, InputEmbeddings, SeqId};
 use crate::sampling::{SampledToken, Sampler};
 use crate::tokenizer::Tokenizer;
 
-pub use self::request::{EngineConfig, Event, FinishReason, GenerateRequest, Generation, Priority};
+use self::request::same_soft_prompt;
+pub use self::request::{
+    EngineConfig, Event, FinishReason, GenerateRequest, Generation, NamedSoftPrompt, Priority, VIRTUAL_TOKEN,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Where a sequence's soft prompt sits: its virtual tokens are the positions
+/// `start..start + k` of the prompt.
+struct VirtualTokens {
+    soft_prompt: Arc<NamedSoftPrompt>,
+    start: usize,
+}
+
+impl VirtualTokens {
+    /// The rows for a chunk covering positions `range`, if it covers any virtual token.
+    fn embeddings_for(&self, range: std::ops::Range<usize>) -> Option<InputEmbeddings> {
+        let sp = &self.soft_prompt.soft_prompt;
+        let lo = range.start.max(self.start);
+        let hi = range.end.min(self.start + sp.virtual_tokens());
+        (lo < hi).then(|| InputEmbeddings {
+            first: lo - range.start,
+            values: sp.embeddings[(lo - self.start) * sp.hidden_size..(hi - self.start) * sp.hidden_size].to_vec(),
+        })
+    }
+}
 
 struct Sequence {
+    /// Prompt (with [`VIRTUAL_TOKEN`] at its virtual tokens), forced and generated tokens.
     tokens: Vec<u32>,
+    /// Prompt positions, virtual tokens included.
     prompt_len: usize,
+    virtual_tokens: Option<VirtualTokens>,
     max_tokens: usize,
     ignore_eos: bool,
     sampler: Sampler,
@@ -80,6 +115,9 @@ impl Sequence {
     }
     fn decoding(&self) -> bool {
         self.cached >= self.prompt_len && self.forced == 0
+    }
+    fn soft_prompt(&self) -> Option<&Arc<NamedSoftPrompt>> {
+        self.virtual_tokens.as_ref().map(|v| &v.soft_prompt)
     }
 }
 
@@ -168,31 +206,51 @@ impl Engine {
     /// Queues a sequence at `priority` (see the module docs for what that decides).
     pub fn add_with(&mut self, req: GenerateRequest, priority: Priority) -> Result<SeqId> {
         req.sampling.validate()?;
+        if let Some(sp) = &req.soft_prompt {
+            self.check_soft_prompt(sp)?;
+        }
+        let virtual_count = req.soft_prompt.as_ref().map_or(0, |sp| sp.soft_prompt.virtual_tokens());
+        let prompt_len = req.prompt_tokens.len() + virtual_count;
         let limit = self.context_length();
-        if req.prompt_tokens.is_empty() {
+        if prompt_len == 0 {
             return Err(EngineError::EmptyPrompt);
         }
-        if req.prompt_tokens.len() + req.forced.len() >= limit {
-            return Err(EngineError::PromptTooLong { got: req.prompt_tokens.len() + req.forced.len(), limit });
+        if prompt_len + req.forced.len() >= limit {
+            return Err(EngineError::PromptTooLong { got: prompt_len + req.forced.len(), limit });
         }
         let forced = req.forced.len();
         let max_tokens = if forced > 0 { forced } else { req.max_tokens };
-        let reserve = req.prompt_tokens.len() + max_tokens;
+        let reserve = prompt_len + max_tokens;
         if let Some(limit) = self.kv_budget_tokens() {
             if reserve > limit {
                 return Err(EngineError::KvBudget { tokens: reserve, limit });
             }
         }
         let id = self.next_seq_id();
-        let leader = if req.forced.is_empty() { self.prefilling_twin(&req.prompt_tokens, priority) } else { None };
+        // The virtual tokens go where training put them (after a leading BOS).
+        let start = crate::train::splice_point(&req.prompt_tokens, self.tokenizer.bos_id());
+        let virtual_tokens = req.soft_prompt.clone().map(|soft_prompt| VirtualTokens { soft_prompt, start });
+        let prompt: Vec<u32> = req.prompt_tokens[..start]
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(VIRTUAL_TOKEN, virtual_count))
+            .chain(req.prompt_tokens[start..].iter().copied())
+            .collect();
+        let leader = if req.forced.is_empty() {
+            self.prefilling_twin(&prompt, req.soft_prompt.as_ref(), priority)
+        } else {
+            None
+        };
         let seq = Sequence {
+            // The sampler's repetition penalty and the decoder's context see real tokens only.
             sampler: Sampler::new(req.sampling.clone(), &req.prompt_tokens),
             decoder: IncrementalDecoder::new(&req.prompt_tokens),
             // A constrained output ends where its grammar does (see `GenerateRequest::constraint`).
             stops: StopMatcher::new(if req.constraint.is_some() { Vec::new() } else { req.stop.clone() }),
             guide: if req.forced.is_empty() { req.constraint.as_ref().map(|g| g.start()) } else { None },
-            prompt_len: req.prompt_tokens.len(),
-            tokens: req.prompt_tokens.into_iter().chain(req.forced).collect(),
+            prompt_len,
+            virtual_tokens,
+            tokens: prompt.into_iter().chain(req.forced).collect(),
             max_tokens,
             ignore_eos: req.ignore_eos,
             cached: 0,
@@ -210,9 +268,14 @@ impl Engine {
         Ok(id)
     }
 
-    /// A sequence with exactly this prompt that has not finished prefilling it (and
-    /// follows nobody itself), at the same priority.
-    fn prefilling_twin(&self, prompt: &[u32], priority: Priority) -> Option<SeqId> {
+    /// A sequence with exactly this prompt and soft prompt that has not finished
+    /// prefilling it (and follows nobody itself), at the same priority.
+    fn prefilling_twin(
+        &self,
+        prompt: &[u32],
+        soft_prompt: Option<&Arc<NamedSoftPrompt>>,
+        priority: Priority,
+    ) -> Option<SeqId> {
         self.waiting.iter().chain(&self.running).copied().find(|id| {
             let s = &self.seqs[id];
             s.leader.is_none()
@@ -220,7 +283,28 @@ impl Engine {
                 && s.priority == priority
                 && s.cached < s.prompt_len
                 && s.tokens[..s.prompt_len] == *prompt
+                && same_soft_prompt(s.soft_prompt(), soft_prompt)
         })
+    }
+
+    /// A soft prompt must be for the loaded model, as wide as its hidden size, and finite.
+    fn check_soft_prompt(&self, sp: &NamedSoftPrompt) -> Result<()> {
+        let model = &self.model.files.name;
+        sp.soft_prompt.check_model(model).map_err(|source| EngineError::SoftPrompt { id: sp.id.clone(), source })?;
+        let want = self.model.config().hidden_size();
+        if sp.soft_prompt.hidden_size != want {
+            return Err(EngineError::SoftPromptWidth {
+                id: sp.id.clone(),
+                got: sp.soft_prompt.hidden_size,
+                want,
+                model: model.clone(),
+            });
+        }
+        // A NaN would not fail anywhere: it would only make every logit after it NaN.
+        if let Some(i) = sp.soft_prompt.embeddings.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::SoftPromptNotFinite { id: sp.id.clone(), row: i / want });
+        }
+        Ok(())
     }
 
     /// The KV budget in positions (per sequence, prompt + generated), if there is one.
@@ -241,7 +325,7 @@ impl Engine {
             return Ok(());
         }
         let s = &self.seqs[&id];
-        if let Some((src, n)) = self.prefix.lookup(&s.tokens[..s.prompt_len]) {
+        if let Some((src, n)) = self.prefix.lookup(s.soft_prompt(), &s.tokens[..s.prompt_len]) {
             self.model.copy_prefix(src, id, n)?;
             let s = self.seqs.get_mut(&id).expect("just added");
             s.cached = n;
@@ -298,16 +382,16 @@ impl Engine {
     fn remember_prefix(&mut self, id: SeqId) -> Result<()> {
         let budget = self.cfg.prefix_cache_bytes;
         let per_token = self.model.config().kv_bytes_per_token().max(1);
-        let prompt: Vec<u32> = {
+        let (soft_prompt, prompt): (Option<Arc<NamedSoftPrompt>>, Vec<u32>) = {
             let s = &self.seqs[&id];
-            s.tokens[..s.prompt_len].to_vec()
+            (s.soft_prompt().cloned(), s.tokens[..s.prompt_len].to_vec())
         };
-        let Some(clock) = self.prefix.admit(&prompt, per_token, budget) else {
+        let Some(clock) = self.prefix.admit(soft_prompt.as_ref(), &prompt, per_token, budget) else {
             return Ok(());
         };
         let cache_seq = self.next_seq_id();
         self.model.copy_prefix(id, cache_seq, prompt.len())?;
-        let freed = self.prefix.insert(cache_seq, prompt, clock, per_token, budget);
+        let freed = self.prefix.insert(cache_seq, soft_prompt, prompt, clock, per_token, budget);
         if !freed.is_empty() {
             self.model.free(freed);
         }
@@ -566,14 +650,16 @@ impl Engine {
             if s.priority == Priority::Batch {
                 batch_tokens += take;
             }
+            let range = s.cached..s.cached + take;
             chunks.push(Chunk {
                 seq: id,
-                tokens: s.tokens[s.cached..s.cached + take].to_vec(),
+                tokens: s.tokens[range.clone()].to_vec(),
                 start_pos: s.cached,
                 all_logits: false,
                 tail_logits: if completes { s.forced } else { 0 },
                 // A prompt piece that does not complete the prompt samples nothing.
                 no_logits: !completes,
+                embeddings: s.virtual_tokens.as_ref().and_then(|v| v.embeddings_for(range)),
             });
         }
         order.extend(plan.iter().map(|&(id, _)| id));

@@ -8,6 +8,49 @@ use serde::Serialize;
 use crate::constraint::Grammar;
 use crate::nn::SeqId;
 use crate::sampling::{SampledToken, SamplingParams};
+use crate::train::SoftPrompt;
+
+/// The token id that stands for a soft prompt's virtual token in a sequence's tokens
+/// inside the engine (never a real id: no vocabulary has `u32::MAX` entries). The engine
+/// keeps these positions in its token lists so that positions, the KV cache and the
+/// prefix cache's keys line up; the embedding lookup ignores them (their rows are
+/// overwritten with the soft prompt's), and they are never sampled, detokenized, used
+/// by the repetition penalty or reported as a token.
+pub const VIRTUAL_TOKEN: u32 = u32::MAX;
+
+/// A soft prompt as the engine serves it: the rows and the id the prefix cache knows
+/// them by. Sequences whose soft prompts have the same id and the same rows share cached
+/// prompt KV; any other difference (another id, other rows, none) never does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedSoftPrompt {
+    pub id: String,
+    pub soft_prompt: SoftPrompt,
+}
+
+impl NamedSoftPrompt {
+    pub fn new(id: impl Into<String>, soft_prompt: SoftPrompt) -> Arc<Self> {
+        Arc::new(Self { id: id.into(), soft_prompt })
+    }
+
+    /// The same soft prompt: the same id and bit for bit the same rows.
+    pub fn same_as(&self, other: &Self) -> bool {
+        let (a, b) = (&self.soft_prompt, &other.soft_prompt);
+        std::ptr::eq(self, other)
+            || (self.id == other.id
+                && a.hidden_size == b.hidden_size
+                && a.embeddings.len() == b.embeddings.len()
+                && a.embeddings.iter().zip(&b.embeddings).all(|(x, y)| x.to_bits() == y.to_bits()))
+    }
+}
+
+/// Whether two sequences' soft prompts (or the lack of one) are the same.
+pub(crate) fn same_soft_prompt(a: Option<&Arc<NamedSoftPrompt>>, b: Option<&Arc<NamedSoftPrompt>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_as(b),
+        _ => false,
+    }
+}
 
 /// What to generate for one sequence.
 #[derive(Debug, Clone)]
@@ -31,6 +74,15 @@ pub struct GenerateRequest {
     /// of the grammar) comes first; `stop` sequences are not applied, as they could cut a
     /// valid output short.
     pub constraint: Option<Arc<Grammar>>,
+    /// A soft prompt (prompt tuning) to put in the prompt: its `k` virtual tokens go where
+    /// [`crate::train::splice_point`] says (right after a leading BOS, else first), as in
+    /// training, with its rows as their input embeddings. It must have been trained on the
+    /// loaded model (else [`crate::EngineError::SoftPrompt`]) and be as wide as its hidden
+    /// size. The virtual tokens are real positions: they take KV cache entries and RoPE
+    /// positions, count towards the context and the KV budget, and are counted in
+    /// `Event::Finished::prompt_tokens` (and `cached_tokens` when they came from the prefix
+    /// cache); they are never reported as tokens.
+    pub soft_prompt: Option<Arc<NamedSoftPrompt>>,
 }
 
 impl GenerateRequest {
@@ -43,6 +95,7 @@ impl GenerateRequest {
             ignore_eos: false,
             forced: Vec::new(),
             constraint: None,
+            soft_prompt: None,
         }
     }
 
@@ -86,8 +139,11 @@ pub enum Event {
         seq: SeqId,
         reason: FinishReason,
         text: String,
+        /// Prompt positions: the prompt's tokens plus the soft prompt's virtual tokens, if
+        /// any (an OpenAI-style `usage.prompt_tokens` counts them too: the model attended
+        /// to them like to any prompt token).
         prompt_tokens: usize,
-        /// Prompt tokens whose KV came from the prefix cache instead of being prefilled.
+        /// Prompt positions (virtual tokens included) whose KV came from the prefix cache instead of being prefilled.
         cached_tokens: usize,
         generated_tokens: usize,
     },

@@ -42,6 +42,13 @@ impl FamilyConfig {
             FamilyConfig::Llama(c) => c.vocab_size,
         }
     }
+    /// Width of the token embeddings (and of a soft prompt's rows).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            FamilyConfig::Gemma3(c) => c.hidden_size,
+            FamilyConfig::Llama(c) => c.hidden_size,
+        }
+    }
     /// f32 K and V for every layer and KV head, summed over ranks at TP=1.
     pub fn kv_bytes_per_token(&self) -> usize {
         let (layers, kv, d) = match self {

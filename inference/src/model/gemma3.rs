@@ -231,8 +231,9 @@ impl Model {
     /// One batched step over `chunks` (each appended to its cache); logits per chunk,
     /// `[1 or chunk len, vocab]`.
     pub fn forward(&self, chunks: &[Chunk], caches: &mut [&mut SeqCache]) -> Result<Vec<Tensor>> {
-        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
-        let mut x = (self.embed_tokens.forward(&ids, &self.device)? * (self.cfg.hidden_size as f64).sqrt())?;
+        // A soft prompt's rows are already scaled: they are written after the scale.
+        let scale = (self.cfg.hidden_size as f64).sqrt();
+        let mut x = self.embed_tokens.forward_chunks(chunks, Some(scale), &self.device)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
             let h = layer.self_attn.forward(&h, chunks, caches, i)?;

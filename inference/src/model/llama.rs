@@ -256,8 +256,7 @@ impl Model {
     }
 
     pub fn forward(&self, chunks: &[Chunk], caches: &mut [&mut SeqCache]) -> Result<Vec<Tensor>> {
-        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
-        let mut x = self.embed_tokens.forward(&ids, &self.device)?;
+        let mut x = self.embed_tokens.forward_chunks(chunks, None, &self.device)?;
         // Each residual add is done with the norm that follows it.
         let mut h = None;
         for (i, layer) in self.layers.iter().enumerate() {

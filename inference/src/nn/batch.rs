@@ -24,6 +24,46 @@ pub struct Chunk {
     /// No logits at all (a piece of a prompt that does not finish it: nothing samples
     /// from it): the lm_head skips the chunk and its entry has no rows.
     pub no_logits: bool,
+    /// Rows whose input is given as embeddings instead of looked up from `tokens` (a soft
+    /// prompt's virtual tokens); their `tokens` entries are placeholders.
+    pub embeddings: Option<InputEmbeddings>,
+}
+
+/// Consecutive rows of a chunk given as embeddings: after the token lookup (and Gemma's
+/// scale) they overwrite the looked-up rows, identically on every rank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputEmbeddings {
+    /// The chunk row (index into its `tokens`) of the first of them.
+    pub first: usize,
+    /// `rows × hidden` values, row-major, in the space the decoder layers read (Gemma's
+    /// scaled embeddings: they are not scaled again).
+    pub values: Vec<f32>,
+}
+
+/// Writes each chunk's [`InputEmbeddings`] over its rows of the embedded batch
+/// `x: [total_tokens, hidden]`; a copy, exact, with nothing else changed.
+pub fn overwrite_input_rows(x: &Tensor, chunks: &[Chunk]) -> Result<Tensor> {
+    let mut x = x.clone();
+    let (_, hidden) = x.dims2()?;
+    for (c, rows) in chunks.iter().zip(chunk_rows(chunks)) {
+        let Some(e) = &c.embeddings else { continue };
+        let n = e.values.len() / hidden.max(1);
+        if n == 0 {
+            continue;
+        }
+        if n * hidden != e.values.len() || e.first + n > rows.len() {
+            candle_core::bail!(
+                "sequence {}: {} embedding values from row {} do not fit a {}-row chunk of width {hidden}",
+                c.seq,
+                e.values.len(),
+                e.first,
+                rows.len()
+            );
+        }
+        let src = Tensor::from_slice(&e.values, (n, hidden), x.device())?.to_dtype(x.dtype())?;
+        x = x.slice_scatter0(&src, rows.start + e.first)?;
+    }
+    Ok(x)
 }
 
 /// Rows of the flattened `[total_tokens, hidden]` batch that belong to each chunk.
@@ -111,7 +151,30 @@ mod tests {
     use candle_core::Device;
 
     fn chunk(seq: SeqId, len: usize, no_logits: bool) -> Chunk {
-        Chunk { seq, tokens: vec![0; len], start_pos: 0, all_logits: false, tail_logits: 0, no_logits }
+        Chunk {
+            seq,
+            tokens: vec![0; len],
+            start_pos: 0,
+            all_logits: false,
+            tail_logits: 0,
+            no_logits,
+            embeddings: None,
+        }
+    }
+
+    #[test]
+    fn input_embeddings_overwrite_their_rows_and_nothing_else() {
+        let x = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((6, 2)).unwrap();
+        let mut a = chunk(1, 2, false);
+        a.embeddings = Some(InputEmbeddings { first: 1, values: vec![-1.0, -2.0] });
+        let mut b = chunk(2, 4, false);
+        b.embeddings = Some(InputEmbeddings { first: 0, values: vec![-3.0, -4.0, -5.0, -6.0] });
+        let out = overwrite_input_rows(&x, &[a.clone(), b]).unwrap().to_vec2::<f32>().unwrap();
+        let want = [[0.0, 1.0], [-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0], [8.0, 9.0], [10.0, 11.0]];
+        assert_eq!(out, want.map(|r| r.to_vec()).to_vec());
+        // Rows past the chunk's end are an error, not a write into the next chunk.
+        a.embeddings = Some(InputEmbeddings { first: 1, values: vec![0.0; 4] });
+        assert!(overwrite_input_rows(&x, &[a, chunk(2, 4, false)]).is_err());
     }
 
     #[test]

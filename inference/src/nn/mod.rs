@@ -10,7 +10,10 @@ pub mod norm;
 pub mod rope;
 
 pub use attention::{causal_attention, host_attention, host_attention_for, to_heads, HeadSplit, Scores};
-pub use batch::{chunk_rows, logits_for, per_chunk, rows_for_logits, split_logits, Chunk, SeqId};
+pub use batch::{
+    chunk_rows, logits_for, overwrite_input_rows, per_chunk, rows_for_logits, split_logits, Chunk, InputEmbeddings,
+    SeqId,
+};
 pub use kv_cache::{HostKv, LayerKv, SeqCache};
 pub use mlp::silu_mul;
 pub use norm::RmsNorm;

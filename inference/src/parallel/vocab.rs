@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use super::linear::ColumnParallelLinear;
 use super::shard::Shard;
+use crate::nn::{overwrite_input_rows, Chunk};
 use crate::weight::Weight;
 
 /// Each rank holds the embedding rows of its vocabulary slice; ids outside the slice
@@ -39,6 +40,22 @@ impl VocabParallelEmbedding {
         let keep: Vec<f32> = ids.iter().map(|&i| if (lo..hi).contains(&i) { 1.0 } else { 0.0 }).collect();
         let keep = Tensor::from_vec(keep, (ids.len(), 1), device)?;
         self.shard.comm.all_reduce_sum(&rows.broadcast_mul(&keep)?)
+    }
+
+    /// The embedded input of a batch, `[total_tokens, hidden]` f32: every chunk's tokens
+    /// looked up (and multiplied by `scale`, Gemma's `sqrt(hidden)`), then the rows a chunk
+    /// gives as [`InputEmbeddings`] written over them. Those are replicated: every rank
+    /// writes the same values after the all-reduce, so the ranks' inputs stay identical.
+    pub fn forward_chunks(&self, chunks: &[Chunk], scale: Option<f64>, device: &Device) -> Result<Tensor> {
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        let mut x = self.forward(&ids, device)?;
+        if let Some(scale) = scale {
+            x = (x * scale)?;
+        }
+        if chunks.iter().all(|c| c.embeddings.is_none()) {
+            return Ok(x);
+        }
+        overwrite_input_rows(&x, chunks)
     }
 }
 

@@ -43,4 +43,4 @@ pub use trainer::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,18 +12,7 @@ use crate::model::FamilyConfig;
 const BOS: u32 = 1;
 
 fn tiny(family: &str, dtype: DType) -> TrainableModel {
-    let (cfg, weights): (FamilyConfig, HashMap<String, Tensor>) = match family {
-        "gemma3" => {
-            let c = gemma3::tiny_config();
-            let w = gemma3::tiny_random(&c, 11, dtype);
-            (FamilyConfig::Gemma3(c), w)
-        }
-        _ => {
-            let c = llama::tiny_config();
-            let w = llama::tiny_random(&c, 12, dtype);
-            (FamilyConfig::Llama(c), w)
-        }
-    };
+    let (cfg, weights) = tiny_weights(family, dtype);
     TrainableModel::from_weights(&format!("tiny-{family}"), &cfg, &weights, Some(BOS)).unwrap()
 }
 
@@ -198,41 +187,65 @@ fn bad_settings_and_examples_name_the_field_and_the_limit() {
     }
 }
 
-/// The engine on the same tiny weights, written as an f32 GGUF: with dense weights it does
-/// no integer arithmetic, so its logits and the training forward's must agree closely.
-fn engine_on(model_cfg: FamilyConfig, weights: &HashMap<String, Tensor>) -> (tempfile::TempDir, crate::ShardedModel) {
+/// A tiny random model of `family` (`"gemma3"` or `"llama"`), dense, in `dtype`: its
+/// config and weights (GGUF names).
+pub(crate) fn tiny_weights(family: &str, dtype: DType) -> (FamilyConfig, HashMap<String, Tensor>) {
+    match family {
+        "gemma3" => {
+            let c = gemma3::tiny_config();
+            let w = gemma3::tiny_random(&c, 11, dtype);
+            (FamilyConfig::Gemma3(c), w)
+        }
+        _ => {
+            let c = llama::tiny_config();
+            let w = llama::tiny_random(&c, 12, dtype);
+            (FamilyConfig::Llama(c), w)
+        }
+    }
+}
+
+/// `weights` written as a GGUF in a temporary folder (kept while the `TempDir` lives), as
+/// the files of a model named `name`: f32, or with the matrices (not the norms) in
+/// `quant` where their rows are whole blocks of it.
+pub(crate) fn tiny_gguf(
+    name: &str,
+    model_cfg: FamilyConfig,
+    weights: &HashMap<String, Tensor>,
+    quant: Option<candle_core::quantized::GgmlDType>,
+) -> (tempfile::TempDir, crate::ModelFiles) {
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let dtype_of = |name: &str, t: &Tensor| match quant {
+        Some(q) if !name.contains("norm") && t.dims().last().is_some_and(|k| k % q.block_size() == 0) => q,
+        _ => GgmlDType::F32,
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     let q: Vec<(String, QTensor)> = {
         let mut names: Vec<&String> = weights.keys().collect();
         names.sort();
-        names.into_iter().map(|n| (n.clone(), QTensor::quantize(&weights[n], GgmlDType::F32).unwrap())).collect()
+        names
+            .into_iter()
+            .map(|n| (n.clone(), QTensor::quantize(&weights[n], dtype_of(n, &weights[n])).unwrap()))
+            .collect()
     };
     let tensors: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut file = std::fs::File::create(&path).unwrap();
     gguf_file::write(&mut file, &[], &tensors).unwrap();
     drop(file);
-    let files = crate::ModelFiles { name: "tiny".into(), path, config: model_cfg };
-    let engine = crate::ShardedModel::load_cpu(files, 1).unwrap();
-    (dir, engine)
+    (dir, crate::ModelFiles { name: name.into(), path, config: model_cfg })
+}
+
+/// The engine on the same tiny weights, written as an f32 GGUF: with dense weights it does
+/// no integer arithmetic, so its logits and the training forward's must agree closely.
+fn engine_on(model_cfg: FamilyConfig, weights: &HashMap<String, Tensor>) -> (tempfile::TempDir, crate::ShardedModel) {
+    let (dir, files) = tiny_gguf("tiny", model_cfg, weights, None);
+    (dir, crate::ShardedModel::load_cpu(files, 1).unwrap())
 }
 
 #[test]
 fn training_forward_matches_the_engine_on_dense_weights() {
     for family in ["gemma3", "llama"] {
-        let (cfg, weights) = match family {
-            "gemma3" => {
-                let c = gemma3::tiny_config();
-                let w = gemma3::tiny_random(&c, 11, DType::F32);
-                (FamilyConfig::Gemma3(c), w)
-            }
-            _ => {
-                let c = llama::tiny_config();
-                let w = llama::tiny_random(&c, 12, DType::F32);
-                (FamilyConfig::Llama(c), w)
-            }
-        };
+        let (cfg, weights) = tiny_weights(family, DType::F32);
         let model = TrainableModel::from_weights("tiny", &cfg, &weights, Some(BOS)).unwrap();
         let (_dir, engine) = engine_on(cfg, &weights);
         // Longer than the tiny Gemma's sliding window of 4.
@@ -244,6 +257,7 @@ fn training_forward_matches_the_engine_on_dense_weights() {
             all_logits: true,
             tail_logits: 0,
             no_logits: false,
+            embeddings: None,
         };
         let want = engine.forward(vec![chunk]).unwrap().remove(0);
         let empty = Tensor::zeros((0, model.hidden_size()), DType::F32, &Device::Cpu).unwrap();
