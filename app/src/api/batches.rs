@@ -171,9 +171,13 @@ pub async fn cancel_batch(State(state): State<AppState>, Path(id): Path<String>)
 
 // ---------------------------------------------------------------------- the worker
 
-/// Lines one replica runs at once (the batcher admits them as room allows; API traffic
-/// goes first regardless).
-pub const LINES_IN_FLIGHT: usize = 16;
+/// Lines one replica runs at once: the server's default `--max-running`, so batch work
+/// can fill the engine's width (the batcher admits lines as room allows; API traffic goes
+/// first regardless, pausing batch rows).
+pub const LINES_IN_FLIGHT: usize = 32;
+/// The worker claims again once this many places are free (or nothing runs): one claim
+/// statement for a group of lines, not one per finished line.
+const CLAIM_GROUP: usize = 8;
 /// How often an idle worker looks for new lines (a batch created on this replica wakes
 /// it at once).
 const BUSY_PAUSE: Duration = Duration::from_millis(250);
@@ -262,29 +266,30 @@ async fn work(state: AppState) {
     let mut running: JoinSet<Ran> = JoinSet::new();
     loop {
         let room = LINES_IN_FLIGHT - running.len();
-        let claimed = if room > 0 { store.claim_lines(room).await } else { Ok(Vec::new()) };
-        let claimed = claimed.unwrap_or_else(|e| {
-            tracing::warn!("claiming batch lines: {e}");
-            Vec::new()
-        });
-        for line in claimed {
-            let endpoint = match endpoints.get(&line.batch_id) {
-                Some(e) => e.clone(),
-                None => match store.batch_endpoint(&line.batch_id).await {
-                    Ok(e) => {
-                        if endpoints.len() >= MAX_CACHED_ENDPOINTS {
-                            endpoints.clear();
+        if room >= CLAIM_GROUP || running.is_empty() {
+            let claimed = store.claim_lines(room).await.unwrap_or_else(|e| {
+                tracing::warn!("claiming batch lines: {e}");
+                Vec::new()
+            });
+            for line in claimed {
+                let endpoint = match endpoints.get(&line.batch_id) {
+                    Some(e) => e.clone(),
+                    None => match store.batch_endpoint(&line.batch_id).await {
+                        Ok(e) => {
+                            if endpoints.len() >= MAX_CACHED_ENDPOINTS {
+                                endpoints.clear();
+                            }
+                            endpoints.insert(line.batch_id.clone(), e.clone());
+                            e
                         }
-                        endpoints.insert(line.batch_id.clone(), e.clone());
-                        e
-                    }
-                    Err(e) => {
-                        tracing::warn!("batch {}: {e}", line.batch_id);
-                        continue;
-                    }
-                },
-            };
-            spawn_line(&mut running, &router, endpoint, line, Duration::ZERO);
+                        Err(e) => {
+                            tracing::warn!("batch {}: {e}", line.batch_id);
+                            continue;
+                        }
+                    },
+                };
+                spawn_line(&mut running, &router, endpoint, line, Duration::ZERO);
+            }
         }
         if running.is_empty() {
             // Nothing to do: wait for a new batch here or the next look at the store.
@@ -292,28 +297,43 @@ async fn work(state: AppState) {
             continue;
         }
         let next = tokio::time::timeout(IDLE_POLL, running.join_next()).await;
-        let Ok(Some(joined)) = next else { continue };
-        let (line, endpoint, answer) = match joined {
-            Ok(done) => done,
+        let Ok(Some(first)) = next else { continue };
+        // Every line that has finished by now is written in one transaction.
+        let mut answered: Vec<(ClaimedLine, LineAnswer)> = Vec::new();
+        let mut joined = Some(first);
+        while let Some(j) = joined {
+            match j {
+                Ok((line, _, Some(answer))) => answered.push((line, answer)),
+                // Busy (queue full, model loading): the line stays claimed (its lease is
+                // renewed) and runs again after a pause.
+                Ok((line, endpoint, None)) => spawn_line(&mut running, &router, endpoint, line, BUSY_PAUSE),
+                Err(e) => tracing::error!("a batch line's task failed: {e}"),
+            }
+            joined = running.try_join_next();
+        }
+        if answered.is_empty() {
+            continue;
+        }
+        let pairs: Vec<(&ClaimedLine, &LineAnswer)> = answered.iter().map(|(l, a)| (l, a)).collect();
+        let recorded = match store.finish_lines(&pairs).await {
+            Ok(r) => r,
             Err(e) => {
-                tracing::error!("a batch line's task failed: {e}");
+                tracing::warn!("recording {} batch answer(s): {e}", pairs.len());
                 continue;
             }
         };
-        let Some(answer) = answer else {
-            // Busy (queue full, model loading): the line stays claimed (its lease is
-            // renewed) and runs again after a pause.
-            spawn_line(&mut running, &router, endpoint, line, BUSY_PAUSE);
-            continue;
-        };
-        match store.finish_line(&line, &answer).await {
-            Ok(true) => {
-                if let Err(e) = store.finalize_if_done(&line.batch_id).await {
-                    tracing::warn!("finalizing batch {}: {e}", line.batch_id);
-                }
+        let mut touched: Vec<&str> = Vec::new();
+        for ((line, _), ok) in answered.iter().zip(recorded) {
+            if !ok {
+                tracing::info!("batch {} line {}: claim lost, answer dropped", line.batch_id, line.line_no);
+            } else if !touched.contains(&line.batch_id.as_str()) {
+                touched.push(&line.batch_id);
             }
-            Ok(false) => tracing::info!("batch {} line {}: claim lost, answer dropped", line.batch_id, line.line_no),
-            Err(e) => tracing::warn!("batch {} line {}: {e}", line.batch_id, line.line_no),
+        }
+        for id in touched {
+            if let Err(e) = store.finalize_if_done(id).await {
+                tracing::warn!("finalizing batch {id}: {e}");
+            }
         }
     }
 }

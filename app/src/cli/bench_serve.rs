@@ -16,8 +16,8 @@
 //!   (`studio_prompt_tokens_total` delta) and the server's idle RSS before and after.
 //! - `batch-api` (also `--batch-api`): the same short completions (8 tokens) sent as
 //!   concurrent HTTP requests (16 clients) and as one job through `/v1/files` +
-//!   `/v1/batches`: lines/min of each, and 8-token API requests' p50 while the batch runs
-//!   against idle.
+//!   `/v1/batches`, each alone: lines/min of each. Then a second job while 8-token API
+//!   requests arrive one at a time: its lines/min, and the requests' p50 against idle.
 //! - `all`: each of the above in turn.
 //!
 //! Prompts are built to their token count with `/v1/tokenize` and sent as token ids, each
@@ -600,10 +600,36 @@ pub async fn batch_api(addr: &str, sizes: Sizes) -> Result<()> {
     }
     let http = t0.elapsed().as_secs_f64();
 
-    // The batch: one upload, one job, polled to the end, API requests meanwhile.
+    // The batch alone (as the HTTP run was), then a second one with API requests meanwhile.
+    let (batch, _) = run_batch(addr, lines, |i| body("batch", i), false).await?;
+    let (busy_batch, mut during) = run_batch(addr, lines, |i| body("batch-api", i), true).await?;
+    let (i50, d50) = (percentile(&mut idle, 0.5), percentile(&mut during, 0.5));
+    let rate = |secs: f64| lines as f64 * 60.0 / secs;
+    println!("  concurrent HTTP (16 clients): {http:.1} s = {:.0} lines/min", rate(http));
+    println!(
+        "  batch API:                    {batch:.1} s = {:.0} lines/min ({:.2}x the HTTP rate)",
+        rate(batch),
+        http / batch
+    );
+    println!(
+        "  batch API with API requests:  {busy_batch:.1} s = {:.0} lines/min (API traffic goes first)",
+        rate(busy_batch)
+    );
+    println!(
+        "  8-token API requests: p50 idle {i50:.0} ms, during the batch {d50:.0} ms ({:.2}x, {} requests)",
+        d50 / i50,
+        during.len()
+    );
+    Ok(())
+}
+
+/// One batch job of `lines` completions, uploaded, created and polled to `completed`: its
+/// wall time, and with `probe` the latencies of 8-token API requests sent one after
+/// another while it runs (else it is only polled, every 100 ms).
+async fn run_batch(addr: &str, lines: usize, body: impl Fn(usize) -> Value, probe: bool) -> Result<(f64, Vec<f64>)> {
     let text: String = (0..lines)
         .map(|i| {
-            json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/completions", "body": body("batch", i)})
+            json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/completions", "body": body(i)})
                 .to_string()
                 + "\n"
         })
@@ -625,27 +651,19 @@ pub async fn batch_api(addr: &str, sizes: Sizes) -> Result<()> {
             Some("in_progress" | "finalizing" | "validating") => {}
             other => bail!("batch ended {other:?}: {b}"),
         }
-        during.push(api_request(addr, k).await?);
-        k += 1;
+        if probe {
+            during.push(api_request(addr, k).await?);
+            k += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     };
-    let batch = t0.elapsed().as_secs_f64();
+    let secs = t0.elapsed().as_secs_f64();
     let counts = &done["request_counts"];
     if counts["completed"].as_u64() != Some(lines as u64) {
         bail!("batch finished with {counts}");
     }
-    let (i50, d50) = (percentile(&mut idle, 0.5), percentile(&mut during, 0.5));
-    println!("  concurrent HTTP (16 clients): {http:.1} s = {:.0} lines/min", lines as f64 * 60.0 / http);
-    println!(
-        "  batch API:                    {batch:.1} s = {:.0} lines/min ({:.2}x the HTTP rate)",
-        lines as f64 * 60.0 / batch,
-        http / batch
-    );
-    println!(
-        "  8-token API requests: p50 idle {i50:.0} ms, during the batch {d50:.0} ms ({:.2}x, {} requests)",
-        d50 / i50,
-        during.len()
-    );
-    Ok(())
+    Ok((secs, during))
 }
 
 /// What `bench-serve` runs.

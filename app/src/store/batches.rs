@@ -409,31 +409,47 @@ impl Store {
     /// claim was lost (it expired and another replica took the line), and the answer is
     /// dropped. So each line is written once.
     pub async fn finish_line(&self, line: &ClaimedLine, answer: &LineAnswer) -> Result<bool> {
-        let LineAnswer { status_code, request_id, body } = answer;
-        let ok = (200..300).contains(status_code);
-        let out = BatchOutputLine {
-            id: format!("batch_req_{}_{}", line.batch_id.trim_start_matches("batch_"), line.line_no),
-            custom_id: line.custom_id.clone(),
-            response: Some(api_types::batches::BatchResponse {
-                status_code: *status_code,
-                request_id: request_id.clone(),
-                body: body.clone(),
-            }),
-            error: None,
-        };
-        let done = sqlx::query(
-            "UPDATE batch_lines SET status = $1, status_code = $2, response = $3, finished_at = $4, lease_until = NULL \
-             WHERE id = $5 AND owner = $6 AND status = 'claimed'",
-        )
-        .bind(if ok { "done" } else { "failed" })
-        .bind(i64::from(*status_code))
-        .bind(serde_json::to_string(&out).expect("an output line serializes"))
-        .bind(now_ms())
-        .bind(line.id)
-        .bind(self.replica())
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.finish_lines(&[(line, answer)]).await?[0])
+    }
+
+    /// [`Self::finish_line`] for several lines in one transaction (one commit, so one
+    /// sync of the database file, for however many lines finished together): for each,
+    /// whether its answer was recorded.
+    pub async fn finish_lines(&self, answers: &[(&ClaimedLine, &LineAnswer)]) -> Result<Vec<bool>> {
+        let mut tx = self.pool().begin().await?;
+        let result = async {
+            let now = now_ms();
+            let mut recorded = Vec::with_capacity(answers.len());
+            for (line, LineAnswer { status_code, request_id, body }) in answers {
+                let ok = (200..300).contains(status_code);
+                let out = BatchOutputLine {
+                    id: format!("batch_req_{}_{}", line.batch_id.trim_start_matches("batch_"), line.line_no),
+                    custom_id: line.custom_id.clone(),
+                    response: Some(api_types::batches::BatchResponse {
+                        status_code: *status_code,
+                        request_id: request_id.clone(),
+                        body: body.clone(),
+                    }),
+                    error: None,
+                };
+                let done = sqlx::query(
+                    "UPDATE batch_lines SET status = $1, status_code = $2, response = $3, finished_at = $4, lease_until = NULL \
+                     WHERE id = $5 AND owner = $6 AND status = 'claimed'",
+                )
+                .bind(if ok { "done" } else { "failed" })
+                .bind(i64::from(*status_code))
+                .bind(serde_json::to_string(&out).expect("an output line serializes"))
+                .bind(now)
+                .bind(line.id)
+                .bind(self.replica())
+                .execute(&mut *tx)
+                .await?;
+                recorded.push(done.rows_affected() == 1);
+            }
+            Ok(recorded)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// Extends this replica's claims on its lines.
